@@ -1,0 +1,778 @@
+"""The deterministic engine: enabled actions, choices, journaled events, outcomes.
+
+A run is a pure function of (scenario, config, choices). Every step the engine lists the
+enabled actions as descriptors (tuples, never indices):
+
+    ("op", cpu)                     the vCPU executes its next guest op
+    ("deliver", cpu, vector)        the hypervisor injects the highest deliverable IRR vector
+    ("land", src, dst, vector)      an in-flight IPI reaches the destination's IRR
+    ("timer", cpu, vector)          the vCPU's LAPIC timer fires (periodic while armed)
+    ("traffic", src, dst, vector)   a background source on src sends an IPI
+
+and picks one: from the scenario's schedule if it has one, else by a weighted PRNG keyed
+by (seed, step) (no hidden PRNG state). Each executed action is an Event with all its
+writes ``(location, old, new)`` and notes.
+
+APIC rules (SDM vol.3 10.8, domain-facts §4): priority class = vector >> 4; PPR class =
+max(TPR class, highest ISR class); a fixed interrupt is delivered only when IF = 1 and
+its class > PPR class; delivery clears the IRR bit and sets the ISR bit; EOI clears the
+highest ISR bit; a vector already pending in IRR collapses.
+"""
+from __future__ import annotations
+
+import operator
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .defs import (CONSTANTS, MSR_EOI, MSR_ICR, MSR_NAMES, MSR_READ_ONLY, MSR_TPR,
+                   MSR_VP_ASSIST_PAGE, MSR_WRITE_ONLY, PAGE_SHIFT, PAGE_SIZE, VECTORS)
+from .hypervisor import POLICIES, make_hypervisor
+from .machine import (F_FRAMES, F_HALT, F_HV, F_IF, F_IRR, F_ISR, F_PC, F_R0, F_RT, F_TPR,
+                      MSR_OFF, RAM, Layout, Machine)
+from .program import EXITING_OPS, parse_cond
+
+# Event tuple fields.
+E_STEP, E_ACT, E_CPU, E_RT, E_PC, E_WRITES, E_NOTES = range(7)
+
+DEFAULT_WEIGHTS = {"op": 16, "deliver": 16, "land": 8, "timer": 1, "traffic": 2}
+FIXES = ("none", "gfp-zero", "clear-bit")
+
+_CMP = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+        ">": operator.gt, ">=": operator.ge}
+_ALU = {"add": operator.add, "sub": operator.sub, "and": operator.and_, "or": operator.or_,
+        "xor": operator.xor, "shl": lambda a, b: a << b, "shr": lambda a, b: a >> b,
+        "andn": lambda a, b: a & ~b, "eq": lambda a, b: int(a == b), "ne": lambda a, b: int(a != b),
+        "lt": lambda a, b: int(a < b), "ge": lambda a, b: int(a >= b)}
+MASK64 = (1 << 64) - 1
+
+
+class RunError(Exception):
+    """Bad run input discovered while running (e.g. a schedule entry that is not enabled)."""
+
+
+@dataclass
+class Config:
+    scenario: str = "cpu-offline"
+    hypervisor: str = "hyperv"
+    overlay: str = "uncover-stale"
+    fix: str = "none"
+    garbage: str = "0xa5"
+    seed: int = 1
+    vcpus: int = 2
+    max_steps: int = 200_000
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def parse_garbage(spec: str) -> tuple:
+    """'0xfe' (fill byte) or 'random:SEED'. Raises ValueError with the reason."""
+    s = str(spec).strip().lower()
+    if s.startswith("random:"):
+        try:
+            return ("random", int(s[7:], 0))
+        except ValueError:
+            raise ValueError(f"garbage {spec!r}: random:SEED needs an integer seed") from None
+    try:
+        v = int(s, 0)
+    except ValueError:
+        raise ValueError(f"garbage {spec!r}: expected a fill byte like 0xfe or random:SEED") from None
+    if not 0 <= v <= 255:
+        raise ValueError(f"garbage {spec!r}: a fill byte is 0..255")
+    return ("fill", v)
+
+
+def garbage_bytes(g: tuple, pfn: int) -> bytes:
+    """Content of a page __vmalloc'ed without __GFP_ZERO: whatever the page held before."""
+    if g[0] == "fill":
+        return bytes([g[1]]) * PAGE_SIZE
+    return random.Random(g[1] * 1_000_003 + pfn).randbytes(PAGE_SIZE)
+
+
+def prng(seed: int, step: int) -> int:
+    """splitmix64 of (seed, step): the default choice policy holds no state."""
+    z = (seed * 0x9E3779B97F4A7C15 + (step + 1) * 0xD1B54A32D192ED03) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def act_text(a: tuple) -> str:
+    k = a[0]
+    if k == "op":
+        return f"op cpu{a[1]}"
+    if k == "deliver":
+        return f"deliver cpu{a[1]} 0x{a[2]:02x}"
+    if k == "timer":
+        return f"timer cpu{a[1]} 0x{a[2]:02x}"
+    return f"{k} cpu{a[1]}->cpu{a[2]} 0x{a[3]:02x}"
+
+
+def parse_action(text: str) -> tuple:
+    """Inverse of act_text (used by scenario schedules): 'op 1', 'deliver 1 0xfd', 'land 0 1 RESCHEDULE'."""
+    parts = text.replace("cpu", "").replace("->", " ").split()
+    if not parts:
+        raise ValueError("empty action")
+    k = parts[0]
+    nums = []
+    for p in parts[1:]:
+        if p in VECTORS:
+            nums.append(VECTORS[p])
+        else:
+            nums.append(int(p, 0))
+    want = {"op": 1, "deliver": 2, "timer": 2, "land": 3, "traffic": 3}
+    if k not in want or len(nums) != want[k]:
+        raise ValueError(f"bad action {text!r} (expected op C | deliver C V | timer C V | land S D V | traffic S D V)")
+    return (k, *nums)
+
+
+@dataclass
+class Traffic:
+    src: int
+    dst: int            # -1 = round robin over the other online CPUs
+    vector: int
+    count: int          # -1 = periodic
+    when: tuple | None = None   # compiled condition (evaluated on the sender)
+    slot_rr: int = 0
+    slot_budget: int = 0
+
+
+@dataclass
+class Result:
+    outcome: str
+    steps: int
+    reason: str = ""
+    stats: dict = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, scenario, cfg: Config):
+        from .scenario import Scenario  # noqa: F401  (type only)
+        self.scn = scenario
+        self.cfg = cfg
+        if cfg.overlay not in POLICIES:
+            raise ValueError(f"unknown overlay policy {cfg.overlay!r}")
+        self.garbage = parse_garbage(cfg.garbage)
+        routines = scenario.program.select(cfg.fix)
+        self.rnames = sorted(routines)
+        self.rid = {n: i for i, n in enumerate(self.rnames)}
+        self.routines = [routines[n] for n in self.rnames]
+        n = cfg.vcpus
+        self.n = n
+        gvars, pvars = set(scenario.init_vars), set(scenario.init_pcpu)
+        for r in self.routines:
+            for op in r.ops:
+                _collect(op.args, gvars, pvars)
+        _collect((scenario.goal,) + tuple(t["when"] for t in scenario.traffic if t.get("when")), gvars, pvars)
+        traffic_src = []
+        for t in scenario.traffic:
+            srcs = range(n) if t["from"] == -1 else [t["from"]]
+            for s in srcs:
+                traffic_src.append(Traffic(s, t["to"], t["vector"], t["count"], t.get("when")))
+        extra = ["alloc_next"]
+        for i, _ in enumerate(traffic_src):
+            extra += [f"traffic{i}.rr", f"traffic{i}.budget"]
+        self.L = L = Layout(n, sorted(gvars), sorted(pvars), extra)
+        for i, t in enumerate(traffic_src):
+            t.slot_rr = L.gindex[f"traffic{i}.rr"]
+            t.slot_budget = L.gindex[f"traffic{i}.budget"]
+        self.traffic = traffic_src
+        for t in traffic_src:
+            if t.src >= n or t.dst >= n:
+                raise ValueError(f"traffic source cpu{t.src}->cpu{t.dst} does not exist with {n} vCPUs")
+            if t.when is not None:
+                t.when = self._cond(t.when)
+        self.m = Machine(L)
+        self.hv = make_hypervisor(cfg.hypervisor, self, cfg.overlay)
+        self.code = [[self._compile_op(op, r) for op in r.ops] for r in self.routines]
+        self.idt = {v: self.rid[h] for v, h in scenario.program.idt.items()}
+        self.goal = self._cond(scenario.goal)
+        self.timer_vec = scenario.timer_vector
+        w = dict(DEFAULT_WEIGHTS)
+        w.update(scenario.weights)
+        self.weights = w
+        self.schedule = list(scenario.schedule)
+        self.events: list[tuple] = []
+        self.step = 0
+        self.stats: Counter = Counter()
+        self._notes: list = []
+        self.first_disable_step = -1
+        self._init_state()
+
+    # ---------- setup ----------
+    def _init_state(self) -> None:
+        m, L, S = self.m, self.L, self.m.S
+        S[L.gindex["alloc_next"]] = self.scn.alloc_base >> PAGE_SHIFT
+        for name, v in self.scn.init_vars.items():
+            S[L.gvar[name]] = v
+        if "nr_cpus" in L.gvar:
+            S[L.gvar["nr_cpus"]] = self.n
+        if "nr_online" in L.gvar:
+            S[L.gvar["nr_online"]] = self.n
+        for t in self.traffic:
+            S[t.slot_budget] = t.count
+            S[t.slot_rr] = (t.src + 1) % self.n
+        for c in range(self.n):
+            b = L.base(c)
+            m.reset_cpu_slots(c)
+            for name, v in self.scn.init_pcpu.items():
+                S[b + L.pvar[name]] = v
+            S[b + L.P_HP] = 1
+            S[b + L.P_ONLINE] = 1
+            S[b + L.P_TIMER] = 1
+            S[b + F_IF] = 1
+            role = "bsp" if c == 0 else "ap"
+            S[b + F_RT] = self.rid[self.scn.program.start[role]]
+        m.w = []
+        m.zob = 0
+        for i, v in enumerate(S):
+            if v:
+                m.zob ^= hash((i, 0)) ^ hash((i, v))
+
+    def _operand(self, o: tuple) -> tuple:
+        k = o[0]
+        if k == "i":
+            return (0, o[1])
+        if k == "r":
+            return (1, F_R0 + o[1])
+        if k == "g":
+            return (2, self.L.gvar[o[1]])
+        if k == "p":
+            return (1, self.L.pvar[o[1]])
+        if k == "q":
+            return (4, self.L.pvar[o[1]], self._operand(o[2]))
+        if k == "cpu":
+            return (5,)
+        raise AssertionError(o)
+
+    def _cond(self, c: tuple) -> tuple:
+        return tuple((_CMP[op], self._operand(a), self._operand(b)) for op, a, b in c[1])
+
+    def _compile_op(self, op, r) -> tuple:
+        a = op.args
+        k = op.opcode
+        if k in ("br",):
+            return (k, self._cond(a[0]), r.labels[a[1]])
+        if k == "jmp":
+            return (k, r.labels[a[0]])
+        if k == "call":
+            return (k, self.rid[a[0]])
+        if k == "wait":
+            return (k, self._cond(a[0]))
+        if k in ("load", "store", "xchg", "alloc") or k in _ALU or k in ("mov", "rdmsr", "wrmsr", "irqsave",
+                                                                         "irqrestore", "ipi", "init_sipi"):
+            out = []
+            for x in a:
+                out.append(self._operand(x) if isinstance(x, tuple) else x)
+            return (k, *out)
+        return (k,)
+
+    # ---------- operand access ----------
+    def val(self, c: int, b: int, o: tuple) -> int:
+        k = o[0]
+        if k == 0:
+            return o[1]
+        if k == 1:
+            return self.m.S[b + o[1]]
+        if k == 2:
+            return self.m.S[o[1]]
+        if k == 5:
+            return c
+        cc = self.val(c, b, o[2])
+        if not 0 <= cc < self.n:
+            self.note("fault", f"per-CPU index {cc} out of range")
+            return 0
+        return self.m.S[self.L.base(cc) + o[1]]
+
+    def slot(self, c: int, b: int, o: tuple) -> int:
+        k = o[0]
+        if k == 1:
+            return b + o[1]
+        if k == 2:
+            return o[1]
+        cc = self.val(c, b, o[2])
+        if not 0 <= cc < self.n:
+            self.note("fault", f"per-CPU index {cc} out of range")
+            cc = c
+        return self.L.base(cc) + o[1]
+
+    def holds(self, c: int, b: int, cond: tuple) -> bool:
+        for f, x, y in cond:
+            if not f(self.val(c, b, x), self.val(c, b, y)):
+                return False
+        return True
+
+    def note(self, kind: str, *data) -> None:
+        self._notes.append((kind, *data))
+
+    # ---------- APIC ----------
+    def ppr_class(self, b: int) -> int:
+        S = self.m.S
+        isr = S[b + F_ISR]
+        isrv = isr.bit_length() - 1 if isr else 0
+        return max(S[b + F_TPR] >> 4, isrv >> 4)
+
+    def deliverable(self, c: int) -> int:
+        """Highest deliverable IRR vector of vCPU c, or 0."""
+        S = self.m.S
+        b = self.L.base(c)
+        irr = S[b + F_IRR]
+        if not irr or not S[b + F_IF]:
+            return 0
+        v = irr.bit_length() - 1
+        return v if (v >> 4) > self.ppr_class(b) else 0
+
+    def apic_eoi(self, c: int, implied: bool = False) -> None:
+        b = self.L.base(c)
+        isr = self.m.S[b + F_ISR]
+        if not isr:
+            self.note("eoi", -1, implied)
+            return
+        v = isr.bit_length() - 1
+        self.m.set(b + F_ISR, isr & ~(1 << v))
+        self.note("eoi", v, implied)
+
+    def set_irr(self, c: int, v: int) -> None:
+        b = self.L.base(c)
+        irr = self.m.S[b + F_IRR]
+        if irr >> v & 1:
+            self.note("collapse", v)
+            return
+        self.m.set(b + F_IRR, irr | (1 << v))
+        self.hv.on_irr(c, v)
+
+    # ---------- actions ----------
+    def enabled(self) -> list[tuple]:
+        S = self.m.S
+        L = self.L
+        acts = []
+        code = self.code
+        for c in range(self.n):
+            b = L.base(c)
+            if not S[b + F_HALT]:
+                op = code[S[b + F_RT]][S[b + F_PC]] if S[b + F_PC] < len(code[S[b + F_RT]]) else ("fell",)
+                if op[0] != "wait" or self.holds(c, b, op[1]):
+                    acts.append(("op", c))
+            v = self.deliverable(c)
+            if v:
+                acts.append(("deliver", c, v))
+            if S[b + L.P_TIMER]:
+                acts.append(("timer", c, self.timer_vec))
+        seen = set()
+        for ipi in S[0]:
+            if ipi not in seen:
+                seen.add(ipi)
+                acts.append(("land", *ipi))
+        for t in self.traffic:
+            d = self._traffic_dst(t)
+            if d >= 0:
+                acts.append(("traffic", t.src, d, t.vector))
+        return acts
+
+    def _traffic_dst(self, t: Traffic) -> int:
+        S, L = self.m.S, self.L
+        bs = L.base(t.src)
+        if S[bs + F_HALT] or not S[bs + F_IF] or not S[bs + L.P_ONLINE] or S[t.slot_budget] == 0:
+            return -1
+        if t.when is not None and not self.holds(t.src, bs, t.when):
+            return -1
+        if t.dst >= 0:
+            cands = [t.dst]
+        else:
+            start = S[t.slot_rr]
+            cands = [(start + i) % self.n for i in range(self.n)]
+        for d in cands:
+            if d != t.src and S[L.base(d) + L.P_ONLINE] and (t.src, d, t.vector) not in S[0]:
+                return d
+        return -1
+
+    def pick(self, acts: list[tuple]) -> tuple:
+        if self.schedule:
+            want = self.schedule.pop(0)
+            if want not in acts:
+                raise RunError(f"schedule entry '{act_text(want)}' is not enabled at step {self.step} "
+                               f"(enabled: {', '.join(act_text(a) for a in acts)})")
+            return want
+        w = self.weights
+        total = 0
+        for a in acts:
+            total += w[a[0]]
+        r = prng(self.cfg.seed, self.step) % total
+        for a in acts:
+            r -= w[a[0]]
+            if r < 0:
+                return a
+        return acts[-1]
+
+    def apply(self, a: tuple) -> list:
+        """Execute one action; return its writes (the state is changed)."""
+        m = self.m
+        m.w = []
+        self._notes = []
+        k = a[0]
+        if k == "op":
+            self._op(a[1])
+        elif k == "deliver":
+            self._deliver(a[1])
+        elif k == "land":
+            t = (a[1], a[2], a[3])
+            lst = list(m.S[0])
+            lst.remove(t)
+            m.set(0, tuple(lst))
+            self.set_irr(a[2], a[3])
+        elif k == "timer":
+            self.set_irr(a[1], a[2])
+        elif k == "traffic":
+            for t in self.traffic:
+                if t.src == a[1] and t.vector == a[3] and self._traffic_dst(t) == a[2]:
+                    break
+            else:
+                raise RunError(f"{act_text(a)} is not enabled")
+            m.set(t.slot_rr, (a[2] + 1) % self.n)
+            if m.S[t.slot_budget] > 0:
+                m.set(t.slot_budget, m.S[t.slot_budget] - 1)
+            m.set(0, m.S[0] + ((a[1], a[2], a[3]),))
+        return m.w
+
+    def execute(self, a: tuple) -> tuple:
+        """Execute and record one event."""
+        S = self.m.S
+        c = a[1]
+        b = self.L.base(c)
+        rt, pc = S[b + F_RT], S[b + F_PC]
+        writes = self.apply(a)
+        ev = (self.step, a, c, rt, pc, writes, tuple(self._notes))
+        self.events.append(ev)
+        self._account(ev)
+        self.step += 1
+        return ev
+
+    def _account(self, ev: tuple) -> None:
+        st = self.stats
+        a = ev[E_ACT]
+        st["events"] += 1
+        k = a[0]
+        if k == "deliver":
+            st["deliveries"] += 1
+        elif k == "land":
+            st["ipis_landed"] += 1
+        elif k == "timer":
+            st["timer_fires"] += 1
+        elif k == "traffic":
+            st["ipis_sent"] += 1
+        for nt in ev[E_NOTES]:
+            kind = nt[0]
+            if kind == "eoi":
+                if nt[2]:
+                    st["eoi_assisted"] += 1
+                    if self.first_disable_step < 0:
+                        st["eoi_assisted_before_offline"] += 1
+                elif nt[1] >= 0:
+                    st["eoi_msr_writes"] += 1
+            elif kind == "collapse":
+                st["collapsed"] += 1
+            elif kind == "ipi":
+                st["ipis_sent"] += 1
+            elif kind == "stale_assist":
+                st["eoi_skipped_stale"] += 1
+            elif kind == "gp":
+                st["gp_faults"] += 1
+            elif kind == "assist_disable" and self.first_disable_step < 0:
+                self.first_disable_step = ev[E_STEP]
+
+    # ---------- guest ops ----------
+    def _op(self, c: int) -> None:
+        m, S, L = self.m, self.m.S, self.L
+        b = L.base(c)
+        rt, pc = S[b + F_RT], S[b + F_PC]
+        ops = self.code[rt]
+        if pc >= len(ops):
+            self.note("fault", f"fell off the end of {self.rnames[rt]}")
+            m.set(b + F_IF, 0)
+            m.set(b + F_HALT, 1)
+            return
+        op = ops[pc]
+        k = op[0]
+        exiting = k in EXITING_OPS
+        if exiting:
+            self.hv.on_exit(c)
+        nxt = pc + 1
+        if k == "mov":
+            m.set(self.slot(c, b, op[1]), self.val(c, b, op[2]))
+        elif k in _ALU:
+            m.set(self.slot(c, b, op[1]), _ALU[k](self.val(c, b, op[2]), self.val(c, b, op[3])) & MASK64)
+        elif k == "br":
+            if self.holds(c, b, op[1]):
+                nxt = op[2]
+        elif k == "jmp":
+            nxt = op[1]
+        elif k == "wait":
+            pass
+        elif k == "call":
+            m.set(b + F_FRAMES, S[b + F_FRAMES] + ((0, rt, pc + 1),))
+            m.set(b + F_RT, op[1])
+            nxt = 0
+        elif k == "ret" or k == "iret":
+            fr = S[b + F_FRAMES]
+            want = 0 if k == "ret" else 1
+            if not fr or fr[-1][0] != want:
+                self.note("fault", f"{k} without a matching {'call' if want == 0 else 'interrupt'} frame")
+                m.set(b + F_IF, 0)
+                m.set(b + F_HALT, 1)
+                return
+            top = fr[-1]
+            m.set(b + F_FRAMES, fr[:-1])
+            m.set(b + F_RT, top[1])
+            nxt = top[2]
+            if want == 1:
+                m.set(b + F_IF, top[3])
+                for i in range(4):
+                    m.set(b + F_R0 + i, top[4 + i])
+        elif k in ("load", "store", "xchg"):
+            self._mem_op(c, b, op)
+        elif k == "rdmsr":
+            m.set(self.slot(c, b, op[1]), self._rdmsr(c, b, self.val(c, b, op[2])))
+        elif k == "wrmsr":
+            self._wrmsr(c, b, self.val(c, b, op[1]), self.val(c, b, op[2]))
+        elif k == "cli":
+            m.set(b + F_IF, 0)
+        elif k == "sti":
+            m.set(b + F_IF, 1)
+        elif k == "irqsave":
+            m.set(self.slot(c, b, op[1]), S[b + F_IF])
+            m.set(b + F_IF, 0)
+        elif k == "irqrestore":
+            m.set(b + F_IF, 1 if self.val(c, b, op[1]) else 0)
+        elif k == "hlt":
+            m.set(b + F_HALT, 1)
+        elif k == "safe_halt":
+            m.set(b + F_IF, 1)
+            m.set(b + F_HALT, 1)
+        elif k == "ipi":
+            self._send_ipi(c, self.val(c, b, op[1]), self.val(c, b, op[2]))
+        elif k == "alloc":
+            pfn = S[L.gindex["alloc_next"]]
+            m.set(L.gindex["alloc_next"], pfn + 1)
+            zero = op[2]
+            m.new_page(pfn, bytes(PAGE_SIZE) if zero else garbage_bytes(self.garbage, pfn))
+            m.set(self.slot(c, b, op[1]), pfn << PAGE_SHIFT)
+            self.note("alloc", pfn, zero)
+        elif k == "init_sipi":
+            self._init_sipi(self.val(c, b, op[1]))
+        m.set(b + F_PC, nxt)
+        if exiting and not S[b + F_HALT]:
+            self.hv.on_entry(c)
+
+    def _mem_op(self, c: int, b: int, op: tuple) -> None:
+        m = self.m
+        k = op[0]
+        if k == "store":
+            addr, size, new = self.val(c, b, op[1]), op[2], self.val(c, b, op[3])
+        else:
+            addr, size = self.val(c, b, op[2]), op[3]
+            new = self.val(c, b, op[4]) if k == "xchg" else None
+        space = self.hv.resolve(c, addr)
+        old = m.read_mem(space, addr, size)
+        if old is None:
+            self.note("fault", f"page fault at 0x{addr:x}")
+            old = 0
+            if k != "store":
+                m.set(self.slot(c, b, op[1]), 0)
+            return
+        self.note("read", space, addr, size, old)
+        if k != "load":
+            lease = m.S[b + F_HV]
+            m.write_mem(space, addr, size, new)
+            self.hv.on_mem_write(c, space, addr, size, old, new & ((1 << 8 * size) - 1))
+            if k == "xchg" and (old & 1) and not lease and (addr & (PAGE_SIZE - 1)) == 0:
+                # bit0 read as 1 with no assist lease held by the hypervisor: an EOI the
+                # guest skips that nobody performs (the seed bug's mechanism).
+                self.note("stale_assist", space, addr, old)
+        if k != "store":
+            m.set(self.slot(c, b, op[1]), old)
+
+    def _rdmsr(self, c: int, b: int, msr: int) -> int:
+        off = MSR_OFF.get(msr)
+        if off is None or msr in MSR_WRITE_ONLY:
+            self.note("gp", msr, "rdmsr")
+            return 0
+        if msr == MSR_TPR:
+            return self.m.S[b + F_TPR]
+        self.note("msr", "rd", msr, self.m.S[b + off])
+        return 0 if msr == CONSTANTS["HV_X64_MSR_EOM"] else self.m.S[b + off]
+
+    def _wrmsr(self, c: int, b: int, msr: int, val: int) -> None:
+        off = MSR_OFF.get(msr)
+        if off is None or msr in MSR_READ_ONLY:
+            self.note("gp", msr, "wrmsr")
+            return
+        if 0x40000090 <= msr <= 0x4000009F and (val & 0xFF) < 16 and not (val >> 16 & 1):
+            self.note("gp", msr, "wrmsr")      # TLFS-IPC: SINT vector 0-15 unmasked -> #GP
+            return
+        self.note("msr", "wr", msr, val)
+        if msr == MSR_EOI:
+            self.apic_eoi(c)
+            return
+        if msr == MSR_ICR:
+            self._send_ipi(c, val >> 32, val & 0xFF)
+        if msr == MSR_TPR:
+            self.m.set(b + F_TPR, val & 0xFF)
+        old = self.m.S[b + off]
+        self.m.set(b + off, val)
+        if msr == MSR_VP_ASSIST_PAGE:
+            if old & 1 and not val & 1:
+                self.note("assist_disable", old, val)
+            self.hv.on_assist_msr(c, old, val)
+
+    def _send_ipi(self, c: int, dst: int, vec: int) -> None:
+        if not 0 <= dst < self.n or vec < 16:
+            self.note("fault", f"IPI to cpu{dst} vector 0x{vec:02x} is invalid")
+            return
+        self.m.set(0, self.m.S[0] + ((c, dst, vec),))
+        self.note("ipi", dst, vec)
+
+    def _deliver(self, c: int) -> None:
+        m, S = self.m, self.m.S
+        b = self.L.base(c)
+        v = self.deliverable(c)
+        irr, isr = S[b + F_IRR], S[b + F_ISR]
+        m.set(b + F_IRR, irr & ~(1 << v))
+        m.set(b + F_ISR, isr | (1 << v))
+        frame = (1, S[b + F_RT], S[b + F_PC], S[b + F_IF], S[b + F_R0], S[b + F_R0 + 1], S[b + F_R0 + 2],
+                 S[b + F_R0 + 3], v)
+        m.set(b + F_FRAMES, S[b + F_FRAMES] + (frame,))
+        m.set(b + F_IF, 0)
+        m.set(b + F_HALT, 0)
+        m.set(b + F_RT, self.idt[v])
+        m.set(b + F_PC, 0)
+        self.note("deliver", v)
+        self.hv.on_deliver(c, v)
+        self.hv.on_entry(c)
+
+    def _init_sipi(self, t: int) -> None:
+        """INIT then SIPI (SDM 10.4.7.3 / 8.4: INIT resets the local APIC: IRR, ISR, TPR cleared);
+        the vCPU restarts at the program's 'ap_restart' routine with IF = 0."""
+        if not 0 <= t < self.n:
+            self.note("fault", f"INIT/SIPI to missing cpu{t}")
+            return
+        m = self.m
+        b = self.L.base(t)
+        for f, v in ((F_IRR, 0), (F_ISR, 0), (F_TPR, 0), (F_IF, 0), (F_HALT, 0), (F_FRAMES, ()),
+                     (F_R0, 0), (F_R0 + 1, 0), (F_R0 + 2, 0), (F_R0 + 3, 0),
+                     (F_RT, self.rid[self.scn.program.start["ap_restart"]]), (F_PC, 0)):
+            m.set(b + f, v)
+        self.hv.on_reset(t)
+        self.note("init_sipi", t)
+
+    # ---------- running ----------
+    def goal_reached(self) -> bool:
+        return self.holds(0, self.L.base(0), self.goal)
+
+    def quiescent(self, acts: list[tuple]) -> bool:
+        """True when no enabled action changes anything (design §3 hang definition 1)."""
+        for a in acts:
+            w = self.apply(a)
+            if w:
+                self.m.undo(w)
+                return False
+        return True
+
+    def unreachable(self, budget: int = 20_000) -> bool | None:
+        """Explore every interleaving from the current state (depth-first, undo by journal).
+        True: the reachable set is closed and never meets the goal (a cycle without the goal,
+        design §3 hang definition 2); False: goal reachable; None: budget exhausted."""
+        m = self.m
+        seen = {m.zob}
+        stack = [iter(self.enabled())]
+        path: list[list] = []
+        count = 0
+        result: bool | None = True
+        while stack:
+            a = next(stack[-1], None)
+            if a is None:
+                stack.pop()
+                if path:
+                    m.undo(path.pop())
+                continue
+            w = self.apply(a)
+            if self.goal_reached():
+                result = False
+            elif m.zob in seen:
+                m.undo(w)
+                continue
+            else:
+                count += 1
+                if count > budget:
+                    result = None
+            if result is not True:
+                m.undo(w)
+                while path:
+                    m.undo(path.pop())
+                break
+            seen.add(m.zob)
+            path.append(w)
+            stack.append(iter(self.enabled()))
+        self._notes = []
+        return result
+
+    def run(self, max_steps: int | None = None, stop=None) -> Result:
+        max_steps = self.cfg.max_steps if max_steps is None else max_steps
+        noop = 0
+        samples: dict[int, int] = {}
+        next_sample = 1024
+        while True:
+            if self.goal_reached():
+                return self._result("ok", "goal reached")
+            if self.step >= max_steps:
+                return self._result("timeout", f"step budget {max_steps} exhausted")
+            if stop is not None and stop():
+                return self._result("stopped", "stopped by request")
+            acts = self.enabled()
+            if not acts:
+                return self._result("hang", "no action is enabled")
+            ev = self.execute(self.pick(acts))
+            if ev[E_WRITES]:
+                noop = 0
+            else:
+                noop += 1
+                if noop >= 8 and not self.schedule and self.quiescent(self.enabled()):
+                    return self._result("hang", "quiescent: no enabled action changes the state")
+            if self.step >= next_sample:
+                next_sample += 1024
+                z = self.m.zob
+                if z in samples and not self.schedule:
+                    verdict = self.unreachable()
+                    if verdict:
+                        return self._result("hang", "cycle: every reachable state was explored and none reaches the goal")
+                    samples.clear()
+                    next_sample += 4096
+                if len(samples) > 4096:
+                    samples.clear()
+                samples[z] = self.step
+
+    def _result(self, outcome: str, reason: str) -> Result:
+        return Result(outcome, self.step, reason, dict(self.stats))
+
+
+def _collect(args, gvars: set, pvars: set) -> None:
+    for a in args:
+        if isinstance(a, tuple):
+            if a and a[0] == "g":
+                gvars.add(a[1])
+            elif a and a[0] == "p":
+                pvars.add(a[1])
+            elif a and a[0] == "q":
+                pvars.add(a[1])
+                _collect((a[2],), gvars, pvars)
+            else:
+                _collect(a, gvars, pvars)
+
+
+def run_scenario(scenario, cfg: Config) -> tuple[Engine, Result]:
+    eng = Engine(scenario, cfg)
+    return eng, eng.run()
+
+
+__all__ = ["Config", "Engine", "Result", "RunError", "FIXES", "parse_garbage", "prng", "act_text",
+           "parse_action", "parse_cond", "MSR_NAMES", "RAM"]

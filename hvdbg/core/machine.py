@@ -1,0 +1,222 @@
+"""Machine state as plain data, written only through one journaled path.
+
+State = a flat list of slots (ints and tuples of ints) + sparse guest RAM pages + one
+VP-assist overlay page per vCPU. Every mutation goes through :meth:`Machine.set`,
+:meth:`Machine.write_mem`, :meth:`Machine.new_page` or :meth:`Machine.new_overlay`,
+which append ``(location, old, new)`` to the current event's write list. Applying the
+old values in reverse order restores the previous state exactly (reverse-step).
+
+Locations: an int (slot index), ``("m", space, addr)`` for a memory byte range
+(space -1 = guest RAM, space c = vCPU c's overlay page, addr = GPA or page offset),
+``("pg", pfn)`` for a RAM page coming into existence, ``("ov", c)`` for an overlay page.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+
+from .defs import MSRS, PAGE_SHIFT, PAGE_SIZE, msr_reset_value
+
+RAM = -1
+
+# Fixed per-vCPU fields (offsets inside a vCPU block).
+F_RT, F_PC, F_IF, F_HALT, F_R0, F_R1, F_R2, F_R3, F_FRAMES, F_IRR, F_ISR, F_TPR, F_HV = range(13)
+N_FIXED = 13
+FIELD_NAMES = ["routine", "pc", "IF", "halted", "r0", "r1", "r2", "r3", "frames", "IRR", "ISR", "TPR", "hv"]
+MSR_LIST: list[int] = sorted(set(MSRS.values()))
+MSR_OFF: dict[int, int] = {m: N_FIXED + i for i, m in enumerate(MSR_LIST)}
+N_MSR = len(MSR_LIST)
+# Per-CPU kernel variables with fixed positions: hotplug state and LAPIC timer armed.
+BUILTIN_PCPU = ["hp", "timer", "online"]
+
+
+class Layout:
+    """Slot numbering for globals, per-vCPU machine fields, MSRs and per-CPU variables."""
+
+    def __init__(self, ncpu: int, gvars: list[str], pvars: list[str], extra_globals: list[str]):
+        self.ncpu = ncpu
+        self.gnames = ["inflight"] + list(extra_globals) + [f"${v}" for v in gvars]
+        self.gindex = {n: i for i, n in enumerate(self.gnames)}
+        self.gvar = {v: self.gindex[f"${v}"] for v in gvars}
+        self.pvars = BUILTIN_PCPU + [v for v in pvars if v not in BUILTIN_PCPU]
+        self.pvar = {v: N_FIXED + N_MSR + i for i, v in enumerate(self.pvars)}
+        self.block = N_FIXED + N_MSR + len(self.pvars)
+        self.nglobal = len(self.gnames)
+        self.size = self.nglobal + ncpu * self.block
+        self.P_HP = self.pvar["hp"]
+        self.P_TIMER = self.pvar["timer"]
+        self.P_ONLINE = self.pvar["online"]
+
+    def base(self, cpu: int) -> int:
+        return self.nglobal + cpu * self.block
+
+    def describe(self, loc) -> str:
+        """Human name of a journal location."""
+        if isinstance(loc, tuple):
+            if loc[0] == "m":
+                sp = "RAM" if loc[1] == RAM else f"overlay(cpu{loc[1]})"
+                return f"{sp}[0x{loc[2]:x}]"
+            if loc[0] == "pg":
+                return f"RAM page pfn 0x{loc[1]:x}"
+            if loc[0] == "ov":
+                return f"overlay page of cpu{loc[1]}"
+            return str(loc)
+        if loc < self.nglobal:
+            return self.gnames[loc]
+        cpu, off = divmod(loc - self.nglobal, self.block)
+        if off < N_FIXED:
+            return f"cpu{cpu}.{FIELD_NAMES[off]}"
+        if off < N_FIXED + N_MSR:
+            from .defs import MSR_NAMES
+            return f"cpu{cpu}.msr.{MSR_NAMES[MSR_LIST[off - N_FIXED]]}"
+        return f"cpu{cpu}.%{self.pvars[off - N_FIXED - N_MSR]}"
+
+    def split(self, loc: int) -> tuple[int, int]:
+        """(cpu, offset) of a per-vCPU slot; cpu -1 for globals."""
+        if loc < self.nglobal:
+            return -1, loc
+        return divmod(loc - self.nglobal, self.block)
+
+
+def _zval(v) -> int:
+    if isinstance(v, (bytes, bytearray)):
+        return int.from_bytes(v, "little") if len(v) <= 16 else int.from_bytes(hashlib.blake2b(v, digest_size=8).digest(), "little")
+    return hash(v)
+
+
+class Machine:
+    """The whole guest-visible and hypervisor-private state."""
+
+    __slots__ = ("L", "S", "ram", "ovl", "w", "zob")
+
+    def __init__(self, layout: Layout):
+        self.L = layout
+        self.S: list = [0] * layout.size
+        self.S[0] = ()
+        self.ram: dict[int, bytearray] = {}
+        self.ovl: dict[int, bytearray] = {}
+        self.w: list = []          # writes of the event being executed
+        self.zob = 0               # incremental (Zobrist) hash of the state, for cycle detection
+
+    def reset_cpu_slots(self, cpu: int) -> None:
+        b = self.L.base(cpu)
+        for m, off in MSR_OFF.items():
+            self.S[b + off] = msr_reset_value(m, cpu)
+        self.S[b + F_FRAMES] = ()
+
+    # ---- the one write path ----
+    def set(self, i: int, v) -> None:
+        S = self.S
+        old = S[i]
+        if old != v:
+            S[i] = v
+            self.w.append((i, old, v))
+            self.zob ^= hash((i, old)) ^ hash((i, v))
+
+    def read_mem(self, space: int, addr: int, size: int) -> int | None:
+        """Little-endian read; None if no page backs it (RAM) or no overlay page exists."""
+        if space == RAM:
+            pg = self.ram.get(addr >> PAGE_SHIFT)
+            off = addr & (PAGE_SIZE - 1)
+        else:
+            pg = self.ovl.get(space)
+            off = addr & (PAGE_SIZE - 1)
+        if pg is None or off + size > PAGE_SIZE:
+            return None
+        return int.from_bytes(pg[off:off + size], "little")
+
+    def write_mem(self, space: int, addr: int, size: int, value: int) -> bool:
+        if space == RAM:
+            pg = self.ram.get(addr >> PAGE_SHIFT)
+        else:
+            pg = self.ovl.get(space)
+        off = addr & (PAGE_SIZE - 1)
+        if pg is None or off + size > PAGE_SIZE:
+            return False
+        new = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        return self.write_bytes(space, addr, new)
+
+    def write_bytes(self, space: int, addr: int, new: bytes) -> bool:
+        pg = self.ram.get(addr >> PAGE_SHIFT) if space == RAM else self.ovl.get(space)
+        off = addr & (PAGE_SIZE - 1)
+        if pg is None or off + len(new) > PAGE_SIZE:
+            return False
+        old = bytes(pg[off:off + len(new)])
+        if old != new:
+            pg[off:off + len(new)] = new
+            loc = ("m", space, addr)
+            self.w.append((loc, old, bytes(new)))
+            self.zob ^= hash((loc, _zval(old))) ^ hash((loc, _zval(new)))
+        return True
+
+    def new_page(self, pfn: int, content: bytes) -> None:
+        self.ram[pfn] = bytearray(content)
+        self.w.append((("pg", pfn), None, bytes(content)))
+        self.zob ^= hash((("pg", pfn), _zval(content)))
+
+    def new_overlay(self, cpu: int, content: bytes) -> None:
+        self.ovl[cpu] = bytearray(content)
+        self.w.append((("ov", cpu), None, bytes(content)))
+        self.zob ^= hash((("ov", cpu), _zval(content)))
+
+    def undo(self, writes: list) -> None:
+        """Apply recorded old values in reverse order (reverse-step)."""
+        S = self.S
+        for loc, old, new in reversed(writes):
+            if isinstance(loc, int):
+                S[loc] = old
+                self.zob ^= hash((loc, new)) ^ hash((loc, old))
+            elif loc[0] == "m":
+                pg = self.ram[loc[2] >> PAGE_SHIFT] if loc[1] == RAM else self.ovl[loc[1]]
+                off = loc[2] & (PAGE_SIZE - 1)
+                pg[off:off + len(old)] = old
+                self.zob ^= hash((loc, _zval(new))) ^ hash((loc, _zval(old)))
+            elif loc[0] == "pg":
+                del self.ram[loc[1]]
+                self.zob ^= hash((loc, _zval(new)))
+            elif loc[0] == "ov":
+                del self.ovl[loc[1]]
+                self.zob ^= hash((loc, _zval(new)))
+
+    def redo(self, writes: list) -> None:
+        """Apply recorded new values in order (forward replay of a recorded event)."""
+        S = self.S
+        for loc, old, new in writes:
+            if isinstance(loc, int):
+                S[loc] = new
+                self.zob ^= hash((loc, old)) ^ hash((loc, new))
+            elif loc[0] == "m":
+                pg = self.ram[loc[2] >> PAGE_SHIFT] if loc[1] == RAM else self.ovl[loc[1]]
+                off = loc[2] & (PAGE_SIZE - 1)
+                pg[off:off + len(new)] = new
+                self.zob ^= hash((loc, _zval(old))) ^ hash((loc, _zval(new)))
+            elif loc[0] == "pg":
+                self.ram[loc[1]] = bytearray(new)
+                self.zob ^= hash((loc, _zval(new)))
+            elif loc[0] == "ov":
+                self.ovl[loc[1]] = bytearray(new)
+                self.zob ^= hash((loc, _zval(new)))
+
+    def digest(self) -> str:
+        """Exact state digest (BLAKE2b over a canonical msgpack encoding)."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(msgpack.packb(self.S, use_bin_type=True))
+        for pfn in sorted(self.ram):
+            h.update(pfn.to_bytes(8, "little"))
+            h.update(self.ram[pfn])
+        for c in sorted(self.ovl):
+            h.update(b"ovl" + c.to_bytes(4, "little"))
+            h.update(self.ovl[c])
+        return h.hexdigest()
+
+    def snapshot(self) -> tuple:
+        return (list(self.S), {k: bytes(v) for k, v in self.ram.items()},
+                {k: bytes(v) for k, v in self.ovl.items()}, self.zob)
+
+    def restore(self, snap: tuple) -> None:
+        S, ram, ovl, zob = snap
+        self.S = list(S)
+        self.ram = {k: bytearray(v) for k, v in ram.items()}
+        self.ovl = {k: bytearray(v) for k, v in ovl.items()}
+        self.zob = zob

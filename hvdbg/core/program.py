@@ -1,0 +1,335 @@
+"""Guest code as data: op listings in a small closed grammar.
+
+Each routine is a list of ops; every op carries the kernel file:line, function and C
+text it models. Listings are plain data (lists of strings and ints), so they round-trip
+through msgpack and can be given or overridden in a scenario file.
+
+Op grammar (one op per string, optional ``label:`` prefix)::
+
+    mov DST, SRC                      DST = SRC
+    add|sub|and|or|xor|shl|shr|andn|eq|ne|lt|ge DST, A, B
+    load DST, [ADDR], SIZE            little-endian load of SIZE (1,2,4,8) bytes
+    store [ADDR], SIZE, SRC
+    xchg DST, [ADDR], SIZE, SRC       atomic exchange (Linux xchg())
+    rdmsr DST, MSR  /  wrmsr MSR, SRC
+    br COND, LABEL  /  jmp LABEL
+    call ROUTINE  /  ret  /  iret
+    cli / sti / irqsave DST / irqrestore SRC
+    hlt / safe_halt                   safe_halt = sti;hlt with the STI shadow (one op)
+    ipi CPU, VECTOR                   apic->send_IPI(cpu, vector)
+    wait COND                         blocks until COND holds (spin / wait_for_completion)
+    alloc DST, zero|nozero            __vmalloc(PAGE_SIZE) with or without __GFP_ZERO
+    init_sipi CPU                     INIT/SIPI the CPU (reset, starts at its start routine)
+    nop
+
+Operands: r0..r3 (registers), integers, symbolic constants (vector / MSR names,
+OFFLINE/ONLINE/DYING/DEAD, ...), ``cpu`` (this CPU), ``$var`` (global kernel
+variable), ``%var`` (this CPU's per-CPU variable), ``%var[OPERAND]`` (another CPU's).
+``%hp`` is the vCPU's hotplug state and ``%timer`` whether its LAPIC timer is armed.
+COND: ``OPERAND OP OPERAND`` with OP in == != < <= > >=, joined by ``&&``.
+Variables are declared by use and start at 0 unless the program or scenario says otherwise.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .defs import CONSTANTS
+
+REGS = {"r0": 0, "r1": 1, "r2": 2, "r3": 3}
+ALU_OPS = ("add", "sub", "and", "or", "xor", "shl", "shr", "andn", "eq", "ne", "lt", "ge")
+COND_OPS = ("==", "!=", "<=", ">=", "<", ">")
+# The closed op set with operand shapes: d = destination, s = source operand,
+# m = memory [operand], z = size, c = condition, l = label, f = routine, k = zero|nozero.
+SHAPES: dict[str, str] = {
+    "mov": "ds", **{a: "dss" for a in ALU_OPS},
+    "load": "dmz", "store": "mzs", "xchg": "dmzs",
+    "rdmsr": "ds", "wrmsr": "ss",
+    "br": "cl", "jmp": "l", "call": "f", "ret": "", "iret": "",
+    "cli": "", "sti": "", "irqsave": "d", "irqrestore": "s",
+    "hlt": "", "safe_halt": "",
+    "ipi": "ss", "wait": "c", "alloc": "dk", "init_sipi": "s", "nop": "",
+}
+# Ops that are VM exits (intercepted by the hypervisor). Part of the model, used by the
+# kvm model's exit-time PV-EOI sync (domain-facts §3.2): MSR accesses and HLT always
+# exit on KVM/VMX; sending an IPI writes the ICR MSR or issues a hypercall (both exit).
+EXITING_OPS = frozenset({"rdmsr", "wrmsr", "hlt", "safe_halt", "ipi", "init_sipi"})
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ProgramError(ValueError):
+    """A listing does not parse; ``where`` names routine and op index."""
+
+    def __init__(self, msg: str, where: str = ""):
+        super().__init__(f"{where}: {msg}" if where else msg)
+        self.where = where
+        self.msg = msg
+
+
+def parse_int(text: str) -> int | None:
+    t = text.strip().lower()
+    try:
+        if t.startswith(("0x", "-0x")):
+            return int(t, 16)
+        if re.fullmatch(r"-?\d+", t):
+            return int(t, 10)
+    except ValueError:
+        return None
+    return None
+
+
+def parse_operand(text: str) -> tuple:
+    """Operand text -> tuple: ('i', v) | ('r', n) | ('g', name) | ('p', name) | ('q', name, operand) | ('cpu',)."""
+    t = text.strip()
+    if not t:
+        raise ProgramError("empty operand")
+    v = parse_int(t)
+    if v is not None:
+        return ("i", v)
+    if t in REGS:
+        return ("r", REGS[t])
+    if t == "cpu":
+        return ("cpu",)
+    if t[0] == "$" and _IDENT.match(t[1:]):
+        return ("g", t[1:])
+    if t[0] == "%":
+        m = re.fullmatch(r"%([A-Za-z_][A-Za-z0-9_]*)(?:\[(.+)\])?", t)
+        if not m:
+            raise ProgramError(f"bad per-CPU operand {t!r}")
+        if m.group(2) is None:
+            return ("p", m.group(1))
+        inner = parse_operand(m.group(2))
+        if inner[0] == "q":
+            raise ProgramError(f"nested per-CPU index in {t!r}")
+        return ("q", m.group(1), inner)
+    if t in CONSTANTS:
+        return ("i", CONSTANTS[t])
+    raise ProgramError(f"unknown operand {t!r} (expected r0-r3, a number, a constant name, cpu, $var or %var)")
+
+
+def parse_cond(text: str) -> tuple:
+    parts = [p.strip() for p in text.split("&&")]
+    terms = []
+    for p in parts:
+        for op in COND_OPS:
+            i = p.find(op)
+            if i > 0:
+                terms.append((op, parse_operand(p[:i]), parse_operand(p[i + len(op):])))
+                break
+        else:
+            raise ProgramError(f"bad condition {p!r} (expected A OP B with OP in {' '.join(COND_OPS)})")
+    return ("and", tuple(terms))
+
+
+def _split_args(rest: str) -> list[str]:
+    out, depth, cur = [], 0, []
+    for ch in rest:
+        if ch in "[":
+            depth += 1
+        elif ch in "]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if "".join(cur).strip():
+        out.append("".join(cur).strip())
+    return out
+
+
+def parse_op(text: str) -> tuple[str | None, str, tuple]:
+    """One op text -> (label, opcode, args). Args are parsed operand tuples / strings."""
+    label = None
+    t = text.strip()
+    m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*):\s*(.*)$", t)
+    if m and m.group(1) not in SHAPES:
+        label, t = m.group(1), m.group(2)
+    if not t:
+        raise ProgramError("empty op")
+    name, _, rest = t.partition(" ")
+    name = name.lower()
+    if name not in SHAPES:
+        raise ProgramError(f"unknown op {name!r} (known: {', '.join(sorted(SHAPES))})")
+    shape = SHAPES[name]
+    if shape == "c":
+        return label, name, (parse_cond(rest),)
+    if shape == "cl":
+        cond, _, lab = rest.rpartition(",")
+        if not cond:
+            raise ProgramError(f"br needs 'COND, LABEL', got {rest!r}")
+        return label, name, (parse_cond(cond), lab.strip())
+    args = _split_args(rest)
+    if len(args) != len(shape):
+        raise ProgramError(f"{name} takes {len(shape)} operand(s), got {len(args)} in {t!r}")
+    out: list = []
+    for kind, a in zip(shape, args):
+        if kind in "ds":
+            o = parse_operand(a)
+            if kind == "d" and o[0] in ("i", "cpu"):
+                raise ProgramError(f"{name}: destination {a!r} is not writable")
+            out.append(o)
+        elif kind == "m":
+            if not (a.startswith("[") and a.endswith("]")):
+                raise ProgramError(f"{name}: memory operand must be [ADDR], got {a!r}")
+            out.append(parse_operand(a[1:-1]))
+        elif kind == "z":
+            z = parse_int(a)
+            if z not in (1, 2, 4, 8):
+                raise ProgramError(f"{name}: size must be 1, 2, 4 or 8, got {a!r}")
+            out.append(z)
+        elif kind in "lf":
+            if not _IDENT.match(a):
+                raise ProgramError(f"{name}: bad name {a!r}")
+            out.append(a)
+        elif kind == "k":
+            if a not in ("zero", "nozero"):
+                raise ProgramError(f"alloc: expected zero or nozero, got {a!r}")
+            out.append(a == "zero")
+    return label, name, tuple(out)
+
+
+@dataclass(slots=True)
+class Op:
+    text: str
+    opcode: str
+    args: tuple
+    file: str
+    line: int
+    func: str
+    c: str
+    label: str | None = None
+
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(slots=True)
+class Routine:
+    name: str
+    file: str
+    ops: list[Op]
+    labels: dict[str, int] = field(default_factory=dict)
+    doc: str = ""
+
+    @classmethod
+    def from_data(cls, name: str, data: dict) -> "Routine":
+        """data = {file, doc?, ops: [[text, line, c_text, func?, file?], ...]}."""
+        if not isinstance(data, dict):
+            raise ProgramError("routine must be a table", name)
+        file = data.get("file", "")
+        if not isinstance(file, str):
+            raise ProgramError("'file' must be a string", name)
+        raw = data.get("ops")
+        if not isinstance(raw, list) or not raw:
+            raise ProgramError("'ops' must be a non-empty list", name)
+        ops: list[Op] = []
+        labels: dict[str, int] = {}
+        for i, item in enumerate(raw):
+            where = f"{name}[{i}]"
+            if isinstance(item, str):
+                item = [item, 0, ""]
+            if not isinstance(item, (list, tuple)) or not (1 <= len(item) <= 5) or not isinstance(item[0], str):
+                raise ProgramError("op must be [text, line, c_text, func?, file?]", where)
+            text = item[0]
+            line = item[1] if len(item) > 1 else 0
+            c = item[2] if len(item) > 2 else ""
+            func = item[3] if len(item) > 3 else name
+            ofile = item[4] if len(item) > 4 else file
+            if not isinstance(line, int) or not isinstance(c, str) or not isinstance(func, str) or not isinstance(ofile, str):
+                raise ProgramError("op must be [text:str, line:int, c_text:str, func?:str, file?:str]", where)
+            try:
+                label, opcode, args = parse_op(text)
+            except ProgramError as e:
+                raise ProgramError(e.msg, where) from None
+            if label:
+                if label in labels:
+                    raise ProgramError(f"duplicate label {label!r}", where)
+                labels[label] = i
+            ops.append(Op(text, opcode, args, ofile, line, func, c, label))
+        for i, op in enumerate(ops):
+            if op.opcode in ("br", "jmp"):
+                lab = op.args[-1]
+                if lab not in labels:
+                    raise ProgramError(f"unknown label {lab!r}", f"{name}[{i}]")
+        return cls(name, file, ops, labels, data.get("doc", ""))
+
+    def to_data(self) -> dict:
+        return {"file": self.file, "doc": self.doc,
+                "ops": [[o.text, o.line, o.c, o.func, o.file] for o in self.ops]}
+
+
+@dataclass
+class Program:
+    """A set of routines plus the IDT (vector -> handler) and the fix variants.
+
+    A fix variant is data: a map from a routine name to the routine that replaces it.
+    The engine only ever sees the resulting routine set; it never looks at a fix name.
+    """
+    routines: dict[str, Routine]
+    idt: dict[int, str]
+    variants: dict[str, dict[str, str]]
+    start: dict[str, str]
+    init_vars: dict[str, int] = field(default_factory=dict)
+    init_pcpu: dict[str, int] = field(default_factory=dict)
+    name: str = ""
+
+    @classmethod
+    def from_data(cls, data: dict) -> "Program":
+        routines = {n: Routine.from_data(n, d) for n, d in data.get("routines", {}).items()}
+        idt = {}
+        for k, v in data.get("idt", {}).items():
+            vec = parse_operand(str(k))
+            if vec[0] != "i":
+                raise ProgramError(f"idt key {k!r} is not a vector")
+            idt[vec[1]] = v
+        p = cls(routines, idt, {k: dict(v) for k, v in data.get("variants", {}).items()},
+                dict(data.get("start", {})), dict(data.get("vars", {})), dict(data.get("percpu", {})),
+                data.get("name", ""))
+        return p
+
+    def to_data(self) -> dict:
+        return {"name": self.name,
+                "routines": {n: r.to_data() for n, r in self.routines.items()},
+                "idt": {f"0x{k:02x}": v for k, v in self.idt.items()},
+                "variants": self.variants, "start": self.start,
+                "vars": self.init_vars, "percpu": self.init_pcpu}
+
+    def merged(self, overrides: dict[str, Routine]) -> "Program":
+        r = dict(self.routines)
+        r.update(overrides)
+        return Program(r, dict(self.idt), dict(self.variants), dict(self.start),
+                       dict(self.init_vars), dict(self.init_pcpu), self.name)
+
+    def select(self, fix: str) -> dict[str, Routine]:
+        """The routine table for a fix variant: base routines with the variant's replacements
+        installed under the replaced names (so callers are unchanged)."""
+        if fix != "none" and fix not in self.variants:
+            raise ProgramError(f"unknown fix {fix!r} (known: none, {', '.join(sorted(self.variants))})")
+        table = dict(self.routines)
+        for target, repl in self.variants.get(fix, {}).items():
+            if repl not in self.routines:
+                raise ProgramError(f"variant {fix!r}: routine {repl!r} not defined")
+            table[target] = self.routines[repl]
+        self.check(table)
+        return table
+
+    def check(self, table: dict[str, Routine]) -> None:
+        for r in table.values():
+            for i, op in enumerate(r.ops):
+                if op.opcode == "call" and op.args[0] not in table:
+                    raise ProgramError(f"call to unknown routine {op.args[0]!r}", f"{r.name}[{i}]")
+        for vec, h in self.idt.items():
+            if h not in table:
+                raise ProgramError(f"idt 0x{vec:02x}: unknown handler {h!r}")
+        for role, h in self.start.items():
+            if h not in table:
+                raise ProgramError(f"start {role!r}: unknown routine {h!r}")
+
+
+def load_builtin_program() -> Program:
+    import tomllib
+    from importlib.resources import files
+    text = files("hvdbg.core.programs").joinpath("linux-5.2.toml").read_text()
+    return Program.from_data(tomllib.loads(text))

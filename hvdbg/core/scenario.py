@@ -1,0 +1,323 @@
+"""Scenario files (TOML, stdlib tomllib), validated with file:line errors.
+
+A scenario names the machine (vCPU count, the CPU taken offline), the background
+traffic, the goal, the default run configuration and optionally routine listings that
+add to or override the built-in Linux v5.2 program (same op grammar, see program.py).
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+from .defs import VECTORS
+from .engine import DEFAULT_WEIGHTS, FIXES, Config, parse_action, parse_garbage
+from .hypervisor import HYPERVISORS, POLICIES
+from .program import Program, ProgramError, Routine, load_builtin_program, parse_cond, parse_operand
+
+MIN_VCPUS, MAX_VCPUS = 2, 64
+
+
+class ScenarioError(ValueError):
+    def __init__(self, file: str, line: int | None, msg: str):
+        self.file, self.line, self.msg = file, line, msg
+        super().__init__(f"{file}:{line}: {msg}" if line else f"{file}: {msg}")
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    vcpus: int
+    target: int
+    goal: tuple
+    goal_text: str
+    program: Program
+    timer_vector: int
+    traffic: list[dict]
+    defaults: dict
+    init_vars: dict[str, int] = field(default_factory=dict)
+    init_pcpu: dict[str, int] = field(default_factory=dict)
+    weights: dict[str, int] = field(default_factory=dict)
+    schedule: list[tuple] = field(default_factory=list)
+    alloc_base: int = 0x10000000
+    source: str = ""
+
+    def config(self, **over) -> Config:
+        """Resolved run configuration: scenario defaults, then explicit overrides (None = keep)."""
+        d = dict(self.defaults)
+        d.update({k: v for k, v in over.items() if v is not None})
+        d.setdefault("vcpus", self.vcpus)
+        return Config(scenario=self.name, **d)
+
+
+_TOP = {"scenario", "defaults", "vars", "percpu", "traffic", "weights", "schedule", "routines", "idt"}
+_SCEN = {"name", "description", "vcpus", "target", "goal", "timer_vector", "alloc_base"}
+_DEF = {"hypervisor", "overlay", "fix", "garbage", "seed", "max_steps"}
+_TRAFFIC = {"from", "to", "vector", "count", "when"}
+
+
+def _line_of(text: str, path: list) -> int | None:
+    """Best-effort source line of a key path like ['scenario', 'vcpus'] or ['traffic', 2, 'vector']."""
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    i = 0
+    keys = [p for p in path]
+    # find the table header for the longest matching prefix
+    if keys and isinstance(keys[0], str):
+        head = keys[0]
+        idx = keys[1] if len(keys) > 1 and isinstance(keys[1], int) else None
+        count = -1
+        hdr = None
+        for n, ln in enumerate(lines):
+            s = ln.strip()
+            if idx is not None and re.fullmatch(rf"\[\[\s*{re.escape(head)}\s*\]\]", s):
+                count += 1
+                if count == idx:
+                    hdr = n
+                    break
+            elif idx is None and (re.fullmatch(rf"\[\s*{re.escape(head)}(\.[^\]]*)?\s*\]", s) or re.match(rf"{re.escape(head)}\s*=", s)):
+                hdr = n
+                if len(keys) > 1 and isinstance(keys[1], str) and re.fullmatch(rf"\[\s*{re.escape(head)}\.{re.escape(keys[1])}\s*\]", s):
+                    return n + 1
+                if len(keys) == 1:
+                    return n + 1
+                break
+        if hdr is None:
+            return None
+        start = hdr
+        rest = [k for k in keys[1:] if isinstance(k, str)]
+        if not rest:
+            return hdr + 1
+        for n in range(start + 1, end):
+            s = lines[n].strip()
+            if s.startswith("[") and not s.startswith("[[") is False:
+                pass
+            if re.match(r"^\[", s) and n > start:
+                if not s.startswith("[" + head):
+                    break
+            if re.match(rf"^\"?{re.escape(rest[-1])}\"?\s*=", s) or s == f"[{head}.{rest[-1]}]":
+                return n + 1
+        return hdr + 1
+    return None
+
+
+class _V:
+    """Validation helper bound to a file and its text."""
+
+    def __init__(self, file: str, text: str):
+        self.file, self.text = file, text
+
+    def err(self, path: list, msg: str):
+        raise ScenarioError(self.file, _line_of(self.text, path), f"{'.'.join(str(p) for p in path)}: {msg}")
+
+    def keys(self, d: dict, allowed: set, path: list) -> None:
+        for k in d:
+            if k not in allowed:
+                self.err(path + [k], f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def typ(self, d: dict, k: str, t, path: list, required=False):
+        if k not in d:
+            if required:
+                self.err(path + [k], "missing")
+            return None
+        v = d[k]
+        if t is int and (isinstance(v, bool) or not isinstance(v, int)):
+            self.err(path + [k], f"expected an integer, got {type(v).__name__} {v!r}")
+        if t is str and not isinstance(v, str):
+            self.err(path + [k], f"expected a string, got {type(v).__name__} {v!r}")
+        if t is dict and not isinstance(v, dict):
+            self.err(path + [k], f"expected a table, got {type(v).__name__}")
+        if t is list and not isinstance(v, list):
+            self.err(path + [k], f"expected an array, got {type(v).__name__}")
+        return v
+
+    def vector(self, v, path: list) -> int:
+        if isinstance(v, str):
+            if v in VECTORS:
+                v = VECTORS[v]
+            else:
+                try:
+                    v = int(v, 0)
+                except ValueError:
+                    self.err(path, f"unknown vector {v!r} (a number or one of {', '.join(VECTORS)})")
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.err(path, f"expected a vector, got {v!r}")
+        if not 16 <= v <= 255:
+            self.err(path, f"vector 0x{v:x} is out of range: vectors 0-15 are reserved (SDM 10.5.2), maximum 255")
+        return v
+
+
+def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = None) -> Scenario:
+    v = _V(file, text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        raise ScenarioError(file, int(m.group(1)) if m else None, f"TOML syntax error: {msg}") from None
+    v.keys(data, _TOP, [])
+    sc = v.typ(data, "scenario", dict, [], required=True)
+    v.keys(sc, _SCEN, ["scenario"])
+    name = v.typ(sc, "name", str, ["scenario"], required=True)
+    desc = v.typ(sc, "description", str, ["scenario"]) or ""
+    vcpus = v.typ(sc, "vcpus", int, ["scenario"], required=True)
+    if not MIN_VCPUS <= vcpus <= MAX_VCPUS:
+        v.err(["scenario", "vcpus"], f"{vcpus} vCPUs: expected {MIN_VCPUS}..{MAX_VCPUS}")
+    target = v.typ(sc, "target", int, ["scenario"])
+    target = 1 if target is None else target
+    if not 1 <= target < vcpus:
+        v.err(["scenario", "target"], f"cpu{target} cannot be offlined: expected 1..{vcpus - 1} (cpu0 is the control CPU)")
+    goal_text = v.typ(sc, "goal", str, ["scenario"], required=True)
+    try:
+        goal = parse_cond(goal_text)
+    except ProgramError as e:
+        v.err(["scenario", "goal"], e.msg)
+    tv = v.vector(sc.get("timer_vector", "LOCAL_TIMER"), ["scenario", "timer_vector"])
+    alloc_base = v.typ(sc, "alloc_base", int, ["scenario"]) or 0x10000000
+    if alloc_base % 4096:
+        v.err(["scenario", "alloc_base"], "must be page aligned")
+
+    defaults = {}
+    d = v.typ(data, "defaults", dict, []) or {}
+    v.keys(d, _DEF, ["defaults"])
+    for k in ("hypervisor", "overlay", "fix", "garbage"):
+        if k in d:
+            defaults[k] = v.typ(d, k, str, ["defaults"])
+    for k in ("seed", "max_steps"):
+        if k in d:
+            defaults[k] = v.typ(d, k, int, ["defaults"])
+    check_config_values(defaults, lambda k, msg: v.err(["defaults", k], msg))
+
+    init_vars = {}
+    for k, x in (v.typ(data, "vars", dict, []) or {}).items():
+        v.typ({k: x}, k, int, ["vars"])
+        init_vars[k] = x
+    init_pcpu = {}
+    for k, x in (v.typ(data, "percpu", dict, []) or {}).items():
+        v.typ({k: x}, k, int, ["percpu"])
+        init_pcpu[k] = x
+    init_vars.setdefault("target", target)
+
+    traffic = []
+    for i, t in enumerate(v.typ(data, "traffic", list, []) or []):
+        p = ["traffic", i]
+        if not isinstance(t, dict):
+            v.err(p, "expected a table")
+        v.keys(t, _TRAFFIC, p)
+        src = t.get("from", "*")
+        dst = t.get("to", "*")
+        ent = {}
+        for key, val in (("from", src), ("to", dst)):
+            if val == "*":
+                ent[key] = -1
+            elif isinstance(val, int) and not isinstance(val, bool) and 0 <= val < MAX_VCPUS:
+                ent[key] = val
+            else:
+                v.err(p + [key], f"expected a CPU number or \"*\", got {val!r}")
+        if "vector" not in t:
+            v.err(p + ["vector"], "missing")
+        ent["vector"] = v.vector(t["vector"], p + ["vector"])
+        cnt = t.get("count", "periodic")
+        if cnt == "periodic":
+            ent["count"] = -1
+        elif isinstance(cnt, int) and not isinstance(cnt, bool) and cnt >= 0:
+            ent["count"] = cnt
+        else:
+            v.err(p + ["count"], f"expected a count >= 0 or \"periodic\", got {cnt!r}")
+        if "when" in t:
+            w = v.typ(t, "when", str, p)
+            try:
+                ent["when"] = parse_cond(w)
+            except ProgramError as e:
+                v.err(p + ["when"], e.msg)
+        traffic.append(ent)
+
+    weights = {}
+    for k, x in (v.typ(data, "weights", dict, []) or {}).items():
+        if k not in DEFAULT_WEIGHTS:
+            v.err(["weights", k], f"unknown action kind (known: {', '.join(DEFAULT_WEIGHTS)})")
+        v.typ({k: x}, k, int, ["weights"])
+        if not 1 <= x <= 1000:
+            v.err(["weights", k], "expected 1..1000")
+        weights[k] = x
+
+    schedule = []
+    for i, s in enumerate(v.typ(data, "schedule", list, []) or []):
+        if not isinstance(s, str):
+            v.err(["schedule"], f"entry {i}: expected a string like 'op 1'")
+        try:
+            schedule.append(parse_action(s))
+        except ValueError as e:
+            v.err(["schedule"], f"entry {i}: {e}")
+
+    program = base or load_builtin_program()
+    over = {}
+    for rname, rdata in (v.typ(data, "routines", dict, []) or {}).items():
+        try:
+            over[rname] = Routine.from_data(rname, rdata)
+        except ProgramError as e:
+            v.err(["routines", rname], e.msg if not e.where else f"{e.where}: {e.msg}")
+    program = program.merged(over)
+    for k, h in (v.typ(data, "idt", dict, []) or {}).items():
+        vec = v.vector(k, ["idt", k])
+        if not isinstance(h, str):
+            v.err(["idt", k], "expected a routine name")
+        program.idt[vec] = h
+    for t in traffic:
+        if t["vector"] not in program.idt:
+            v.err(["traffic"], f"no handler for vector 0x{t['vector']:02x} in the IDT")
+    if tv not in program.idt:
+        v.err(["scenario", "timer_vector"], f"no handler for vector 0x{tv:02x} in the IDT")
+    for fx in FIXES:
+        try:
+            program.select(fx)
+        except ProgramError as e:
+            v.err(["routines"], str(e))
+    for key, txt in (("goal", goal_text),):
+        pass
+    return Scenario(name, desc, vcpus, target, goal, goal_text, program, tv, traffic, defaults,
+                    init_vars, init_pcpu, weights, schedule, alloc_base, file)
+
+
+def check_config_values(d: dict, fail) -> None:
+    """Validate run options (scenario defaults or CLI) with one message each."""
+    if "hypervisor" in d and d["hypervisor"] not in HYPERVISORS:
+        fail("hypervisor", f"unknown hypervisor {d['hypervisor']!r} (expected {' or '.join(HYPERVISORS)})")
+    if "overlay" in d and d["overlay"] not in POLICIES:
+        fail("overlay", f"unknown overlay policy {d['overlay']!r} (expected {', '.join(POLICIES)})")
+    if "fix" in d and d["fix"] not in FIXES:
+        fail("fix", f"unknown fix {d['fix']!r} (expected {', '.join(FIXES)})")
+    if "garbage" in d:
+        try:
+            parse_garbage(d["garbage"])
+        except ValueError as e:
+            fail("garbage", str(e))
+    if "seed" in d and not 0 <= d["seed"] < 2 ** 64:
+        fail("seed", "expected 0 <= seed < 2**64")
+    if "max_steps" in d and not 1 <= d["max_steps"] <= 10 ** 9:
+        fail("max_steps", "expected 1..1000000000")
+    if "vcpus" in d and not MIN_VCPUS <= d["vcpus"] <= MAX_VCPUS:
+        fail("vcpus", f"{d['vcpus']} vCPUs: expected {MIN_VCPUS}..{MAX_VCPUS}")
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name[:-5] for p in files("hvdbg.scenarios").iterdir() if p.name.endswith(".toml"))
+
+
+def load_scenario(spec: str | None) -> Scenario:
+    """A built-in scenario name or a path to a .toml file."""
+    spec = spec or "cpu-offline"
+    if spec in builtin_names():
+        text = files("hvdbg.scenarios").joinpath(spec + ".toml").read_text()
+        return parse_scenario(text, f"<builtin>/{spec}.toml")
+    p = Path(spec)
+    if not p.exists():
+        raise ScenarioError(spec, None, f"no such scenario or file (built-ins: {', '.join(builtin_names())})")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScenarioError(spec, None, f"cannot read: {e}") from None
+    return parse_scenario(text, spec)
