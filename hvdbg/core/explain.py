@@ -30,12 +30,12 @@ def op_at(eng: Engine, rt: int, pc: int):
     return ops[pc] if 0 <= pc < len(ops) else None
 
 
-def where(eng: Engine, rt: int, pc: int) -> str:
+def where(eng: Engine, rt: int, pc: int, c_text: bool = True) -> str:
     op = op_at(eng, rt, pc)
     if op is None:
         return f"{eng.rnames[rt]}+{pc}"
     line = f"{op.file}:{op.line}" if op.line else f"{op.file}"
-    c = f" `{op.c}`" if op.c else ""
+    c = f" `{op.c}`" if op.c and c_text else ""
     return f"{op.func}() {line}{c}"
 
 

@@ -85,6 +85,13 @@ def _zval(v) -> int:
     return hash(v)
 
 
+def _canon(v):
+    """msgpack-able form of a slot value: 256-bit IRR/ISR sets become 32 little-endian bytes."""
+    if isinstance(v, int) and not -(1 << 63) <= v < (1 << 64):
+        return v.to_bytes(32, "little", signed=True)
+    return v
+
+
 class Machine:
     """The whole guest-visible and hypervisor-private state."""
 
@@ -201,7 +208,7 @@ class Machine:
     def digest(self) -> str:
         """Exact state digest (BLAKE2b over a canonical msgpack encoding)."""
         h = hashlib.blake2b(digest_size=16)
-        h.update(msgpack.packb(self.S, use_bin_type=True))
+        h.update(msgpack.packb([_canon(v) for v in self.S], use_bin_type=True))
         for pfn in sorted(self.ram):
             h.update(pfn.to_bytes(8, "little"))
             h.update(self.ram[pfn])

@@ -1,0 +1,115 @@
+"""Run reports: one data model (dict) rendered as JSON or with rich."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .core.defs import HP_NAMES, MSR_VP_ASSIST_PAGE, VECTOR_NAMES
+from .core.engine import Engine, Result
+from .core.explain import explain_hang, where
+from .core.machine import F_HALT, F_IF, F_IRR, F_ISR, F_PC, F_RT, F_TPR, MSR_OFF, RAM
+
+
+def vec_list(bits: int) -> list[str]:
+    out = []
+    v = bits.bit_length() - 1
+    while v >= 0:
+        if bits >> v & 1:
+            n = VECTOR_NAMES.get(v)
+            out.append(f"{n}(0x{v:02x})" if n else f"0x{v:02x}")
+        v -= 1
+    return out
+
+
+def vcpu_summary(eng: Engine) -> list[dict]:
+    S, L = eng.m.S, eng.L
+    out = []
+    for c in range(eng.n):
+        b = L.base(c)
+        assist = S[b + MSR_OFF[MSR_VP_ASSIST_PAGE]]
+        gpa = (assist >> 12) << 12
+        ram = eng.m.read_mem(RAM, gpa, 4) if gpa else None
+        ovl = eng.m.read_mem(c, 0, 4) if c in eng.m.ovl else None
+        page = S[b + L.pvar["hv_vp_assist_page"]] if "hv_vp_assist_page" in L.pvar else 0
+        if not gpa and page:
+            ram = eng.m.read_mem(RAM, page, 4)
+        out.append({
+            "cpu": c,
+            "hotplug": HP_NAMES.get(S[b + L.P_HP], str(S[b + L.P_HP])),
+            "at": where(eng, S[b + F_RT], S[b + F_PC], c_text=False),
+            "routine": eng.rnames[S[b + F_RT]], "pc": S[b + F_PC],
+            "IF": S[b + F_IF], "halted": S[b + F_HALT],
+            "IRR": vec_list(S[b + F_IRR]), "ISR": vec_list(S[b + F_ISR]), "TPR": S[b + F_TPR],
+            "vp_assist_page_msr": f"0x{assist:x}",
+            "apic_assist_overlay": None if ovl is None else f"0x{ovl:08x}",
+            "apic_assist_ram": None if ram is None else f"0x{ram:08x}",
+        })
+    return out
+
+
+def build_report(eng: Engine, res: Result) -> dict:
+    expl = explain_hang(eng) if res.outcome == "hang" else []
+    cfg = eng.cfg
+    return {
+        "scenario": cfg.scenario,
+        "outcome": res.outcome,
+        "reason": res.reason,
+        "steps": res.steps,
+        "hypervisor": cfg.hypervisor,
+        "overlay": cfg.overlay if cfg.hypervisor == "hyperv" else None,
+        "fix": cfg.fix,
+        "garbage": cfg.garbage,
+        "seed": cfg.seed,
+        "vcpus_count": cfg.vcpus,
+        "max_steps": cfg.max_steps,
+        "digest": eng.m.digest(),
+        "explanation": [lk.as_dict() for lk in expl],
+        "vcpus": vcpu_summary(eng),
+        "statistics": dict(sorted(res.stats.items())),
+        "first_assist_disable_step": eng.first_disable_step,
+    }
+
+
+OUTCOME_STYLE = {"ok": "bold green", "hang": "bold red", "timeout": "bold yellow", "stopped": "yellow"}
+
+
+def render(rep: dict, console: Console) -> None:
+    hv = rep["hypervisor"] + (f" (overlay {rep['overlay']})" if rep["overlay"] else "")
+    console.print(Text.assemble(("hvdbg ", "bold"), f"{rep['scenario']}: hypervisor {hv}, fix {rep['fix']}, "
+                                f"garbage {rep['garbage']}, seed {rep['seed']}, {rep['vcpus_count']} vCPUs"))
+    t = Table(title=None, show_edge=False, pad_edge=False, header_style="bold")
+    for col in ("cpu", "hotplug", "at", "IF", "IRR", "ISR", "assist MSR", "apic_assist ovl/RAM"):
+        t.add_column(col, overflow="fold")
+    for v in rep["vcpus"]:
+        t.add_row(str(v["cpu"]), v["hotplug"] + (" (halted)" if v["halted"] else ""), v["at"], str(v["IF"]),
+                  " ".join(v["IRR"]) or "-", " ".join(v["ISR"]) or "-", v["vp_assist_page_msr"],
+                  f"{v['apic_assist_overlay'] or '-'} / {v['apic_assist_ram'] or '-'}")
+    console.print(t)
+    st = rep["statistics"]
+    console.print(f"events {st.get('events', 0)}, deliveries {st.get('deliveries', 0)}, "
+                  f"EOIs via MSR {st.get('eoi_msr_writes', 0)}, EOIs done by EOI assist {st.get('eoi_assisted', 0)} "
+                  f"({st.get('eoi_assisted_before_offline', 0)} before the overlay was disabled), "
+                  f"EOIs skipped on a stale bit {st.get('eoi_skipped_stale', 0)}, collapsed {st.get('collapsed', 0)}")
+    console.print(Text.assemble("outcome: ", (rep["outcome"].upper(), OUTCOME_STYLE.get(rep["outcome"], "")),
+                                f" after {rep['steps']} steps ({rep['reason']})"))
+    if rep["explanation"]:
+        console.print("[bold]why:[/bold]")
+        for i, lk in enumerate(rep["explanation"], 1):
+            console.print(f"  {i}. [cyan]step {lk['step']}[/cyan] {lk['text']}", highlight=False)
+
+
+def render_sweep(rep: dict, console: Console) -> None:
+    console.print(f"sweep {rep['scenario']}: hypervisor {rep['hypervisor']}, fix {rep['fix']}, "
+                  f"seeds {rep['first_seed']}..{rep['first_seed'] + rep['seeds'] - 1}")
+    t = Table(show_edge=False, header_style="bold")
+    t.add_column("outcome")
+    t.add_column("runs", justify="right")
+    t.add_column("share", justify="right")
+    t.add_column("first seed", justify="right")
+    for k, n in rep["histogram"].items():
+        t.add_row(Text(k, OUTCOME_STYLE.get(k, "")), str(n), f"{100 * n / rep['seeds']:.1f}%", str(rep["first_seed_of"][k]))
+    console.print(t)
+    console.print(f"runs where EOI assist completed an EOI before the overlay was disabled: "
+                  f"{rep['runs_with_assisted_eoi_before_offline']}/{rep['seeds']}; runs where an EOI was skipped on a "
+                  f"stale apic_assist bit: {rep['runs_with_stale_eoi_skip']}/{rep['seeds']} ({rep['seconds']} s)")
