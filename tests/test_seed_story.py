@@ -123,3 +123,16 @@ def test_smp_any_vcpu_count():
 def test_timeout_outcome():
     eng, res = run(max_steps=50)
     assert res.outcome == "timeout" and res.steps == 50
+
+
+@pytest.mark.parametrize("scn,over", [("cpu-offline", {}), ("smp", {"vcpus": 5}), ("cpu-offline-online", {"hypervisor": "kvm"})])
+def test_incremental_enabled_set_equals_full_recompute(scn, over):
+    s = load_scenario(scn)
+    eng = Engine(s, s.config(**over))
+    last = None
+    for _ in range(3000):
+        fast = eng._enabled_incremental(last)
+        assert fast == eng.enabled()
+        if not fast:
+            break
+        last = eng.execute(eng.pick(fast))[E_WRITES]

@@ -186,6 +186,10 @@ class Engine:
         self.m = Machine(L)
         self.hv = make_hypervisor(cfg.hypervisor, self, cfg.overlay)
         self.code = [[self._compile_op(op, r) for op in r.ops] for r in self.routines]
+        self.bases = [L.base(c) for c in range(n)]
+        self._cache = None
+        self._others: list[tuple] = []
+        self._vars_changed = True
         self.idt = {v: self.rid[h] for v, h in scenario.program.idt.items()}
         self.goal = self._cond(scenario.goal)
         self.timer_vec = scenario.timer_vector
@@ -225,10 +229,6 @@ class Engine:
             role = "bsp" if c == 0 else "ap"
             S[b + F_RT] = self.rid[self.scn.program.start[role]]
         m.w = []
-        m.zob = 0
-        for i, v in enumerate(S):
-            if v:
-                m.zob ^= hash((i, 0)) ^ hash((i, v))
 
     def _operand(self, o: tuple) -> tuple:
         k = o[0]
@@ -343,24 +343,30 @@ class Engine:
         self.hv.on_irr(c, v)
 
     # ---------- actions ----------
-    def enabled(self) -> list[tuple]:
+    def _cpu_acts(self, c: int) -> list[tuple]:
+        """Enabled actions of vCPU c, in canonical order: op, deliver, timer."""
         S = self.m.S
-        L = self.L
+        b = self.bases[c]
         acts = []
-        code = self.code
-        for c in range(self.n):
-            b = L.base(c)
-            if not S[b + F_HALT]:
-                op = code[S[b + F_RT]][S[b + F_PC]] if S[b + F_PC] < len(code[S[b + F_RT]]) else ("fell",)
-                if op[0] != "wait" or self.holds(c, b, op[1]):
-                    acts.append(("op", c))
-            v = self.deliverable(c)
-            if v:
+        if not S[b + F_HALT]:
+            ops = self.code[S[b + F_RT]]
+            pc = S[b + F_PC]
+            if pc >= len(ops) or ops[pc][0] != "wait" or self.holds(c, b, ops[pc][1]):
+                acts.append(("op", c))
+        irr = S[b + F_IRR]
+        if irr and S[b + F_IF]:
+            v = irr.bit_length() - 1
+            isr = S[b + F_ISR]
+            if (v >> 4) > max(S[b + F_TPR] >> 4, (isr.bit_length() - 1) >> 4 if isr else 0):
                 acts.append(("deliver", c, v))
-            if S[b + L.P_TIMER]:
-                acts.append(("timer", c, self.timer_vec))
+        if S[b + self.L.P_TIMER]:
+            acts.append(("timer", c, self.timer_vec))
+        return acts
+
+    def _other_acts(self) -> list[tuple]:
+        acts = []
         seen = set()
-        for ipi in S[0]:
+        for ipi in self.m.S[0]:
             if ipi not in seen:
                 seen.add(ipi)
                 acts.append(("land", *ipi))
@@ -370,9 +376,63 @@ class Engine:
                 acts.append(("traffic", t.src, d, t.vector))
         return acts
 
+    def enabled(self) -> list[tuple]:
+        """All enabled actions, in canonical order (per vCPU, then IPI landings, then traffic)."""
+        acts = []
+        for c in range(self.n):
+            acts += self._cpu_acts(c)
+        return acts + self._other_acts()
+
+    def _enabled_incremental(self, writes) -> list[tuple]:
+        """enabled(), recomputing only what the last event's writes can have changed.
+        Same result and order as enabled() (a property test checks it)."""
+        cache = self._cache
+        if cache is None or writes is None:
+            self._vars_changed = True
+            cache = self._cache = [self._cpu_acts(c) for c in range(self.n)]
+            self._others = self._other_acts()
+        else:
+            L = self.L
+            ng, blk = L.nglobal, L.block
+            pv0 = L.pvar["hp"]
+            others = waits = False
+            dirty = set()
+            for w in writes:
+                loc = w[0]
+                if loc.__class__ is not int:
+                    continue
+                if loc < ng:
+                    others = waits = True
+                else:
+                    c, off = divmod(loc - ng, blk)
+                    dirty.add(c)
+                    if off >= pv0:
+                        others = waits = True
+                    elif off == F_HALT or off == F_IF:
+                        others = True
+            self._vars_changed = waits
+            if waits:
+                S = self.m.S
+                code = self.code
+                for c in range(self.n):
+                    if c not in dirty:
+                        b = self.bases[c]
+                        ops = code[S[b + F_RT]]
+                        pc = S[b + F_PC]
+                        if pc < len(ops) and ops[pc][0] == "wait":
+                            dirty.add(c)
+            for c in dirty:
+                cache[c] = self._cpu_acts(c)
+            if others:
+                self._others = self._other_acts()
+        acts = []
+        for lst in cache:
+            acts += lst
+        return acts + self._others
+
     def _traffic_dst(self, t: Traffic) -> int:
         S, L = self.m.S, self.L
-        bs = L.base(t.src)
+        bs = self.bases[t.src]
         if S[bs + F_HALT] or not S[bs + F_IF] or not S[bs + L.P_ONLINE] or S[t.slot_budget] == 0:
             return -1
         if t.when is not None and not self.holds(t.src, bs, t.when):
@@ -696,9 +756,10 @@ class Engine:
                     m.undo(path.pop())
                 continue
             w = self.apply(a)
+            z = m.zob
             if self.goal_reached():
                 result = False
-            elif m.zob in seen:
+            elif z in seen:
                 m.undo(w)
                 continue
             else:
@@ -710,7 +771,7 @@ class Engine:
                 while path:
                     m.undo(path.pop())
                 break
-            seen.add(m.zob)
+            seen.add(z)
             path.append(w)
             stack.append(iter(self.enabled()))
         self._notes = []
@@ -719,30 +780,36 @@ class Engine:
     def run(self, max_steps: int | None = None, stop=None) -> Result:
         max_steps = self.cfg.max_steps if max_steps is None else max_steps
         noop = 0
+        last = None
         samples: dict[int, int] = {}
         next_sample = 1024
+        self._vars_changed = True
         while True:
-            if self.goal_reached():
+            acts = self._enabled_incremental(last)
+            if self._vars_changed and self.goal_reached():   # the goal reads only variables
                 return self._result("ok", "goal reached")
             if self.step >= max_steps:
                 return self._result("timeout", f"step budget {max_steps} exhausted")
             if stop is not None and stop():
                 return self._result("stopped", "stopped by request")
-            acts = self.enabled()
             if not acts:
                 return self._result("hang", "no action is enabled")
             ev = self.execute(self.pick(acts))
+            last = ev[E_WRITES]
             if ev[E_WRITES]:
                 noop = 0
             else:
                 noop += 1
-                if noop >= 8 and not self.schedule and self.quiescent(self.enabled()):
-                    return self._result("hang", "quiescent: no enabled action changes the state")
+                if noop >= 8 and not self.schedule:
+                    if self.quiescent(self.enabled()):
+                        return self._result("hang", "quiescent: no enabled action changes the state")
+                    last = None
             if self.step >= next_sample:
                 next_sample += 1024
                 z = self.m.zob
                 if z in samples and not self.schedule:
                     verdict = self.unreachable()
+                    last = None
                     if verdict:
                         return self._result("hang", "cycle: every reachable state was explored and none reaches the goal")
                     samples.clear()

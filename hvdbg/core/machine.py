@@ -13,6 +13,7 @@ Locations: an int (slot index), ``("m", space, addr)`` for a memory byte range
 from __future__ import annotations
 
 import hashlib
+import zlib
 
 import msgpack
 
@@ -79,12 +80,6 @@ class Layout:
         return divmod(loc - self.nglobal, self.block)
 
 
-def _zval(v) -> int:
-    if isinstance(v, (bytes, bytearray)):
-        return int.from_bytes(v, "little") if len(v) <= 16 else int.from_bytes(hashlib.blake2b(v, digest_size=8).digest(), "little")
-    return hash(v)
-
-
 def _canon(v):
     """msgpack-able form of a slot value: 256-bit IRR/ISR sets become 32 little-endian bytes."""
     if isinstance(v, int) and not -(1 << 63) <= v < (1 << 64):
@@ -95,7 +90,7 @@ def _canon(v):
 class Machine:
     """The whole guest-visible and hypervisor-private state."""
 
-    __slots__ = ("L", "S", "ram", "ovl", "w", "zob")
+    __slots__ = ("L", "S", "ram", "ovl", "w")
 
     def __init__(self, layout: Layout):
         self.L = layout
@@ -104,7 +99,17 @@ class Machine:
         self.ram: dict[int, bytearray] = {}
         self.ovl: dict[int, bytearray] = {}
         self.w: list = []          # writes of the event being executed
-        self.zob = 0               # incremental (Zobrist) hash of the state, for cycle detection
+
+    @property
+    def zob(self) -> int:
+        """A fast state hash for cycle detection and exploration (not the digest).
+        Ints and tuples hash the same in every process; pages go through CRC32."""
+        h = hash(tuple(self.S))
+        for k in sorted(self.ram):
+            h = hash((h, k, zlib.crc32(self.ram[k])))
+        for k in sorted(self.ovl):
+            h = hash((h, -k, zlib.crc32(self.ovl[k])))
+        return h
 
     def reset_cpu_slots(self, cpu: int) -> None:
         b = self.L.base(cpu)
@@ -119,7 +124,6 @@ class Machine:
         if old != v:
             S[i] = v
             self.w.append((i, old, v))
-            self.zob ^= hash((i, old)) ^ hash((i, v))
 
     def read_mem(self, space: int, addr: int, size: int) -> int | None:
         """Little-endian read; None if no page backs it (RAM) or no overlay page exists."""
@@ -154,18 +158,15 @@ class Machine:
             pg[off:off + len(new)] = new
             loc = ("m", space, addr)
             self.w.append((loc, old, bytes(new)))
-            self.zob ^= hash((loc, _zval(old))) ^ hash((loc, _zval(new)))
         return True
 
     def new_page(self, pfn: int, content: bytes) -> None:
         self.ram[pfn] = bytearray(content)
         self.w.append((("pg", pfn), None, bytes(content)))
-        self.zob ^= hash((("pg", pfn), _zval(content)))
 
     def new_overlay(self, cpu: int, content: bytes) -> None:
         self.ovl[cpu] = bytearray(content)
         self.w.append((("ov", cpu), None, bytes(content)))
-        self.zob ^= hash((("ov", cpu), _zval(content)))
 
     def undo(self, writes: list) -> None:
         """Apply recorded old values in reverse order (reverse-step)."""
@@ -173,18 +174,14 @@ class Machine:
         for loc, old, new in reversed(writes):
             if isinstance(loc, int):
                 S[loc] = old
-                self.zob ^= hash((loc, new)) ^ hash((loc, old))
             elif loc[0] == "m":
                 pg = self.ram[loc[2] >> PAGE_SHIFT] if loc[1] == RAM else self.ovl[loc[1]]
                 off = loc[2] & (PAGE_SIZE - 1)
                 pg[off:off + len(old)] = old
-                self.zob ^= hash((loc, _zval(new))) ^ hash((loc, _zval(old)))
             elif loc[0] == "pg":
                 del self.ram[loc[1]]
-                self.zob ^= hash((loc, _zval(new)))
             elif loc[0] == "ov":
                 del self.ovl[loc[1]]
-                self.zob ^= hash((loc, _zval(new)))
 
     def redo(self, writes: list) -> None:
         """Apply recorded new values in order (forward replay of a recorded event)."""
@@ -192,18 +189,14 @@ class Machine:
         for loc, old, new in writes:
             if isinstance(loc, int):
                 S[loc] = new
-                self.zob ^= hash((loc, old)) ^ hash((loc, new))
             elif loc[0] == "m":
                 pg = self.ram[loc[2] >> PAGE_SHIFT] if loc[1] == RAM else self.ovl[loc[1]]
                 off = loc[2] & (PAGE_SIZE - 1)
                 pg[off:off + len(new)] = new
-                self.zob ^= hash((loc, _zval(old))) ^ hash((loc, _zval(new)))
             elif loc[0] == "pg":
                 self.ram[loc[1]] = bytearray(new)
-                self.zob ^= hash((loc, _zval(new)))
             elif loc[0] == "ov":
                 self.ovl[loc[1]] = bytearray(new)
-                self.zob ^= hash((loc, _zval(new)))
 
     def digest(self) -> str:
         """Exact state digest (BLAKE2b over a canonical msgpack encoding)."""
@@ -219,11 +212,10 @@ class Machine:
 
     def snapshot(self) -> tuple:
         return (list(self.S), {k: bytes(v) for k, v in self.ram.items()},
-                {k: bytes(v) for k, v in self.ovl.items()}, self.zob)
+                {k: bytes(v) for k, v in self.ovl.items()}, None)
 
     def restore(self, snap: tuple) -> None:
-        S, ram, ovl, zob = snap
+        S, ram, ovl, _ = snap
         self.S = list(S)
         self.ram = {k: bytearray(v) for k, v in ram.items()}
         self.ovl = {k: bytearray(v) for k, v in ovl.items()}
-        self.zob = zob
