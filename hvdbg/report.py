@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -82,7 +83,7 @@ def render(rep: dict, console: Console) -> None:
     for col in ("cpu", "hotplug", "at", "IF", "IRR", "ISR", "assist MSR", "apic_assist ovl/RAM"):
         t.add_column(col, overflow="fold")
     for v in rep["vcpus"]:
-        t.add_row(str(v["cpu"]), v["hotplug"] + (" (halted)" if v["halted"] else ""), v["at"], str(v["IF"]),
+        t.add_row(str(v["cpu"]), v["hotplug"] + (" (halted)" if v["halted"] else ""), escape(v["at"]), str(v["IF"]),
                   " ".join(v["IRR"]) or "-", " ".join(v["ISR"]) or "-", v["vp_assist_page_msr"],
                   f"{v['apic_assist_overlay'] or '-'} / {v['apic_assist_ram'] or '-'}")
     console.print(t)
@@ -96,7 +97,7 @@ def render(rep: dict, console: Console) -> None:
     if rep["explanation"]:
         console.print("[bold]why:[/bold]")
         for i, lk in enumerate(rep["explanation"], 1):
-            console.print(f"  {i}. [cyan]step {lk['step']}[/cyan] {lk['text']}", highlight=False)
+            console.print(f"  {i}. [cyan]step {lk['step']}[/cyan] {escape(lk['text'])}", highlight=False)
 
 
 def render_sweep(rep: dict, console: Console) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from apic_checker import check_apic, check_events
@@ -14,7 +14,7 @@ from hvdbg.core.machine import F_IF, F_IRR, F_ISR, F_TPR
 from hvdbg.core.scenario import load_scenario
 
 MAX_STEPS = 3000
-PROPS = settings(max_examples=25, deadline=None, database=None,
+PROPS = settings(max_examples=30, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -24,11 +24,11 @@ def scenario(name: str):
 
 
 @st.composite
-def run_configs(draw):
+def run_configs(draw, overlays=("uncover-stale", "copy-back", "restore"), hypervisors=("hyperv", "kvm")):
     name = draw(st.sampled_from(["cpu-offline", "cpu-offline-online", "smp"]))
     vcpus = draw(st.integers(2, 6)) if name == "smp" else None
-    hv = draw(st.sampled_from(["hyperv", "kvm"]))
-    overlay = draw(st.sampled_from(["uncover-stale", "copy-back", "restore"])) if hv == "hyperv" else None
+    hv = draw(st.sampled_from(hypervisors))
+    overlay = draw(st.sampled_from(overlays)) if hv == "hyperv" else None
     garbage = draw(st.one_of(st.sampled_from(["0xa5", "0x00", "0xff", "0xfe"]),
                              st.integers(0, 2 ** 16).map(lambda n: f"random:{n}")))
     return dict(name=name, vcpus=vcpus, hypervisor=hv, overlay=overlay, garbage=garbage,
@@ -66,6 +66,7 @@ def bad_links(eng: Engine, links) -> list[str]:
 def test_apic_rules_and_explanation_links(p):
     eng = make_engine(p)
     res = eng.run()
+    event(f"outcome: {res.outcome}")
     assert res.outcome in ("ok", "hang", "timeout")
     assert res.steps == len(eng.events) == eng.step
     violations = check_apic(eng)
@@ -87,6 +88,7 @@ def test_explanation_links_point_at_their_writes(p):
     """Configurations where the seed hang is frequent: every located link is backed by the journal."""
     eng = make_engine(p, max_steps=20_000)
     res = eng.run()
+    event(f"outcome: {res.outcome}")
     if res.outcome == "hang":
         links = explain_hang(eng)
         assert links
@@ -112,27 +114,38 @@ def test_seed_hang_explanation_kinds():
 
 # ---------------------------------------------------------------- reverse / forward replay
 
-def forward(eng: Engine, sample: set[int]) -> dict[int, tuple]:
-    """Manual forward loop (what run() does, without its hang detection); digests at sampled steps."""
-    rec = {0: (eng.m.digest(), eng.m.zob)}
+def exact_state(m) -> tuple:
+    """Test-local exact copy of the machine state (independent of Machine.digest)."""
+    return (tuple(m.S), tuple(sorted((k, bytes(v)) for k, v in m.ram.items())),
+            tuple(sorted((k, bytes(v)) for k, v in m.ovl.items())))
+
+
+def forward(eng: Engine, sample: set[int], key) -> dict[int, object]:
+    """Manual forward loop (what run() does, without its hang detection); state keys at sampled
+    steps. Also checks at every step that the engine's incremental enabled-action set (used by
+    run()) equals the full recomputation."""
+    rec = {0: key(eng.m)}
     max_steps = eng.cfg.max_steps
+    incremental = getattr(eng, "_enabled_incremental", None)
+    last = None
     while eng.step < max_steps and not eng.goal_reached():
         acts = eng.enabled()
+        if incremental is not None:
+            inc = incremental(last)
+            assert inc == acts, f"step {eng.step}: incremental enabled set {inc} != enabled() {acts}"
         if not acts:
             break
-        eng.execute(eng.pick(acts))
+        last = eng.execute(eng.pick(acts))[E_WRITES]
         if eng.step in sample:
-            rec[eng.step] = (eng.m.digest(), eng.m.zob)
-    rec[eng.step] = (eng.m.digest(), eng.m.zob)
+            rec[eng.step] = key(eng.m)
+    rec[eng.step] = key(eng.m)
     return rec
 
 
-@PROPS
-@given(run_configs(), st.sets(st.integers(1, MAX_STEPS), max_size=12), st.integers(50, 400))
-def test_undo_redo_restore_exact_states(p, extra, every):
+def check_undo_redo(p: dict, extra: set[int], every: int, key) -> None:
     eng = make_engine(p)
     sample = set(range(every, MAX_STEPS + 1, every)) | extra
-    rec = forward(eng, sample)
+    rec = forward(eng, sample, key)
     n = len(eng.events)
     assert n == eng.step
     final = rec[n]
@@ -143,31 +156,62 @@ def test_undo_redo_restore_exact_states(p, extra, every):
     for i in range(n - 1, -1, -1):
         eng.m.undo(eng.events[i][E_WRITES])
         if i in rec:
-            assert (eng.m.digest(), eng.m.zob) == rec[i], f"state after undoing back to step {i} differs"
+            assert key(eng.m) == rec[i], f"state after undoing back to step {i} differs from the forward run"
             checked += 1
-    assert (eng.m.digest(), eng.m.zob) == rec[0]
+    assert key(eng.m) == rec[0]
     assert checked >= 1
-    # the undone state is exactly the state of a fresh engine
-    fresh = make_engine(p)
-    assert eng.m.digest() == fresh.m.digest()
+    # the fully undone state is exactly the state of a fresh engine
+    assert key(eng.m) == key(make_engine(p).m)
 
     # redo forwards to the final state
     for i, ev in enumerate(eng.events):
         eng.m.redo(ev[E_WRITES])
         if i + 1 in rec:
-            assert (eng.m.digest(), eng.m.zob) == rec[i + 1], f"state after redoing to step {i + 1} differs"
-    assert (eng.m.digest(), eng.m.zob) == final
+            assert key(eng.m) == rec[i + 1], f"state after redoing to step {i + 1} differs from the forward run"
+    assert key(eng.m) == final
 
-    # run() (with its quiescence probing by apply+undo) takes the same path as the manual loop
+    # run() (incremental enabled set, quiescence probing by apply+undo) takes the same path
     ref = make_engine(p)
     res = ref.run()
     assert res.steps <= n
     assert ref.events == eng.events[:res.steps]
     if res.steps in rec:
-        assert ref.m.digest() == rec[res.steps][0]
-    # the manual loop's journal obeys the APIC rules too
+        assert key(ref.m) == rec[res.steps]
+    # the manual loop's journal (it goes on past a quiescent hang) obeys the APIC rules too
     violations = check_apic(eng)
     assert not violations, "\n".join(violations[:20])
+
+
+def digest_key(m):
+    return (m.digest(), m.zob)
+
+
+@PROPS
+@given(run_configs(overlays=("uncover-stale", "copy-back")), st.sets(st.integers(1, MAX_STEPS), max_size=12),
+       st.integers(50, 400))
+def test_undo_redo_restore_exact_digests(p, extra, every):
+    check_undo_redo(p, extra, every, digest_key)
+
+
+@settings(PROPS, max_examples=15)
+@given(run_configs(overlays=("restore",), hypervisors=("hyperv",)), st.sets(st.integers(1, MAX_STEPS), max_size=12),
+       st.integers(50, 400))
+def test_undo_redo_restore_overlay_policy_exact_state(p, extra, every):
+    """Same property for overlay=restore, compared on a test-local exact state copy because
+    Machine.digest() crashes for that policy (see test_digest_with_restore_overlay)."""
+    check_undo_redo(p, extra, every, exact_state)
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError,
+                   reason="engine bug: overlay=restore keeps the saved RAM page in Machine.ovl under the negative "
+                          "key -2-cpu (HyperV._save_space) and Machine.digest() encodes overlay keys with "
+                          "c.to_bytes(4, 'little'), which raises OverflowError for negative ints")
+def test_digest_with_restore_overlay():
+    s = scenario("cpu-offline")
+    eng = Engine(s, s.config(overlay="restore", hypervisor="hyperv", seed=0, max_steps=100))
+    eng.run()
+    assert any(k < 0 for k in eng.m.ovl)      # the saved original page exists
+    assert isinstance(eng.m.digest(), str)
 
 
 # ---------------------------------------------------------------- the checker itself
@@ -237,3 +281,27 @@ def test_checker_catches_violations(case):
         evs = [_ev(0, ("deliver", 0, 0xFD), [(irr, irr_v, 1 << 0xEC), (isr, pre_isr, pre_isr | 1 << 0xFD)],
                    [("deliver", 0xFD)])]
     assert t.check(evs), case
+
+
+def test_checker_catches_a_mutated_engine(monkeypatch):
+    """Sanity check of the checker on real journals: an EOI that clears the lowest ISR bit."""
+    from hvdbg.core import engine as engine_mod
+
+    def eoi_lowest(self, c, implied=False):
+        b = self.L.base(c)
+        isr = self.m.S[b + F_ISR]
+        if not isr:
+            self.note("eoi", -1, implied)
+            return
+        v = (isr & -isr).bit_length() - 1
+        self.m.set(b + F_ISR, isr & ~(1 << v))
+        self.note("eoi", v, implied)
+
+    monkeypatch.setattr(engine_mod.Engine, "apic_eoi", eoi_lowest)
+    s = scenario("smp")
+    found = []
+    for seed in range(5):
+        eng = Engine(s, s.config(seed=seed, max_steps=3000))
+        eng.run()
+        found += check_apic(eng)
+    assert any("(b)" in v for v in found)

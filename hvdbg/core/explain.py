@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .defs import MSR_VP_ASSIST_PAGE, PAGE_SHIFT, vector_name
 from .program import parse_operand
 from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_STEP, E_WRITES, Engine, act_text
-from .machine import F_HALT, F_IF, F_IRR, F_ISR, F_PC, F_RT, MSR_OFF, RAM
+from .machine import F_FRAMES, F_HALT, F_IF, F_IRR, F_ISR, F_PC, F_RT, MSR_OFF, RAM
 
 
 @dataclass
@@ -107,6 +107,18 @@ def explain_hang(eng: Engine) -> list[Link]:
                               f"cpu{c} waits{' with IRQs off' if not S[b + F_IF] else ''} in {where(eng, rt, pc)} "
                               f"until {cond} (now {vals})",
                               w[0] if w else None, "wait"))
+        elif S[b + F_FRAMES]:
+            # running an interrupt handler: is the interrupted context a wait that cannot finish?
+            fr = next((f for f in S[b + F_FRAMES] if f[0] == 1), None)
+            if fr is not None:
+                iop = op_at(eng, fr[1], fr[2])
+                if iop is not None and iop.opcode == "wait" and not eng.holds(c, b, eng.code[fr[1]][fr[2]][1]):
+                    cond = iop.text.split(None, 1)[1]
+                    ev, w = last_write(eng, lambda loc, o, n, i=b + F_PC, p=fr[2]: loc == i and n == p, now)
+                    links.append(Link(ev[E_STEP] if ev else 0,
+                                      f"cpu{c} waits in {where(eng, fr[1], fr[2])} until {cond}; it keeps taking "
+                                      f"{vector_name(fr[8])} and other interrupts, but the condition never becomes true",
+                                      w[0] if w else None, "wait"))
         irr = S[b + F_IRR]
         if irr and not eng.deliverable(c):
             blocked_vectors.append(c)
@@ -189,6 +201,16 @@ def explain_hang(eng: Engine) -> list[Link]:
             links.append(Link(oev[E_STEP], f"the VP assist page overlay was disabled at step {oev[E_STEP]}: "
                               f"{describe(eng, oev)} wrote HV_X64_MSR_VP_ASSIST_PAGE = 0x{ow[2]:x}; from then on "
                               f"cpu{c}'s apic_assist accesses reach the never-zeroed guest page", ow[0], "disable"))
+        elif space == RAM:
+            # never enabled yet: the pointer was published before the enabling WRMSR
+            page = addr & ~0xFFF
+            first_var = min(L.pvar.values())
+            pev, pw = last_write(eng, lambda loc, o, n: isinstance(loc, int) and n == page and loc >= L.nglobal
+                                 and L.split(loc)[0] == c and L.split(loc)[1] >= first_var, skip[E_STEP])
+            if pev is not None:
+                links.append(Link(pev[E_STEP], f"the overlay was not enabled yet: {describe(eng, pev)} published the page "
+                                  f"pointer ({L.describe(pw[0])} = 0x{page:x}) at step {pev[E_STEP]}, before the enabling "
+                                  f"WRMSR of HV_X64_MSR_VP_ASSIST_PAGE, with IRQs on", pw[0], "window"))
     links.sort(key=lambda k: k.step)
     return links
 
