@@ -202,6 +202,7 @@ class Engine:
         self.stats: Counter = Counter()
         self._notes: list = []
         self.first_disable_step = -1
+        self._seedmix = (cfg.seed * 0x9E3779B97F4A7C15) & MASK64
         self._init_state()
 
     # ---------- setup ----------
@@ -458,7 +459,10 @@ class Engine:
         total = 0
         for a in acts:
             total += w[a[0]]
-        r = prng(self.cfg.seed, self.step) % total
+        z = (self._seedmix + (self.step + 1) * 0xD1B54A32D192ED03) & MASK64   # prng(seed, step), inlined
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        r = (z ^ (z >> 31)) % total
         for a in acts:
             r -= w[a[0]]
             if r < 0:
@@ -499,10 +503,11 @@ class Engine:
         """Execute and record one event."""
         S = self.m.S
         c = a[1]
-        b = self.L.base(c)
+        b = self.bases[c]
         rt, pc = S[b + F_RT], S[b + F_PC]
         writes = self.apply(a)
-        ev = (self.step, a, c, rt, pc, writes, tuple(self._notes))
+        notes = self._notes
+        ev = (self.step, a, c, rt, pc, writes, tuple(notes) if notes else ())
         self.events.append(ev)
         self._account(ev)
         self.step += 1
