@@ -152,3 +152,28 @@ ops = [
     import json
     d = json.loads(p.stdout)
     assert d["statistics"]["gp_faults"] == 2
+
+
+def test_internal_error_writes_crash_report(tmp_path, monkeypatch, capsys):
+    from hvdbg import cli
+    from hvdbg.core import engine
+
+    def boom(self, *a, **k):
+        raise RuntimeError("model bug")
+    monkeypatch.setattr(engine.Engine, "run", boom)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert cli.main(["run"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "crash report written to" in err
+    path = err.rsplit(" ", 1)[1]
+    assert path.startswith(str(tmp_path)) and "RuntimeError: model bug" in open(path).read()
+
+
+def test_interrupt_exits_130(monkeypatch, capsys):
+    from hvdbg import cli
+    from hvdbg.core import engine
+
+    def stop(self, *a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(engine.Engine, "run", stop)
+    assert cli.main(["run"]) == 130
