@@ -1,6 +1,7 @@
 """A run is a pure function of (scenario, config, choices): independent of PYTHONHASHSEED."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,7 +33,6 @@ CASES = [
 
 
 def run_in_subprocess(name: str, kw: dict, hashseed: str) -> str:
-    import json
     env = dict(os.environ, PYTHONHASHSEED=hashseed)
     p = subprocess.run([sys.executable, "-c", SCRIPT, name, json.dumps(kw)], env=env,
                        capture_output=True, text=True, timeout=120)
@@ -45,6 +45,5 @@ def test_same_run_under_different_hash_seeds(name, kw):
     a = run_in_subprocess(name, kw, "1")
     b = run_in_subprocess(name, kw, "12345")
     assert a == b
-    import json
     d = json.loads(a)
     assert d["steps"] > 0 and d["outcome"] in ("ok", "hang", "timeout")

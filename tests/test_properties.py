@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from apic_checker import check_apic, check_events
-from hvdbg.core.engine import E_ACT, E_STEP, E_WRITES, FIXES, Engine
+from hvdbg.core.engine import E_STEP, E_WRITES, FIXES, Engine
 from hvdbg.core.explain import explain_hang
 from hvdbg.core.machine import F_IF, F_IRR, F_ISR, F_TPR
 from hvdbg.core.scenario import load_scenario
@@ -196,22 +196,26 @@ def test_undo_redo_restore_exact_digests(p, extra, every):
 @settings(PROPS, max_examples=15)
 @given(run_configs(overlays=("restore",), hypervisors=("hyperv",)), st.sets(st.integers(1, MAX_STEPS), max_size=12),
        st.integers(50, 400))
-def test_undo_redo_restore_overlay_policy_exact_state(p, extra, every):
-    """Same property for overlay=restore, compared on a test-local exact state copy because
-    Machine.digest() crashes for that policy (see test_digest_with_restore_overlay)."""
-    check_undo_redo(p, extra, every, exact_state)
+def test_undo_redo_restore_overlay_policy(p, extra, every):
+    """Same property for overlay=restore (it keeps the saved RAM page as a pseudo overlay under
+    a negative key), compared on the digest and on a test-local exact copy of the state."""
+    check_undo_redo(p, extra, every, lambda m: (digest_key(m), exact_state(m)))
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="engine bug: overlay=restore keeps the saved RAM page in Machine.ovl under the negative "
-                          "key -2-cpu (HyperV._save_space) and Machine.digest() encodes overlay keys with "
-                          "c.to_bytes(4, 'little'), which raises OverflowError for negative ints")
 def test_digest_with_restore_overlay():
+    """Regression: Machine.digest() raised OverflowError for overlay=restore, because the saved
+    original page lives in Machine.ovl under the key -2-cpu and the key was encoded with
+    c.to_bytes(4, 'little') (unsigned)."""
     s = scenario("cpu-offline")
     eng = Engine(s, s.config(overlay="restore", hypervisor="hyperv", seed=0, max_steps=100))
     eng.run()
     assert any(k < 0 for k in eng.m.ovl)      # the saved original page exists
-    assert isinstance(eng.m.digest(), str)
+    d = eng.m.digest()
+    assert isinstance(d, str)
+    # the saved page is part of the digest
+    k = min(eng.m.ovl)
+    eng.m.ovl[k][0] ^= 1
+    assert eng.m.digest() != d
 
 
 # ---------------------------------------------------------------- the checker itself

@@ -206,7 +206,7 @@ class Machine:
             h.update(pfn.to_bytes(8, "little"))
             h.update(self.ram[pfn])
         for c in sorted(self.ovl):
-            h.update(b"ovl" + c.to_bytes(4, "little"))
+            h.update(b"ovl" + c.to_bytes(4, "little", signed=True))
             h.update(self.ovl[c])
         return h.hexdigest()
 
