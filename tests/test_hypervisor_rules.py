@@ -207,14 +207,14 @@ def test_exiting_ops_list():
 # ---------------------------------------------------------------- schedules and garbage
 def test_scenario_schedule_is_followed(tmp_path):
     from hvdbg.core.engine import RunError, act_text
-    text = 'schedule = ["op 1", "op 0", "timer 0 0xec", "op 0"]\n' + (Path(__file__).parent.parent / "hvdbg/scenarios/cpu-offline.toml").read_text()
+    text = 'schedule = ["op 0", "timer 1 0xec", "op 0", "timer 0 0xec"]\n' + (Path(__file__).parent.parent / "hvdbg/scenarios/cpu-offline.toml").read_text()
     f = tmp_path / "sched.toml"
     f.write_text(text)
     from hvdbg.core.scenario import load_scenario as ls
     s = ls(str(f))
     eng = Engine(s, s.config(max_steps=4))
     eng.run()
-    assert [act_text(e[1]) for e in eng.events] == ["op cpu1", "op cpu0", "timer cpu0 0xec", "op cpu0"]
+    assert [act_text(e[1]) for e in eng.events] == ["op cpu0", "timer cpu1 0xec", "op cpu0", "timer cpu0 0xec"]
     s = ls(str(f))
     s.schedule = [("deliver", 1, 0xFD)]
     with pytest.raises(RunError, match="not enabled at step 0"):

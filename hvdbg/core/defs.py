@@ -60,6 +60,9 @@ MSRS: dict[str, int] = {
     "HV_X64_MSR_SIMP": 0x40000083,
     "HV_X64_MSR_EOM": 0x40000084,
 }
+# x2APIC EOI register (SDM 10.12.1.2, MSR 0x80B): the native EOI path (native_apic_msr_eoi_write)
+# used before hv_apic_init() installs hv_apic_eoi_write.
+MSRS["IA32_X2APIC_EOI"] = 0x80B
 for _n in range(16):
     MSRS[f"HV_X64_MSR_SINT{_n}"] = 0x40000090 + _n
 for _n in range(4):
@@ -68,6 +71,7 @@ for _n in range(4):
 MSR_NAMES: dict[int, str] = {v: k for k, v in MSRS.items()}
 
 MSR_EOI = MSRS["HV_X64_MSR_EOI"]
+MSR_X2APIC_EOI = MSRS["IA32_X2APIC_EOI"]
 MSR_ICR = MSRS["HV_X64_MSR_ICR"]
 MSR_TPR = MSRS["HV_X64_MSR_TPR"]
 MSR_VP_INDEX = MSRS["HV_X64_MSR_VP_INDEX"]
@@ -77,7 +81,7 @@ MSR_SVERSION = MSRS["HV_X64_MSR_SVERSION"]
 
 # Write-only MSRs: a read raises #GP (TLFS-VI: HV_X64_MSR_EOI is write-only).
 # EOM "reads return 0" (TLFS-IPC) so it is not listed here.
-MSR_WRITE_ONLY = frozenset({MSR_EOI})
+MSR_WRITE_ONLY = frozenset({MSR_EOI, MSR_X2APIC_EOI})
 # Read-only MSRs: a write raises #GP (TLFS-VP: VP_INDEX read-only; TLFS-IPC: SVERSION).
 MSR_READ_ONLY = frozenset({MSR_VP_INDEX, MSR_SVERSION, MSRS["HV_X64_MSR_TSC_FREQUENCY"],
                            MSRS["HV_X64_MSR_APIC_FREQUENCY"], MSRS["HV_X64_MSR_TIME_REF_COUNT"],

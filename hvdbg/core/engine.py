@@ -25,7 +25,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .defs import (CONSTANTS, MSR_EOI, MSR_ICR, MSR_NAMES, MSR_READ_ONLY, MSR_TPR,
+from .defs import (CONSTANTS, MSR_EOI, MSR_X2APIC_EOI, MSR_ICR, MSR_NAMES, MSR_READ_ONLY, MSR_TPR,
                    MSR_VP_ASSIST_PAGE, MSR_WRITE_ONLY, PAGE_SHIFT, PAGE_SIZE, VECTORS)
 from .hypervisor import POLICIES, make_hypervisor
 from .machine import (F_FRAMES, F_HALT, F_HV, F_IF, F_IRR, F_ISR, F_PC, F_R0, F_RT, F_TPR,
@@ -35,7 +35,7 @@ from .program import EXITING_OPS, parse_cond
 # Event tuple fields.
 E_STEP, E_ACT, E_CPU, E_RT, E_PC, E_WRITES, E_NOTES = range(7)
 
-DEFAULT_WEIGHTS = {"op": 16, "deliver": 16, "land": 8, "timer": 1, "traffic": 2}
+DEFAULT_WEIGHTS = {"op": 64, "deliver": 64, "land": 32, "timer": 1, "traffic": 4}
 FIXES = ("none", "gfp-zero", "clear-bit")
 
 _CMP = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
@@ -676,7 +676,7 @@ class Engine:
             self.note("gp", msr, "wrmsr")      # TLFS-IPC: SINT vector 0-15 unmasked -> #GP
             return
         self.note("msr", "wr", msr, val)
-        if msr == MSR_EOI:
+        if msr == MSR_EOI or msr == MSR_X2APIC_EOI:
             self.apic_eoi(c)
             return
         if msr == MSR_ICR:

@@ -145,6 +145,13 @@ def explain_hang(eng: Engine) -> list[Link]:
                           w[0] if w else None, "pending"))
         if u < 0:
             continue
+        rest = irr & ~(1 << v)
+        while rest:
+            v2 = rest.bit_length() - 1
+            rest &= ~(1 << v2)
+            ev2, w2 = last_write(eng, lambda loc, o, n, i=b + F_IRR, v=v2: loc == i and (n >> v & 1) and not (o >> v & 1), now)
+            links.append(Link(ev2[E_STEP] if ev2 else 0, f"{vector_name(v2)} is pending in cpu{c}'s IRR too, blocked by the "
+                              f"same in-service {vector_name(u)}", w2[0] if w2 else None, "pending"))
         # later sends of the same vector that collapsed into the pending one
         for cev in eng.events[ev[E_STEP] + 1 if ev else 0:]:
             ca = cev[E_ACT]
