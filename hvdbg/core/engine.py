@@ -513,20 +513,18 @@ class Engine:
         self.step += 1
         return ev
 
+    _KIND_STAT = {"deliver": "deliveries", "land": "ipis_landed", "timer": "timer_fires", "traffic": "ipis_sent"}
+
     def _account(self, ev: tuple) -> None:
         st = self.stats
-        a = ev[E_ACT]
         st["events"] += 1
-        k = a[0]
-        if k == "deliver":
-            st["deliveries"] += 1
-        elif k == "land":
-            st["ipis_landed"] += 1
-        elif k == "timer":
-            st["timer_fires"] += 1
-        elif k == "traffic":
-            st["ipis_sent"] += 1
-        for nt in ev[E_NOTES]:
+        k = self._KIND_STAT.get(ev[E_ACT][0])
+        if k is not None:
+            st[k] += 1
+        notes = ev[E_NOTES]
+        if not notes:
+            return
+        for nt in notes:
             kind = nt[0]
             if kind == "eoi":
                 if nt[2]:
