@@ -20,6 +20,7 @@ highest ISR bit; a vector already pending in IRR collapses.
 """
 from __future__ import annotations
 
+import gc
 import operator
 import random
 from collections import Counter
@@ -186,7 +187,10 @@ class Engine:
         self.m = Machine(L)
         self.hv = make_hypervisor(cfg.hypervisor, self, cfg.overlay)
         self.code = [[self._compile_op(op, r) for op in r.ops] for r in self.routines]
+        self.fast = [[self._fast_op(op, pc) for pc, op in enumerate(ops)] for ops in self.code]
         self.bases = [L.base(c) for c in range(n)]
+        self._info = self._slot_info()
+        self._waiting: set[int] = set()
         self._cache = None
         self._others: list[tuple] = []
         self._vars_changed = True
@@ -268,6 +272,108 @@ class Engine:
                 out.append(self._operand(x) if isinstance(x, tuple) else x)
             return (k, *out)
         return (k,)
+
+    # ---------- fast paths: closures for the common ops (same writes, same order) ----------
+    @staticmethod
+    def _getter(o: tuple):
+        k = o[0]
+        if k == 0:
+            v = o[1]
+            return lambda S, c, b: v
+        if k == 1:
+            off = o[1]
+            return lambda S, c, b: S[b + off]
+        if k == 2:
+            i = o[1]
+            return lambda S, c, b: S[i]
+        if k == 5:
+            return lambda S, c, b: c
+        return None
+
+    def _fast_cond(self, cond: tuple):
+        parts = []
+        for f, x, y in cond:
+            gx, gy = self._getter(x), self._getter(y)
+            if gx is None or gy is None:
+                return None
+            parts.append((f, gx, gy))
+        if len(parts) == 1:
+            (f, gx, gy), = parts
+            return lambda S, c, b: f(gx(S, c, b), gy(S, c, b))
+        return lambda S, c, b: all(f(gx(S, c, b), gy(S, c, b)) for f, gx, gy in parts)
+
+    def _fast_op(self, op: tuple, pc: int):
+        """A closure doing exactly what the generic path of _op does for this op, or None."""
+        m = self.m
+        mset = m.set
+        k = op[0]
+        nxt = pc + 1
+        PC = F_PC
+        if k in ("nop", "wait"):
+            def f(c, b):
+                mset(b + PC, nxt)
+            return f
+        if k == "jmp":
+            tgt = op[1]
+
+            def f(c, b):
+                mset(b + PC, tgt)
+            return f
+        if k == "br":
+            cond = self._fast_cond(op[1])
+            if cond is None:
+                return None
+            tgt = op[2]
+
+            def f(c, b):
+                mset(b + PC, tgt if cond(m.S, c, b) else nxt)
+            return f
+        if k == "cli" or k == "sti":
+            val = 1 if k == "sti" else 0
+
+            def f(c, b):
+                mset(b + F_IF, val)
+                mset(b + PC, nxt)
+            return f
+        if k == "mov" or k in _ALU:
+            dst = op[1]
+            if dst[0] not in (1, 2):
+                return None
+            doff = dst[1]
+            rel = dst[0] == 1
+            if k == "mov":
+                g = self._getter(op[2])
+                if g is None:
+                    return None
+
+                def compute(S, c, b):
+                    return g(S, c, b)
+            else:
+                ga, gb, fn = self._getter(op[2]), self._getter(op[3]), _ALU[k]
+                if ga is None or gb is None:
+                    return None
+
+                def compute(S, c, b):
+                    return fn(ga(S, c, b), gb(S, c, b)) & MASK64
+            if rel:
+                def f(c, b):
+                    mset(b + doff, compute(m.S, c, b))
+                    mset(b + PC, nxt)
+            else:
+                def f(c, b):
+                    mset(doff, compute(m.S, c, b))
+                    mset(b + PC, nxt)
+            return f
+        if k == "call":
+            tgt = op[1]
+
+            def f(c, b):
+                S = m.S
+                mset(b + F_FRAMES, S[b + F_FRAMES] + ((0, S[b + F_RT], nxt),))
+                mset(b + F_RT, tgt)
+                mset(b + PC, 0)
+            return f
+        return None
 
     # ---------- operand access ----------
     def val(self, c: int, b: int, o: tuple) -> int:
@@ -384,52 +490,96 @@ class Engine:
             acts += self._cpu_acts(c)
         return acts + self._other_acts()
 
-    def _enabled_incremental(self, writes) -> list[tuple]:
+    def _slot_info(self) -> list[tuple[int, int]]:
+        """Per state slot: (vCPU or -1, what a write to it can change): 3 = a variable (wait
+        conditions, traffic, goal), 1 = HALT/IF (traffic sources), 0 = only that vCPU."""
+        L = self.L
+        info = [(-1, 3)] * L.nglobal
+        pv0 = min(L.pvar.values())
+        for c in range(self.n):
+            for off in range(L.block):
+                info.append((c, 3 if off >= pv0 else 1 if off in (F_HALT, F_IF) else 0))
+        return info
+
+    def _at_wait(self, c: int) -> bool:
+        S = self.m.S
+        b = self.bases[c]
+        ops = self.code[S[b + F_RT]]
+        pc = S[b + F_PC]
+        return pc < len(ops) and ops[pc][0] == "wait"
+
+    def _enabled_incremental(self, writes, flat: bool = True) -> list[tuple] | None:
         """enabled(), recomputing only what the last event's writes can have changed.
         Same result and order as enabled() (a property test checks it)."""
         cache = self._cache
+        wt = self.weights
         if cache is None or writes is None:
             self._vars_changed = True
             cache = self._cache = [self._cpu_acts(c) for c in range(self.n)]
             self._others = self._other_acts()
+            self._cw = [sum(wt[a[0]] for a in lst) for lst in cache]
+            self._ow = sum(wt[a[0]] for a in self._others)
+            self._waiting = {c for c in range(self.n) if self._at_wait(c)}
         else:
-            L = self.L
-            ng, blk = L.nglobal, L.block
-            pv0 = L.pvar["hp"]
-            others = waits = False
+            info = self._info
+            flags = 0
             dirty = set()
             for w in writes:
                 loc = w[0]
-                if loc.__class__ is not int:
-                    continue
-                if loc < ng:
-                    others = waits = True
-                else:
-                    c, off = divmod(loc - ng, blk)
-                    dirty.add(c)
-                    if off >= pv0:
-                        others = waits = True
-                    elif off == F_HALT or off == F_IF:
-                        others = True
-            self._vars_changed = waits
-            if waits:
-                S = self.m.S
-                code = self.code
-                for c in range(self.n):
-                    if c not in dirty:
-                        b = self.bases[c]
-                        ops = code[S[b + F_RT]]
-                        pc = S[b + F_PC]
-                        if pc < len(ops) and ops[pc][0] == "wait":
-                            dirty.add(c)
+                if loc.__class__ is int:
+                    c, fl = info[loc]
+                    flags |= fl
+                    if c >= 0:
+                        dirty.add(c)
+            self._vars_changed = flags & 2
+            if flags & 2:
+                dirty |= self._waiting
+            cw = self._cw
+            waiting = self._waiting
             for c in dirty:
-                cache[c] = self._cpu_acts(c)
-            if others:
+                lst = cache[c] = self._cpu_acts(c)
+                x = 0
+                for a in lst:
+                    x += wt[a[0]]
+                cw[c] = x
+                if self._at_wait(c):
+                    waiting.add(c)
+                else:
+                    waiting.discard(c)
+            if flags:
                 self._others = self._other_acts()
-        acts = []
-        for lst in cache:
-            acts += lst
-        return acts + self._others
+                self._ow = sum(wt[a[0]] for a in self._others)
+        if flat:
+            acts = []
+            for lst in cache:
+                acts += lst
+            return acts + self._others
+        return None
+
+    def _pick_cached(self):
+        """pick() over the cached per-vCPU lists without building the flat list (same result:
+        the walk over per-vCPU weight sums is the flat weighted walk, grouped)."""
+        cw = self._cw
+        total = sum(cw) + self._ow
+        if not total:
+            return None
+        z = (self._seedmix + (self.step + 1) * 0xD1B54A32D192ED03) & MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        r = (z ^ (z >> 31)) % total
+        w = self.weights
+        for c, x in enumerate(cw):
+            if r < x:
+                for a in self._cache[c]:
+                    r -= w[a[0]]
+                    if r < 0:
+                        return a
+            r -= x
+        for a in self._others:
+            r -= w[a[0]]
+            if r < 0:
+                return a
+        return None
 
     def _traffic_dst(self, t: Traffic) -> int:
         S, L = self.m.S, self.L
@@ -547,8 +697,14 @@ class Engine:
     # ---------- guest ops ----------
     def _op(self, c: int) -> None:
         m, S, L = self.m, self.m.S, self.L
-        b = L.base(c)
+        b = self.bases[c]
         rt, pc = S[b + F_RT], S[b + F_PC]
+        fast = self.fast[rt]
+        if pc < len(fast):
+            f = fast[pc]
+            if f is not None:
+                f(c, b)
+                return
         ops = self.code[rt]
         if pc >= len(ops):
             self.note("fault", f"fell off the end of {self.rnames[rt]}")
@@ -781,23 +937,41 @@ class Engine:
         return result
 
     def run(self, max_steps: int | None = None, stop=None) -> Result:
+        """Run until an outcome. The cyclic garbage collector is paused meanwhile: the
+        journal is millions of small acyclic tuples that it would scan again and again
+        (measured: about a third of the run time), and the engine creates no cycles."""
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run(max_steps, stop)
+        finally:
+            if was:
+                gc.enable()
+
+    def _run(self, max_steps: int | None, stop) -> Result:
         max_steps = self.cfg.max_steps if max_steps is None else max_steps
         noop = 0
         last = None
         samples: dict[int, int] = {}
         next_sample = 1024
         self._vars_changed = True
+        scheduled = bool(self.schedule)
         while True:
-            acts = self._enabled_incremental(last)
+            acts = self._enabled_incremental(last, flat=scheduled)
             if self._vars_changed and self.goal_reached():   # the goal reads only variables
                 return self._result("ok", "goal reached")
             if self.step >= max_steps:
                 return self._result("timeout", f"step budget {max_steps} exhausted")
             if stop is not None and stop():
                 return self._result("stopped", "stopped by request")
-            if not acts:
+            if scheduled:
+                a = self.pick(acts) if acts else None
+                scheduled = bool(self.schedule)
+            else:
+                a = self._pick_cached()
+            if a is None:
                 return self._result("hang", "no action is enabled")
-            ev = self.execute(self.pick(acts))
+            ev = self.execute(a)
             last = ev[E_WRITES]
             if ev[E_WRITES]:
                 noop = 0
