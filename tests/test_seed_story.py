@@ -136,3 +136,23 @@ def test_incremental_enabled_set_equals_full_recompute(scn, over):
         if not fast:
             break
         last = eng.execute(eng.pick(fast))[E_WRITES]
+
+
+def test_cycle_hang_is_proven_by_exploration_not_by_stopping_traffic():
+    # cpu-offline-early-ipis + clear-bit, seed 7: CPU0 keeps taking timer interrupts while it
+    # waits for CPU1's hotplug thread (kernel/cpu.c:491), so the state cycles instead of
+    # going quiet; the hang is a cycle whose every reachable state was explored.
+    s = load_scenario("cpu-offline-early-ipis")
+    eng = Engine(s, s.config(fix="clear-bit", seed=7))
+    res = eng.run()
+    assert res.outcome == "hang" and res.reason.startswith("cycle")
+    before = eng.m.digest()
+    assert eng.unreachable() is True          # the reachable set is closed and has no goal state
+    assert eng.m.digest() == before           # exploration undid everything it did
+    assert eng.enabled(), "traffic and timers are still enabled: the hang is not quiescence"
+    kinds = {lk.kind for lk in explain_hang(eng)}
+    assert {"window", "skip", "source", "pending", "wait"} <= kinds
+    # the same configuration early in the run: the goal is still reachable
+    eng2 = Engine(s, s.config(fix="gfp-zero", seed=7, max_steps=200))
+    eng2.run()
+    assert eng2.unreachable(budget=200_000) is not True
