@@ -23,7 +23,7 @@ from __future__ import annotations
 import gc
 import operator
 import random
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from .defs import (CONSTANTS, MSR_EOI, MSR_X2APIC_EOI, MSR_ICR, MSR_NAMES, MSR_READ_ONLY, MSR_TPR,
@@ -101,6 +101,8 @@ def prng(seed: int, step: int) -> int:
 
 def act_text(a: tuple) -> str:
     k = a[0]
+    if k == "edit":
+        return "what-if edit " + " ".join(str(x) if not isinstance(x, int) or x < 10 else hex(x) for x in a[1:])
     if k == "op":
         return f"op cpu{a[1]}"
     if k == "deliver":
@@ -201,6 +203,8 @@ class Engine:
         w.update(scenario.weights)
         self.weights = w
         self.schedule = list(scenario.schedule)
+        self.replay: deque = deque()
+        self.replay_diverged = -1
         self.events: list[tuple] = []
         self.step = 0
         self.stats: Counter = Counter()
@@ -605,6 +609,15 @@ class Engine:
                 raise RunError(f"schedule entry '{act_text(want)}' is not enabled at step {self.step} "
                                f"(enabled: {', '.join(act_text(a) for a in acts)})")
             return want
+        if self.replay:
+            # a branch replays its parent's recorded choices while they are still enabled,
+            # then falls back to the (seed, step) PRNG (design §4)
+            want = self.replay[0]
+            if want in acts:
+                self.replay.popleft()
+                return want
+            self.replay.clear()
+            self.replay_diverged = self.step
         w = self.weights
         total = 0
         for a in acts:
@@ -664,6 +677,69 @@ class Engine:
         return ev
 
     _KIND_STAT = {"deliver": "deliveries", "land": "ipis_landed", "timer": "timer_fires", "traffic": "ipis_sent"}
+
+    EDIT_KINDS = {"mem": 4, "flip": 3, "msr": 3, "reg": 3, "if": 2, "inject": 2, "drop_irr": 2, "drop_ipi": 3}
+
+    def execute_edit(self, desc: tuple) -> tuple:
+        """Record a what-if edit as an event of its own kind: ("edit", kind, *ints).
+        mem SPACE ADDR SIZE VALUE | flip SPACE ADDR BIT | msr CPU MSR VALUE | reg CPU N VALUE |
+        if CPU VALUE | inject CPU VECTOR | drop_irr CPU VECTOR | drop_ipi SRC DST VECTOR.
+        SPACE is -1 for guest RAM or a vCPU number for its overlay page."""
+        if len(desc) < 2 or desc[0] != "edit" or desc[1] not in self.EDIT_KINDS or \
+                len(desc) != 2 + self.EDIT_KINDS[desc[1]] or not all(isinstance(x, int) for x in desc[2:]):
+            raise ValueError(f"bad edit {desc!r}")
+        m = self.m
+        m.w = []
+        self._notes = []
+        k, args = desc[1], desc[2:]
+        cpu = -1
+        if k in ("mem", "flip"):
+            space, addr = args[0], args[1]
+            size = args[2] if k == "mem" else 1
+            old = m.read_mem(space, addr, size)
+            if old is None:
+                raise ValueError(f"no {'RAM' if space == RAM else f'overlay page of cpu{space}'} at 0x{addr:x}")
+            new = args[3] if k == "mem" else old ^ (1 << args[2])
+            m.write_mem(space, addr, size, new)
+            self.note("edit", f"{'RAM' if space == RAM else f'overlay(cpu{space})'}[0x{addr:x}] = 0x{new:x} (was 0x{old:x})")
+        else:
+            cpu = args[0]
+            if not 0 <= cpu < self.n:
+                raise ValueError(f"no cpu{cpu}")
+            b = self.bases[cpu]
+            if k == "msr":
+                self._wrmsr(cpu, b, args[1], args[2])
+            elif k == "reg":
+                if not 0 <= args[1] < 4:
+                    raise ValueError("registers are r0..r3")
+                m.set(b + F_R0 + args[1], args[2] & MASK64)
+            elif k == "if":
+                m.set(b + F_IF, 1 if args[1] else 0)
+            elif k == "inject":
+                if not 16 <= args[1] <= 255:
+                    raise ValueError("vectors are 16..255")
+                self.set_irr(cpu, args[1])
+            elif k == "drop_irr":
+                m.set(b + F_IRR, m.S[b + F_IRR] & ~(1 << args[1]))
+            elif k == "drop_ipi":
+                lst = list(m.S[0])
+                t = (args[0], args[1], args[2])
+                if t not in lst:
+                    raise ValueError(f"no IPI {t} in flight")
+                lst.remove(t)
+                m.set(0, tuple(lst))
+            self.note("edit", f"{k} {' '.join(hex(a) if a > 9 else str(a) for a in args)}")
+        ev = (self.step, desc, cpu, -1, -1, m.w, tuple(self._notes))
+        self.events.append(ev)
+        self._account(ev)
+        self.step += 1
+        self._cache = None
+        return ev
+
+    def invalidate(self) -> None:
+        """The state was changed from outside (time travel): drop derived caches."""
+        self._cache = None
+        self._vars_changed = True
 
     def _account(self, ev: tuple) -> None:
         st = self.stats
@@ -936,26 +1012,26 @@ class Engine:
         self._notes = []
         return result
 
-    def run(self, max_steps: int | None = None, stop=None) -> Result:
+    def run(self, max_steps: int | None = None, stop=None, hook=None) -> Result:
         """Run until an outcome. The cyclic garbage collector is paused meanwhile: the
         journal is millions of small acyclic tuples that it would scan again and again
         (measured: about a third of the run time), and the engine creates no cycles."""
         was = gc.isenabled()
         gc.disable()
         try:
-            return self._run(max_steps, stop)
+            return self._run(max_steps, stop, hook)
         finally:
             if was:
                 gc.enable()
 
-    def _run(self, max_steps: int | None, stop) -> Result:
+    def _run(self, max_steps: int | None, stop, hook=None) -> Result:
         max_steps = self.cfg.max_steps if max_steps is None else max_steps
         noop = 0
         last = None
         samples: dict[int, int] = {}
         next_sample = 1024
         self._vars_changed = True
-        scheduled = bool(self.schedule)
+        scheduled = bool(self.schedule) or bool(self.replay)
         while True:
             acts = self._enabled_incremental(last, flat=scheduled)
             if self._vars_changed and self.goal_reached():   # the goal reads only variables
@@ -966,12 +1042,14 @@ class Engine:
                 return self._result("stopped", "stopped by request")
             if scheduled:
                 a = self.pick(acts) if acts else None
-                scheduled = bool(self.schedule)
+                scheduled = bool(self.schedule) or bool(self.replay)
             else:
                 a = self._pick_cached()
             if a is None:
                 return self._result("hang", "no action is enabled")
             ev = self.execute(a)
+            if hook is not None:
+                hook(ev)
             last = ev[E_WRITES]
             if ev[E_WRITES]:
                 noop = 0

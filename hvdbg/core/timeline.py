@@ -1,0 +1,473 @@
+"""Time travel over a run's journaled events (design §4).
+
+A :class:`Timeline` owns one engine (one branch) and a position ``pos``: the machine
+holds the state after events ``0 .. pos-1``. Moving backwards applies recorded old
+values (cost of the events crossed, independent of the trace length); ``goto`` restores
+the nearest full snapshot (taken every ``checkpoint_every`` events while recording) and
+applies deltas forward — it never re-executes. Breakpoints and watchpoints are searched
+in the recorded events, forwards or backwards; ``last_write`` answers "who last wrote
+this?" from an index over the journal without moving. Long operations take a ``stop``
+callback. What-if edits create branches (:meth:`Timeline.branch`).
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from .defs import MSRS, PAGE_SHIFT, VECTORS
+from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_STEP, E_WRITES, Config, Engine, Result
+from .machine import F_FRAMES, F_IRR, F_ISR, F_PC, F_RT, MSR_OFF, RAM
+
+STOP_POLL = 4096
+
+
+# ---------------------------------------------------------------- breakpoints and watchpoints
+@dataclass
+class Break:
+    """A breakpoint or watchpoint. ``kind``:
+    pc (routine, op index, cpu?) - stop before that op executes;
+    msr (msr, access 'rd'|'wr'|None, value?) / vector (what 'deliver'|'eoi'|'skip', vector?) /
+    mem (space, addr, length) / slot (state slot, bit?) - stop after the event that matches."""
+    kind: str
+    args: tuple
+    cpu: int | None = None
+    enabled: bool = True
+    number: int = 0
+    hits: int = 0
+
+    @property
+    def before(self) -> bool:
+        return self.kind == "pc"
+
+    def describe(self, tl: "Timeline") -> str:
+        a = self.args
+        where = f" on cpu{self.cpu}" if self.cpu is not None else ""
+        if self.kind == "pc":
+            return f"break at {tl.e.rnames[a[0]]}+{a[1]}{where}"
+        if self.kind == "msr":
+            acc = {"rd": "read", "wr": "write", None: "access"}[a[1]]
+            return f"break on MSR 0x{a[0]:x} {acc}{'' if a[2] is None else f' = 0x{a[2]:x}'}{where}"
+        if self.kind == "vector":
+            return f"break on {a[0]} of {'any vector' if a[1] is None else hex(a[1])}{where}"
+        if self.kind == "mem":
+            sp = "RAM" if a[0] == RAM else f"overlay(cpu{a[0]})"
+            return f"watch {sp}[0x{a[1]:x}..+{a[2]}]"
+        return f"watch {tl.e.L.describe(a[0])}{'' if a[1] is None else f' bit 0x{a[1]:x}'}"
+
+    def matches(self, tl: "Timeline", ev: tuple) -> bool:
+        a = self.args
+        act = ev[E_ACT]
+        if self.cpu is not None and ev[E_CPU] != self.cpu:
+            return False
+        k = self.kind
+        if k == "pc":
+            return act[0] == "op" and ev[E_RT] == a[0] and ev[E_PC] == a[1]
+        if k == "msr":
+            return any(n[0] == "msr" and n[2] == a[0] and (a[1] is None or n[1] == a[1]) and (a[2] is None or n[3] == a[2])
+                       for n in ev[E_NOTES]) or any(n[0] == "gp" and n[1] == a[0] for n in ev[E_NOTES])
+        if k == "vector":
+            what, vec = a
+            for n in ev[E_NOTES]:
+                if what == "deliver" and n[0] == "deliver" and (vec is None or n[1] == vec):
+                    return True
+                if what == "eoi" and n[0] == "eoi" and n[1] >= 0 and (vec is None or n[1] == vec):
+                    return True
+                if what == "skip" and n[0] == "stale_assist":
+                    return True
+            return False
+        if k == "mem":
+            space, addr, length = a
+            for loc, old, new in ev[E_WRITES]:
+                if isinstance(loc, tuple):
+                    if loc[0] == "m" and loc[1] == space and loc[2] < addr + length and addr < loc[2] + len(new):
+                        return True
+                    if loc[0] == "pg" and space == RAM and loc[1] == addr >> PAGE_SHIFT:
+                        return True
+                    if loc[0] == "ov" and loc[1] == space:
+                        return True
+            return False
+        slot, bit = a
+        for loc, old, new in ev[E_WRITES]:
+            if loc == slot and (bit is None or ((old >> bit) ^ (new >> bit)) & 1):
+                return True
+        return False
+
+
+@dataclass
+class Stop:
+    """Why a movement stopped."""
+    pos: int
+    reason: str
+    brk: Break | None = None
+
+
+# ---------------------------------------------------------------- the timeline
+class Timeline:
+    def __init__(self, engine: Engine, checkpoint_every: int = 1000, name: str = "main",
+                 parent: "Timeline | None" = None, fork: int = 0):
+        self.e = engine
+        self.K = max(1, checkpoint_every)
+        self.name = name
+        self.parent = parent
+        self.fork = fork
+        self.ckpt: dict[int, tuple] = {}
+        self.result: Result | None = None
+        self.breaks: list[Break] = []
+        self._next_break = 1
+        self._index: dict = {}
+        self._indexed = 0
+        self.focus = 0
+        self.stop_poll = STOP_POLL
+        if engine.step == 0:
+            self.ckpt[0] = engine.m.snapshot()
+        self.pos = engine.step
+
+    # ---- recording ----
+    @classmethod
+    def record(cls, scenario, cfg: Config, checkpoint_every: int = 1000, stop=None) -> "Timeline":
+        eng = Engine(scenario, cfg)
+        tl = cls(eng, checkpoint_every)
+        tl.run(stop=stop)
+        return tl
+
+    def _hook(self, ev: tuple) -> None:
+        if (ev[E_STEP] + 1) % self.K == 0:
+            self.ckpt[ev[E_STEP] + 1] = self.e.m.snapshot()
+
+    def run(self, max_steps: int | None = None, stop=None) -> Result:
+        """Extend the recording from the head until an outcome."""
+        self.goto(len(self.e.events))
+        self.e.invalidate()
+        self.result = self.e.run(max_steps, stop=stop, hook=self._hook)
+        self.pos = self.e.step
+        return self.result
+
+    @property
+    def events(self) -> list[tuple]:
+        return self.e.events
+
+    @property
+    def length(self) -> int:
+        return len(self.e.events)
+
+    # ---- raw movement ----
+    def _set(self, pos: int) -> None:
+        self.pos = pos
+        self.e.step = pos
+        self.e.invalidate()
+
+    def goto(self, k: int, stop=None) -> int:
+        """Move to position k (0..length): undo/redo from here or from the nearest checkpoint,
+        whichever crosses fewer events. Never re-executes."""
+        if not 0 <= k <= self.length:
+            raise ValueError(f"step {k} is outside 0..{self.length}")
+        if k == self.pos:
+            return k
+        m, evs = self.e.m, self.e.events
+        c = max((s for s in self.ckpt if s <= k), default=None) if len(self.ckpt) < 64 else self._ckpt_floor(k)
+        direct = abs(k - self.pos)
+        if c is not None and (k - c) < direct:
+            m.restore(self.ckpt[c])
+            for i in range(c, k):
+                m.redo(evs[i][E_WRITES])
+        elif k < self.pos:
+            for i in range(self.pos - 1, k - 1, -1):
+                m.undo(evs[i][E_WRITES])
+        else:
+            for i in range(self.pos, k):
+                m.redo(evs[i][E_WRITES])
+        self._set(k)
+        return k
+
+    def _ckpt_floor(self, k: int):
+        keys = self._ckpt_keys()
+        i = bisect.bisect_right(keys, k) - 1
+        return keys[i] if i >= 0 else None
+
+    def _ckpt_keys(self) -> list[int]:
+        if getattr(self, "_keys_n", -1) != len(self.ckpt):
+            self._keys = sorted(self.ckpt)
+            self._keys_n = len(self.ckpt)
+        return self._keys
+
+    def event(self, n: int = 1) -> int:
+        """Raw event steps forward (n > 0) or backward (n < 0)."""
+        return self.goto(min(self.length, max(0, self.pos + n)))
+
+    # ---- per-vCPU granularity ----
+    def depth(self, cpu: int) -> int:
+        return len(self.e.m.S[self.e.bases[cpu] + F_FRAMES])
+
+    def _is_op(self, i: int, cpu: int) -> bool:
+        a = self.e.events[i][E_ACT]
+        return a[0] == "op" and a[1] == cpu
+
+    def step(self, cpu: int | None = None, n: int = 1, stop=None) -> Stop:
+        """Run events until `cpu` has executed its next op (others advance as recorded)."""
+        cpu = self.focus if cpu is None else cpu
+        for _ in range(n):
+            i = self.pos
+            while i < self.length and not self._is_op(i, cpu):
+                i += 1
+            if i >= self.length:
+                self.goto(self.length)
+                return Stop(self.pos, "end of the recording")
+            self.goto(i + 1)
+        return Stop(self.pos, "step")
+
+    def rstep(self, cpu: int | None = None, n: int = 1, stop=None) -> Stop:
+        """Back to just before `cpu`'s previous op."""
+        cpu = self.focus if cpu is None else cpu
+        for _ in range(n):
+            i = self.pos - 1
+            while i >= 0 and not self._is_op(i, cpu):
+                i -= 1
+            if i < 0:
+                self.goto(0)
+                return Stop(0, "start of the recording")
+            self.goto(i)
+        return Stop(self.pos, "reverse step")
+
+    def next(self, cpu: int | None = None, stop=None) -> Stop:
+        """Step over calls and interrupt handlers."""
+        cpu = self.focus if cpu is None else cpu
+        d0 = self.depth(cpu)
+        r = self.step(cpu)
+        while self.depth(cpu) > d0 and self.pos < self.length:
+            r = self.step(cpu)
+        return r
+
+    def rnext(self, cpu: int | None = None, stop=None) -> Stop:
+        cpu = self.focus if cpu is None else cpu
+        d0 = self.depth(cpu)
+        r = self.rstep(cpu)
+        while self.depth(cpu) > d0 and self.pos > 0:
+            r = self.rstep(cpu)
+        return r
+
+    def finish(self, cpu: int | None = None, stop=None) -> Stop:
+        """Run until the current routine or handler of `cpu` returns."""
+        cpu = self.focus if cpu is None else cpu
+        d0 = self.depth(cpu)
+        if d0 == 0:
+            return Stop(self.pos, "outermost frame: nothing to finish")
+        while self.pos < self.length:
+            self.event(1)
+            if self.depth(cpu) < d0:
+                return Stop(self.pos, "finish")
+        return Stop(self.pos, "end of the recording")
+
+    def rfinish(self, cpu: int | None = None, stop=None) -> Stop:
+        """Back to just before the current routine or handler of `cpu` was entered."""
+        cpu = self.focus if cpu is None else cpu
+        d0 = self.depth(cpu)
+        if d0 == 0:
+            return Stop(self.pos, "outermost frame: nothing to finish")
+        while self.pos > 0:
+            self.event(-1)
+            if self.depth(cpu) < d0:
+                return Stop(self.pos, "reverse finish")
+        return Stop(self.pos, "start of the recording")
+
+    def frames(self, cpu: int | None = None) -> list[dict]:
+        """Backtrace of `cpu`: the current routine/pc, then each interrupted or calling context."""
+        cpu = self.focus if cpu is None else cpu
+        S, b, e = self.e.m.S, self.e.bases[cpu], self.e
+        out = [{"kind": "current", "routine": e.rnames[S[b + F_RT]], "pc": S[b + F_PC]}]
+        for fr in reversed(S[b + F_FRAMES]):
+            if fr[0] == 0:
+                out.append({"kind": "call", "routine": e.rnames[fr[1]], "pc": fr[2]})
+            else:
+                out.append({"kind": "interrupt", "routine": e.rnames[fr[1]], "pc": fr[2], "IF": fr[3],
+                            "vector": fr[8]})
+        return out
+
+    # ---- breakpoints ----
+    def add_break(self, kind: str, *args, cpu: int | None = None) -> Break:
+        b = Break(kind, tuple(args), cpu, number=self._next_break)
+        self._next_break += 1
+        self.breaks.append(b)
+        return b
+
+    def break_pc(self, routine: str, op: int | str = 0, cpu: int | None = None) -> Break:
+        if routine not in self.e.rid:
+            raise ValueError(f"no routine {routine!r}")
+        rt = self.e.rid[routine]
+        r = self.e.routines[rt]
+        if isinstance(op, str):
+            if op not in r.labels:
+                raise ValueError(f"{routine} has no label {op!r}")
+            op = r.labels[op]
+        if not 0 <= op < len(r.ops):
+            raise ValueError(f"{routine} has ops 0..{len(r.ops) - 1}")
+        return self.add_break("pc", rt, op, cpu=cpu)
+
+    def watch_slot(self, slot: int, bit: int | None = None) -> Break:
+        return self.add_break("slot", slot, bit)
+
+    def watch_msr(self, cpu: int, msr: int) -> Break:
+        return self.add_break("slot", self.e.bases[cpu] + MSR_OFF[msr], None)
+
+    def watch_irr(self, cpu: int, vector: int, isr: bool = False) -> Break:
+        return self.add_break("slot", self.e.bases[cpu] + (F_ISR if isr else F_IRR), vector)
+
+    def delete_break(self, number: int) -> None:
+        self.breaks = [b for b in self.breaks if b.number != number]
+
+    def _search(self, forward: bool, stop=None) -> Stop:
+        active = [b for b in self.breaks if b.enabled]
+        evs = self.e.events
+        n = self.length
+        if forward:
+            rng = range(self.pos, n)
+        else:
+            rng = range(self.pos - 1, -1, -1)
+        count = 0
+        for i in rng:
+            count += 1
+            if stop is not None and count % self.stop_poll == 0 and stop():
+                self.goto(i if forward else i + 1)
+                return Stop(self.pos, "interrupted")
+            ev = evs[i]
+            for b in active:
+                target = i if b.before else i + 1
+                if (target > self.pos) if forward else (target < self.pos):
+                    if b.matches(self, ev):
+                        b.hits += 1
+                        self.goto(target)
+                        return Stop(self.pos, b.describe(self), b)
+        if forward:
+            self.goto(n)
+            out = self.result.outcome if self.result else "end"
+            return Stop(self.pos, f"end of the recording: {out}")
+        self.goto(0)
+        return Stop(0, "start of the recording")
+
+    def continue_(self, stop=None) -> Stop:
+        return self._search(True, stop)
+
+    def reverse_continue(self, stop=None) -> Stop:
+        return self._search(False, stop)
+
+    # ---- who wrote this? ----
+    def _index_upto(self, n: int) -> None:
+        idx = self._index
+        evs = self.e.events
+        for i in range(self._indexed, n):
+            for loc, old, new in evs[i][E_WRITES]:
+                if isinstance(loc, tuple) and loc[0] == "m":
+                    for j in range(len(new)):
+                        idx.setdefault(("b", loc[1], loc[2] + j), []).append(i)
+                else:
+                    idx.setdefault(loc, []).append(i)
+        self._indexed = max(self._indexed, n)
+
+    def last_write(self, loc, before: int | None = None) -> int | None:
+        """Step of the newest event before `before` (default: the current position) that wrote
+        `loc`: a state slot (int) or ("mem", space, addr) for one byte. Uses an index over
+        the journal (built incrementally), not a scan."""
+        before = self.pos if before is None else before
+        self._index_upto(self.length)
+        cands = []
+        if isinstance(loc, tuple) and loc[0] == "mem":
+            space, addr = loc[1], loc[2]
+            keys = [("b", space, addr), ("pg", addr >> PAGE_SHIFT) if space == RAM else ("ov", space)]
+        else:
+            keys = [loc]
+        for key in keys:
+            lst = self._index.get(key)
+            if lst:
+                j = bisect.bisect_left(lst, before) - 1
+                if j >= 0:
+                    cands.append(lst[j])
+        return max(cands) if cands else None
+
+    # ---- what-if branches ----
+    def branch(self, name: str, at: int, edit: tuple | None = None, fix: str | None = None,
+               hypervisor: str | None = None, stop=None) -> "Timeline":
+        """A new timeline that shares this one's first `at` events, applies a what-if edit
+        (an event of its own kind) and re-simulates: the parent's recorded choices are replayed
+        while they are still enabled, then the (seed, step) PRNG takes over. `fix` /
+        `hypervisor` switch the fix variant or hypervisor model from `at` on (routines
+        entered later use the new listings; a vCPU inside a changed routine keeps its pc)."""
+        if not 0 <= at <= self.length:
+            raise ValueError(f"step {at} is outside 0..{self.length}")
+        here = self.pos
+        self.goto(at)
+        cfg = Config(**self.e.cfg.as_dict())
+        if fix:
+            cfg.fix = fix
+        if hypervisor:
+            cfg.hypervisor = hypervisor
+        eng = Engine(self.e.scn, cfg)
+        if eng.L.size != self.e.L.size:
+            raise ValueError("the new configuration has a different state layout")
+        eng.m.restore(self.e.m.snapshot())
+        eng.events = self.e.events[:at]          # shared event tuples (the prefix is not copied)
+        eng.step = at
+        eng.first_disable_step = self.e.first_disable_step if self.e.first_disable_step < at else -1
+        child = Timeline(eng, self.K, name=name, parent=self, fork=at)
+        child.ckpt = {s: c for s, c in self.ckpt.items() if s <= at}
+        child.ckpt[at] = eng.m.snapshot()
+        if edit is not None:
+            eng.execute_edit(edit)
+            skip = 0
+        else:
+            skip = 0
+        eng.replay.extend(ev[E_ACT] for ev in self.e.events[at + skip:] if ev[E_ACT][0] != "edit")
+        child.pos = eng.step
+        child.run(stop=stop)
+        self.goto(here)
+        return child
+
+    def compare(self, other: "Timeline") -> dict:
+        """First differing step, each outcome."""
+        a, b = self.e.events, other.e.events
+        n = min(len(a), len(b))
+        first = next((i for i in range(n) if a[i][E_ACT] != b[i][E_ACT] or a[i][E_WRITES] != b[i][E_WRITES]), None)
+        if first is None and len(a) != len(b):
+            first = n
+        return {"first_difference": first,
+                "outcomes": {self.name: self.result.outcome if self.result else None,
+                             other.name: other.result.outcome if other.result else None},
+                "lengths": {self.name: len(a), other.name: len(b)}}
+
+    def state_diff(self, other: "Timeline", step: int) -> list[str]:
+        """Slots and memory that differ between the two timelines at `step`."""
+        here_a, here_b = self.pos, other.pos
+        self.goto(min(step, self.length))
+        other.goto(min(step, other.length))
+        A, B = self.e.m, other.e.m
+        out = []
+        for i, (x, y) in enumerate(zip(A.S, B.S)):
+            if x != y:
+                out.append(f"{self.e.L.describe(i)}: {x!r} != {y!r}")
+        for pfn in sorted(set(A.ram) | set(B.ram)):
+            pa, pb = A.ram.get(pfn), B.ram.get(pfn)
+            if pa != pb:
+                if pa is None or pb is None:
+                    out.append(f"RAM page 0x{pfn:x} exists in one timeline only")
+                else:
+                    for j in range(len(pa)):
+                        if pa[j] != pb[j]:
+                            out.append(f"RAM[0x{(pfn << PAGE_SHIFT) + j:x}]: 0x{pa[j]:02x} != 0x{pb[j]:02x}")
+        for c in sorted(set(A.ovl) | set(B.ovl)):
+            if A.ovl.get(c) != B.ovl.get(c):
+                out.append(f"overlay page of {'cpu%d' % c if c >= 0 else 'saved RAM %d' % c} differs")
+        self.goto(here_a)
+        other.goto(here_b)
+        return out
+
+
+def parse_vector(text: str) -> int:
+    t = text.strip()
+    if t.upper() in VECTORS:
+        return VECTORS[t.upper()]
+    return int(t, 0)
+
+
+def parse_msr(text: str) -> int:
+    t = text.strip()
+    if t.upper() in MSRS:
+        return MSRS[t.upper()]
+    return int(t, 0)

@@ -1,0 +1,177 @@
+"""Time travel over the journal: reverse-step, goto, breakpoints, last_write, branches."""
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hvdbg.core.defs import MSRS, VECTORS
+from hvdbg.core.engine import E_ACT, E_WRITES, Engine
+from hvdbg.core.explain import explain_hang
+from hvdbg.core.machine import F_ISR
+from hvdbg.core.scenario import load_scenario
+from hvdbg.core.timeline import Timeline
+
+SETTINGS = settings(max_examples=15, deadline=None, database=None)
+_SCN = {}
+
+
+def scn(name):
+    if name not in _SCN:
+        _SCN[name] = load_scenario(name)
+    return _SCN[name]
+
+
+def record(name="cpu-offline", K=100, **over):
+    s = scn(name)
+    return Timeline.record(s, s.config(**over), checkpoint_every=K)
+
+
+def fresh_digest(name, k, **over):
+    s = scn(name)
+    e = Engine(s, s.config(max_steps=k, **over))
+    e.run()
+    assert e.step == k
+    return e.m.digest()
+
+
+configs = st.fixed_dictionaries(dict(
+    name=st.sampled_from(["cpu-offline", "smp", "cpu-offline-online"]),
+    seed=st.integers(0, 10_000),
+    hypervisor=st.sampled_from(["hyperv", "kvm"]),
+    fix=st.sampled_from(["none", "gfp-zero", "clear-bit"]),
+))
+
+
+@SETTINGS
+@given(configs, st.data())
+def test_step_n_then_reverse_n_restores_digest(cfg, data):
+    name = cfg.pop("name")
+    tl = record(name, max_steps=2500, **cfg)
+    start = data.draw(st.integers(0, tl.length))
+    n = data.draw(st.integers(0, tl.length - start))
+    tl.goto(start)
+    d0 = tl.e.m.digest()
+    tl.event(n)
+    tl.event(-n)
+    assert tl.pos == start and tl.e.m.digest() == d0
+
+
+@SETTINGS
+@given(configs, st.data())
+def test_goto_equals_fresh_run(cfg, data):
+    name = cfg.pop("name")
+    tl = record(name, max_steps=2500, **cfg)
+    for _ in range(3):
+        tl.goto(data.draw(st.integers(0, tl.length)))            # from any position ...
+        k = data.draw(st.integers(0, tl.length))
+        tl.goto(k)                                                # ... goto(k)
+        assert tl.e.m.digest() == fresh_digest(name, k, **cfg)    # == a fresh run to k
+
+
+def test_per_cpu_step_next_finish_and_reverse_twins():
+    tl = record()
+    tl.goto(0)
+    tl.focus = 1
+    tl.step()
+    assert tl.e.events[tl.pos - 1][E_ACT] == ("op", 1)
+    # finish out of hv_cpu_init (entered by the first op of ap_main... after the wait)
+    b = tl.break_pc("hv_cpu_init", 0, cpu=1)
+    tl.continue_()
+    assert tl.frames(1)[0]["routine"] == "hv_cpu_init" and tl.frames(1)[0]["pc"] == 0
+    d = tl.depth(1)
+    here = tl.pos
+    tl.finish(1)
+    assert tl.depth(1) == d - 1 and tl.frames(1)[0]["routine"] == "ap_main" and tl.pos > here
+    tl.goto(here)
+    tl.rfinish(1)
+    assert tl.depth(1) == d - 1 and tl.pos < here      # back before hv_cpu_init was called
+    assert tl.frames(1)[0]["routine"] == "ap_main"
+    tl.delete_break(b.number)
+    # next steps over an interrupt handler
+    tl.goto(0)
+    tl.add_break("vector", "deliver", VECTORS["RESCHEDULE"], cpu=1)
+    tl.continue_()
+    assert tl.frames(1)[0]["routine"] == "smp_reschedule_interrupt"
+    tl.breaks.clear()
+    tl.rstep(1)                          # just before the handler's first op... the delivery is an event, not an op
+    d0 = tl.depth(1)
+    tl.next(1)
+    assert tl.depth(1) <= d0
+    tl.rnext(1)
+    assert tl.depth(1) <= d0
+
+
+def test_reverse_continue_to_watchpoint_answers_who_wrote_it():
+    tl = record()
+    tl.goto(tl.length)
+    page = 0x10001000
+    tl.add_break("mem", -1, page, 1)
+    st_ = tl.reverse_continue()
+    writer = tl.e.events[tl.pos - 1]
+    assert st_.brk is not None and writer[E_ACT] == ("op", 1)
+    assert any(isinstance(w[0], tuple) and w[0][0] == "m" and w[0][2] == page for w in writer[E_WRITES])
+    # the direct query agrees without moving
+    tl.goto(tl.length)
+    assert tl.last_write(("mem", -1, page)) == writer[0]
+    before = tl.pos
+    assert tl.last_write(("mem", -1, page), before=writer[0]) < writer[0]   # the allocation
+    assert tl.pos == before
+
+
+def test_msr_breakpoint_finds_the_disabling_wrmsr():
+    tl = record()
+    tl.goto(0)
+    tl.add_break("msr", MSRS["HV_X64_MSR_VP_ASSIST_PAGE"], "wr", 0, cpu=1)
+    s = tl.continue_()
+    assert s.brk is not None
+    assert tl.e.m.S[tl.e.bases[1] + __import__("hvdbg.core.machine", fromlist=["MSR_OFF"]).MSR_OFF[MSRS["HV_X64_MSR_VP_ASSIST_PAGE"]]] == 0
+    assert tl.e.first_disable_step == tl.pos - 1
+
+
+def test_isr_watchpoint_and_stop_callback():
+    tl = record()
+    tl.goto(0)
+    tl.watch_irr(1, VECTORS["RESCHEDULE"], isr=True)
+    s = tl.continue_()
+    assert (tl.e.m.S[tl.e.bases[1] + F_ISR] >> VECTORS["RESCHEDULE"]) & 1
+    tl.breaks.clear()
+    tl.goto(0)
+    tl.stop_poll = 100
+    s = tl.continue_(stop=lambda: True)
+    assert s.reason == "interrupted" and 0 < tl.pos < tl.length
+
+
+def test_branch_flip_fixes_the_hang_and_parent_is_untouched():
+    tl = record()
+    assert tl.result.outcome == "hang"
+    before = [(ev[0], ev[1], ev[5]) for ev in tl.events]
+    page = 0x10001000
+    dis = tl.e.first_disable_step
+    child = tl.branch("flip-bit0", dis, ("edit", "flip", -1, page, 0))
+    assert child.result.outcome == "ok"
+    assert [(ev[0], ev[1], ev[5]) for ev in tl.events] == before          # the parent is unchanged
+    assert child.events[:dis] == tl.events[:dis]                          # shared prefix
+    assert all(a is b for a, b in zip(child.events[:dis], tl.events[:dis]))
+    assert child.events[dis][E_ACT][0] == "edit"
+    cmp = tl.compare(child)
+    assert cmp["first_difference"] == dis and cmp["outcomes"] == {"main": "hang", "flip-bit0": "ok"}
+    assert any("RAM[0x10001000]" in d for d in tl.state_diff(child, dis + 1))
+
+
+def test_branch_explanation_names_the_edit():
+    tl = record(fix="gfp-zero")
+    assert tl.result.outcome == "ok"
+    page = tl.e.m.S[tl.e.bases[1] + tl.e.L.pvar["hv_vp_assist_page"]]
+    child = tl.branch("set-bit0", tl.e.first_disable_step, ("edit", "flip", -1, page, 0))
+    if child.result.outcome == "hang":
+        text = "\n".join(lk.text for lk in explain_hang(child.e))
+        assert "what-if edit" in text
+    else:
+        pytest.skip("this seed's first post-disable interrupt was the timer")
+
+
+def test_branch_switch_fix_from_here():
+    tl = record()
+    child = tl.branch("to-clear-bit", 0, fix="clear-bit")
+    assert child.result.outcome == "ok" and child.e.cfg.fix == "clear-bit"
+    with pytest.raises(ValueError):
+        tl.goto(tl.length + 1)
