@@ -172,7 +172,7 @@ class Machine:
         """Apply recorded old values in reverse order (reverse-step)."""
         S = self.S
         for loc, old, new in reversed(writes):
-            if isinstance(loc, int):
+            if loc.__class__ is int:
                 S[loc] = old
             elif loc[0] == "m":
                 pg = self.ram[loc[2] >> PAGE_SHIFT] if loc[1] == RAM else self.ovl[loc[1]]
@@ -187,7 +187,7 @@ class Machine:
         """Apply recorded new values in order (forward replay of a recorded event)."""
         S = self.S
         for loc, old, new in writes:
-            if isinstance(loc, int):
+            if loc.__class__ is int:
                 S[loc] = new
             elif loc[0] == "m":
                 pg = self.ram[loc[2] >> PAGE_SHIFT] if loc[1] == RAM else self.ovl[loc[1]]
