@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench sweep clean
+.PHONY: run test bench sweep traces clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/engine.py
+
+# The shipped traces: the seed hang, both fixes and the kvm run (tests verify they replay identically).
+traces: $(STAMP)
+	$(VENV)/bin/hvdbg run cpu-offline --record traces/seed-hang.hvt > /dev/null || [ $$? -eq 3 ]
+	$(VENV)/bin/hvdbg run cpu-offline --fix gfp-zero --record traces/fix-gfp-zero.hvt > /dev/null
+	$(VENV)/bin/hvdbg run cpu-offline --fix clear-bit --record traces/fix-clear-bit.hvt > /dev/null
+	$(VENV)/bin/hvdbg run cpu-offline --hypervisor kvm --record traces/kvm.hvt > /dev/null
 
 # Outcome histograms of every built-in scenario, fix and hypervisor (numbers for notes and docs).
 sweep: $(STAMP)

@@ -38,6 +38,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vcpus", type=_int, help="vCPU count 2..64")
     p.add_argument("--max-steps", type=_int, dest="max_steps", help="step budget (timeout)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--record", metavar="FILE", help="record the run to a msgpack trace (written even on a hang)")
 
 
 def _int(s: str) -> int:
@@ -57,6 +58,18 @@ def make_parser() -> _Parser:
     _run_options(s)
     s.add_argument("--seeds", type=_int, default=100, help="number of seeds (from --seed, default 0)")
     sub.add_parser("scenarios", help="list the built-in scenarios")
+    rp = sub.add_parser("replay", help="re-execute a trace with its recorded choices")
+    rp.add_argument("trace")
+    rp.add_argument("--verify", action="store_true", help="compare every event: exit 0 identical, 4 diverged")
+    rp.add_argument("--json", action="store_true")
+    ip = sub.add_parser("info", help="what a trace holds: config, steps, outcome, branches, checkpoints, salvage")
+    ip.add_argument("trace")
+    ip.add_argument("--json", action="store_true")
+    sp = sub.add_parser("show", help="the full machine state at a step of a trace")
+    sp.add_argument("trace")
+    sp.add_argument("--step", type=_int, help="step (default: the end)")
+    sp.add_argument("--branch", default="main")
+    sp.add_argument("--json", action="store_true")
     return p
 
 
@@ -87,13 +100,125 @@ def cmd_run(args, out) -> int:
         eng = Engine(scn, cfg)
     except ValueError as e:
         raise UsageError(f"hvdbg: {scn.source}: {e}") from None
-    res = eng.run()
+    if args.record:
+        from .recording import record
+        try:
+            eng = record(scn, cfg, args.record).e
+        except OSError as e:
+            raise UsageError(f"hvdbg: --record {args.record}: {e.strerror or e}") from None
+        res = eng._result(*_final(eng))
+    else:
+        res = eng.run()
     rep = build_report(eng, res)
     if args.json:
         out.write(json.dumps(rep) + "\n")
     else:
         render(rep, Console(file=out, highlight=False, soft_wrap=False))
     return OUTCOME_EXIT.get(res.outcome, EXIT_OK)
+
+
+def _final(eng) -> tuple:
+    r = eng._last_result
+    return r.outcome, r.reason
+
+
+def _load_trace(args, verify=True):
+    from .recording import load
+    try:
+        return load(args.trace, verify=verify)
+    except OSError as e:
+        raise UsageError(f"hvdbg: {args.trace}: cannot read: {e.strerror or e}") from None
+
+
+def _warn_salvage(loaded) -> None:
+    sv = loaded.trace.salvage
+    if sv:
+        print(f"hvdbg: warning: salvaged: {sv.get('message') or sv.get('reason')}", file=sys.stderr)
+
+
+def cmd_replay(args, out) -> int:
+    from rich.console import Console
+
+    from .report import build_report, render
+    loaded = _load_trace(args)
+    _warn_salvage(loaded)
+    tl = loaded.timeline
+    if loaded.divergence is not None:
+        step, why = loaded.divergence
+        print(f"hvdbg: {args.trace}: diverged at step {step}: {why}", file=sys.stderr)
+        return EXIT_DIVERGE
+    if args.verify:
+        part = " (the recovered prefix of a salvaged trace)" if loaded.trace.salvage else ""
+        msg = (f"identical{part}: {tl.length} events re-executed, {len(loaded.trace.checkpoints)} checkpoint digests "
+               f"and every per-event check match; outcome {tl.result.outcome}")
+        if args.json:
+            out.write(json.dumps({"identical": True, "steps": tl.length, "outcome": tl.result.outcome,
+                                  "checkpoints": len(loaded.trace.checkpoints)}) + "\n")
+        else:
+            out.write(msg + "\n")
+        return EXIT_OK
+    rep = build_report(tl.e, tl.result)
+    if args.json:
+        out.write(json.dumps(rep) + "\n")
+    else:
+        render(rep, Console(file=out, highlight=False))
+    return EXIT_OK
+
+
+def cmd_info(args, out) -> int:
+    from .trace.reader import load_trace
+    try:
+        tr = load_trace(args.trace)
+    except OSError as e:
+        raise UsageError(f"hvdbg: {args.trace}: cannot read: {e.strerror or e}") from None
+    h = tr.header
+    info = {"file": args.trace, "bytes": tr.size, "tool": h.get("tool"), "scenario": h.get("scenario"),
+            "config": h.get("config"), "events": len(tr.events),
+            "outcome": (tr.footer or {}).get("outcome"), "steps": (tr.footer or {}).get("steps"),
+            "checkpoints": [{"step": c[0], "digest": c[1], "offset": c[3]} for c in tr.checkpoints],
+            "branches": [{k: b.get(k) for k in ("name", "parent", "fork_step", "edit")} for b in tr.branches],
+            "salvaged": tr.salvage, "bytes_per_event": round(tr.size / max(1, len(tr.events)), 2)}
+    if tr.salvage:
+        print(f"hvdbg: warning: salvaged: {tr.salvage.get('message') or tr.salvage.get('reason')}", file=sys.stderr)
+    if args.json:
+        out.write(json.dumps(info, default=str) + "\n")
+        return EXIT_OK
+    c = info["config"] or {}
+    out.write(f"{args.trace}: {info['tool']} trace of {info['scenario']}, {info['bytes']} bytes, "
+              f"{info['bytes_per_event']} bytes/event\n")
+    out.write("config: " + ", ".join(f"{k}={v}" for k, v in c.items()) + "\n")
+    out.write(f"events: {info['events']}; outcome: {info['outcome'] or 'none recorded (no footer)'}\n")
+    out.write(f"checkpoints: {len(info['checkpoints'])}"
+              + (f" (steps {info['checkpoints'][0]['step']}..{info['checkpoints'][-1]['step']})" if info['checkpoints'] else "") + "\n")
+    out.write("branches: " + (", ".join(f"{b['name']} (from {b['parent'] or 'main'} at step {b['fork_step']})"
+                                        for b in info["branches"]) or "none") + "\n")
+    out.write("salvaged: " + (f"yes, at byte {tr.salvage.get('offset')}: {tr.salvage.get('reason')}" if tr.salvage else "no")
+              + "\n")
+    return EXIT_OK
+
+
+def cmd_show(args, out) -> int:
+    from rich.console import Console
+
+    from .report import render_state, state_report
+    loaded = _load_trace(args)
+    _warn_salvage(loaded)
+    tl = loaded.timeline
+    if args.branch != "main":
+        if args.branch not in loaded.branches:
+            raise UsageError(f"hvdbg: {args.trace}: no branch {args.branch!r} "
+                             f"(branches: main{''.join(', ' + b for b in loaded.branches)})")
+        tl = loaded.branches[args.branch]
+    step = tl.length if args.step is None else args.step
+    if not 0 <= step <= tl.length:
+        raise UsageError(f"hvdbg: --step {step}: the {args.branch} branch has steps 0..{tl.length}")
+    tl.goto(step)
+    rep = state_report(tl.e, step, args.branch)
+    if args.json:
+        out.write(json.dumps(rep) + "\n")
+    else:
+        render_state(rep, Console(file=out, highlight=False))
+    return EXIT_OK
 
 
 def cmd_sweep(args, out) -> int:
@@ -151,16 +276,18 @@ def main(argv: list[str] | None = None) -> int:
     from .core.engine import RunError
     from .core.program import ProgramError
     from .core.scenario import ScenarioError
+    from .trace.format import TraceError
     out = sys.stdout
     try:
         args = make_parser().parse_args(argv)
         if args.cmd is None:
             args = make_parser().parse_args(["run"] + list(argv if argv is not None else sys.argv[1:]))
-        return {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios}[args.cmd](args, out)
+        return {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "replay": cmd_replay,
+                "info": cmd_info, "show": cmd_show}[args.cmd](args, out)
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    except (ScenarioError, ProgramError, RunError) as e:
+    except (ScenarioError, ProgramError, RunError, TraceError) as e:
         print(f"hvdbg: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -114,3 +114,64 @@ def render_sweep(rep: dict, console: Console) -> None:
     console.print(f"runs where EOI assist completed an EOI before the overlay was disabled: "
                   f"{rep['runs_with_assisted_eoi_before_offline']}/{rep['seeds']}; runs where an EOI was skipped on a "
                   f"stale apic_assist bit: {rep['runs_with_stale_eoi_skip']}/{rep['seeds']} ({rep['seconds']} s)")
+
+
+def hexdump(data: bytes, base: int, length: int = 64) -> list[str]:
+    out = []
+    for off in range(0, min(length, len(data)), 16):
+        chunk = data[off:off + 16]
+        out.append(f"{base + off:08x}  {' '.join(f'{b:02x}' for b in chunk)}")
+    return out
+
+
+def state_report(eng, step: int | None = None, branch: str = "main") -> dict:
+    """The full machine state (what `hvdbg show` and the REPL's `info` print)."""
+    from .core.defs import ASSIST_FIELDS, MSR_NAMES, msr_reset_value
+    from .core.machine import F_FRAMES, F_HV, MSR_LIST, MSR_OFF
+    S, L = eng.m.S, eng.L
+    vcpus = []
+    for v, c in zip(vcpu_summary(eng), range(eng.n)):
+        b = L.base(c)
+        msrs = {MSR_NAMES.get(msr, hex(msr)): f"0x{S[b + MSR_OFF[msr]]:x}" for msr in MSR_LIST}
+        changed = [MSR_NAMES.get(msr, hex(msr)) for msr in MSR_LIST
+                   if S[b + MSR_OFF[msr]] != msr_reset_value(msr, c) or msr == 0x40000073]
+        frames = []
+        for fr in reversed(S[b + F_FRAMES]):
+            if fr[0] == 0:
+                frames.append(f"call from {eng.rnames[fr[1]]}+{fr[2]}")
+            else:
+                frames.append(f"interrupt 0x{fr[8]:02x} in {eng.rnames[fr[1]]}+{fr[2]} (IF={fr[3]})")
+        regs = {f"r{i}": f"0x{S[b + 4 + i]:x}" for i in range(4)}
+        pvars = {name: S[b + off] for name, off in L.pvar.items()}
+        gpa = (S[b + MSR_OFF[0x40000073]] >> 12) << 12 or S[b + L.pvar["hv_vp_assist_page"]] if "hv_vp_assist_page" in L.pvar else 0
+        page = {}
+        if c in eng.m.ovl:
+            page["overlay"] = hexdump(bytes(eng.m.ovl[c]), 0, 32)
+        if gpa and (gpa >> 12) in eng.m.ram:
+            page["ram"] = hexdump(bytes(eng.m.ram[gpa >> 12]), gpa, 32)
+        v.update({"msrs_changed": changed, "registers": regs, "frames": frames, "msrs": msrs, "percpu": pvars, "hv_private": S[b + F_HV],
+                  "assist_page": page})
+        vcpus.append(v)
+    gvars = {n[1:]: S[i] for n, i in L.gindex.items() if n.startswith("$")}
+    return {"branch": branch, "step": eng.step if step is None else step, "vcpus": vcpus,
+            "in_flight_ipis": [list(t) for t in S[0]], "globals": gvars,
+            "assist_layout": [{"offset": o, "size": z, "field": f} for o, z, f in ASSIST_FIELDS[:4]],
+            "digest": eng.m.digest()}
+
+
+def render_state(rep: dict, console: Console) -> None:
+    console.print(f"[bold]state at step {rep['step']}[/bold] (branch {rep['branch']}, digest {rep['digest']})")
+    for v in rep["vcpus"]:
+        console.print(f"[bold]cpu{v['cpu']}[/bold] {v['hotplug']}{' halted' if v['halted'] else ''} IF={v['IF']} "
+                      f"at {escape(v['at'])}")
+        console.print(f"  regs {' '.join(f'{k}={x}' for k, x in v['registers'].items())}  TPR={v['TPR']}")
+        console.print(f"  IRR {' '.join(v['IRR']) or '-'}   ISR {' '.join(v['ISR']) or '-'}   hv={v['hv_private']}")
+        for f in v["frames"]:
+            console.print(f"  frame: {escape(f)}")
+        console.print("  MSRs (not at reset value) " + ", ".join(f"{k}={v['msrs'][k]}" for k in v["msrs_changed"]))
+        for where, lines in v["assist_page"].items():
+            console.print(f"  assist page ({where}):")
+            for ln in lines:
+                console.print(f"    {ln}")
+    console.print("in-flight IPIs: " + (", ".join(f"cpu{s}->cpu{d} 0x{x:02x}" for s, d, x in rep["in_flight_ipis"]) or "none"))
+    console.print("globals: " + ", ".join(f"${k}={x}" for k, x in rep["globals"].items()))

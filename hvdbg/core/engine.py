@@ -1074,7 +1074,8 @@ class Engine:
                 samples[z] = self.step
 
     def _result(self, outcome: str, reason: str) -> Result:
-        return Result(outcome, self.step, reason, dict(self.stats))
+        self._last_result = r = Result(outcome, self.step, reason, dict(self.stats))
+        return r
 
 
 def _collect(args, gvars: set, pvars: set) -> None:

@@ -44,6 +44,7 @@ class Scenario:
     schedule: list[tuple] = field(default_factory=list)
     alloc_base: int = 0x10000000
     source: str = ""
+    text: str = ""
 
     def config(self, **over) -> Config:
         """Resolved run configuration: scenario defaults, then explicit overrides (None = keep)."""
@@ -279,7 +280,7 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
     for key, txt in (("goal", goal_text),):
         pass
     return Scenario(name, desc, vcpus, target, goal, goal_text, program, tv, traffic, defaults,
-                    init_vars, init_pcpu, weights, schedule, alloc_base, file)
+                    init_vars, init_pcpu, weights, schedule, alloc_base, file, text)
 
 
 def check_config_values(d: dict, fail) -> None:

@@ -1,0 +1,153 @@
+"""record / replay --verify / info / show through the real CLI, salvage and divergence."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hvdbg.core.engine import Engine
+from hvdbg.core.scenario import load_scenario
+from hvdbg.recording import load, record
+from hvdbg.trace.reader import load_trace
+from hvdbg.trace.writer import TraceWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def hv(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "hvdbg", *args], capture_output=True, text=True, **kw)
+
+
+@pytest.mark.parametrize("name", ["seed-hang", "fix-gfp-zero", "fix-clear-bit", "kvm"])
+def test_shipped_traces_replay_identically(name):
+    p = hv("replay", str(ROOT / "traces" / f"{name}.hvt"), "--verify")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("identical")
+
+
+def test_shipped_seed_trace_is_the_hang():
+    info = json.loads(hv("info", str(ROOT / "traces" / "seed-hang.hvt"), "--json").stdout)
+    assert info["outcome"] == "hang" and info["config"]["fix"] == "none" and not info["salvaged"]
+
+
+@pytest.mark.parametrize("over", [dict(), dict(fix="gfp-zero"), dict(hypervisor="kvm"), dict(garbage="random:5", seed=3)])
+def test_record_then_replay_is_identical(tmp_path, over):
+    s = load_scenario("cpu-offline")
+    tl = record(s, s.config(**over), tmp_path / "t.hvt")
+    loaded = load(tmp_path / "t.hvt")
+    assert loaded.divergence is None
+    assert loaded.timeline.length == tl.length
+    assert loaded.timeline.e.m.digest() == tl.e.m.digest()
+    assert [e[1] for e in loaded.timeline.events] == [e[1] for e in tl.events]
+
+
+def test_run_record_exit_codes_and_info(tmp_path):
+    f = tmp_path / "hang.hvt"
+    p = hv("run", "--record", str(f))
+    assert p.returncode == 3 and f.exists()          # a hang still writes the trace
+    p = hv("info", str(f))
+    assert p.returncode == 0 and "outcome: hang" in p.stdout and "salvaged: no" in p.stdout
+
+
+def test_divergence_names_the_first_differing_step(tmp_path):
+    s = load_scenario("cpu-offline")
+    tl = record(s, s.config(), tmp_path / "a.hvt")
+    tr = load_trace(tmp_path / "a.hvt")
+    # same choices, but the header claims a different garbage fill: the page allocation
+    # of hv_cpu_init on CPU0 is the first event whose writes differ
+    hdr = dict(tr.header)
+    hdr["config"] = dict(hdr["config"], garbage="0x5a")
+    w2 = TraceWriter(tmp_path / "c.hvt", hdr)
+    done = 0
+    for (step, digest, snap, _), chk in zip(tr.checkpoints, tr.checkpoint_checks):
+        for d in tr.events[done:step]:
+            w2.event(d)
+        done = step
+        w2.checkpoint(step, digest, snap, chk)
+    w2.close(tr.footer["outcome"], tr.footer["steps"])
+    alloc = next(e[0] for e in tl.events if any(n[0] == "alloc" for n in e[6]))
+    p = hv("replay", str(tmp_path / "c.hvt"), "--verify")
+    assert p.returncode == 4, p.stdout + p.stderr
+    assert f"diverged at step {alloc}:" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_choice_that_is_not_enabled_diverges(tmp_path):
+    s = load_scenario("cpu-offline")
+    record(s, s.config(), tmp_path / "a.hvt")
+    tr = load_trace(tmp_path / "a.hvt")
+    w = TraceWriter(tmp_path / "b.hvt", tr.header)
+    evs = list(tr.events)
+    evs[5] = ("deliver", 1, 0x30)
+    for d in evs:
+        w.event(d)
+    w.close(tr.footer["outcome"], len(evs))
+    p = hv("replay", str(tmp_path / "b.hvt"), "--verify")
+    assert p.returncode == 4 and "diverged at step 5" in p.stderr
+
+
+def test_show_state_at_a_step_matches_a_fresh_run(tmp_path):
+    f = tmp_path / "t.hvt"
+    hv("run", "--record", str(f))
+    p = hv("show", str(f), "--step", "1040", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    s = load_scenario("cpu-offline")
+    e = Engine(s, s.config(max_steps=1040))
+    e.run()
+    assert d["digest"] == e.m.digest() and d["step"] == 1040
+    assert {"registers", "frames", "msrs", "IRR", "ISR", "assist_page"} <= set(d["vcpus"][1])
+    p = hv("show", str(f), "--step", "99999")
+    assert p.returncode == 2 and "has steps 0.." in p.stderr
+
+
+@pytest.mark.parametrize("content,msg", [
+    (b"", "byte 0"), (b"hello, world\n", "byte 0: not an hvdbg trace"), (os.urandom(300), "byte 0"),
+])
+def test_bad_trace_files_exit_2(tmp_path, content, msg):
+    f = tmp_path / "bad.hvt"
+    f.write_bytes(content)
+    for cmd in ("info", "replay", "show"):
+        p = hv(cmd, str(f))
+        assert p.returncode == 2, (cmd, p.stderr)
+        assert msg in p.stderr and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_missing_trace_file_exit_2(tmp_path):
+    p = hv("info", str(tmp_path / "nope.hvt"))
+    assert p.returncode == 2 and "cannot read" in p.stderr
+
+
+def test_salvaged_trace_info_and_replay(tmp_path):
+    f = tmp_path / "t.hvt"
+    hv("run", "--record", str(f))
+    data = f.read_bytes()
+    cut = tmp_path / "cut.hvt"
+    cut.write_bytes(data[: len(data) - 100])
+    p = hv("info", str(cut))
+    assert p.returncode == 0 and "salvaged: yes, at byte" in p.stdout and "warning: salvaged" in p.stderr
+    p = hv("replay", str(cut), "--verify")
+    assert p.returncode == 0 and "salvaged" in p.stdout
+
+
+def test_sigkill_while_recording_leaves_a_loadable_file(tmp_path):
+    f = tmp_path / "soak.hvt"
+    proc = subprocess.Popen([sys.executable, "-m", "hvdbg", "run", "soak", "--max-steps", "100000000", "--record", str(f)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and (not f.exists() or f.stat().st_size < 60_000):
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert f.stat().st_size >= 60_000
+    p = hv("info", str(f), "--json")
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert info["salvaged"] and info["events"] > 1000 and info["outcome"] is None
+    p = hv("replay", str(f), "--verify")
+    assert p.returncode == 0, p.stderr

@@ -1,0 +1,435 @@
+"""Trace file format: round trip, cut at every byte, bit flips / byte edits, hostile inputs."""
+
+import io
+import os
+import random
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from hvdbg.trace import TraceError, TraceWriter, atomic_save, load_trace, read_checkpoint, read_footer
+from hvdbg.trace import format as F
+from hvdbg.trace import writer as W
+
+FUZZ = settings(max_examples=40, deadline=None, database=None)
+
+HEADER = {
+    "tool": "hvdbg 0.1.0",
+    "scenario": "smp",
+    "source": "[scenario]\nname = 'smp'\ncpus = 2\n",
+    "config": {"cpus": 2, "seed": 7, "weights": {"op": 64, "deliver": 64}, "fix": None, "vectors": [236, 251]},
+    "program_digest": "ab" * 32,
+}
+
+VECS = [0xEC, 0xFB, 0xFC, 0xFD]
+
+
+def synth(n, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        r, c = rng.random(), rng.randrange(4)
+        if r < 0.70:
+            out.append(("op", c))
+        elif r < 0.80:
+            out.append(("deliver", c, rng.choice(VECS)))
+        elif r < 0.90:
+            out.append(("land", c, rng.randrange(4), rng.choice(VECS)))
+        elif r < 0.95:
+            out.append(("timer", c, 0xEC))
+        else:
+            out.append(("traffic", c, rng.randrange(4), rng.choice(VECS)))
+    return out
+
+
+def one_line_with_offset(e: TraceError):
+    msg = str(e)
+    assert "\n" not in msg and "\r" not in msg
+    assert "byte " in msg
+    assert f"byte {e.offset}:" in msg
+    return msg
+
+
+def record_small(path, events_per_flush=40, n=200):
+    """A small complete recording (< 4 KB) with several frames of every kind."""
+    evs = synth(n, seed=3) + [("edit", "drop_ipi", 1, 0xFB), ("op", 300), ("land", 0, 1, 4096)]
+    w = TraceWriter(path, HEADER)
+    for i, e in enumerate(evs):
+        w.event(e)
+        if (i + 1) % events_per_flush == 0:
+            w.flush()
+        if i == 99:
+            w.checkpoint(100, "d" * 16, b"\x00snap\xff")
+        if i == 150:
+            w.branch("what-if", "main", 150, ("edit", "drop_ipi", 1, 0xFB))
+    w.checkpoint(len(evs), "e" * 16, None)
+    w.close("ok", len(evs))
+    return evs
+
+
+def frame_map(data):
+    """(end offset, events so far, checkpoints so far) after each frame of an intact file."""
+    out, pos, n_ev, n_ck = [], F.FILE_HEAD_SIZE, 0, 0
+    while pos < len(data) - F.TAIL_SIZE:
+        ln, _, kind = F.FRAME_HEAD.unpack_from(data, pos)
+        p = data[pos + 9 : pos + 9 + ln]
+        if kind == F.K_EVENTS:
+            n_ev += len(msgpack.unpackb(p)[1])
+        if kind == F.K_CHECKPOINT:
+            n_ck += 1
+        pos += 9 + ln
+        out.append((pos, kind, n_ev, n_ck))
+    return out
+
+
+def load_bytes(data, **kw):
+    return load_trace(io.BytesIO(data), **kw)
+
+
+# ------------------------------------------------------------------ round trip
+
+
+def test_round_trip(tmp_path):
+    p = tmp_path / "t.hvt"
+    evs = synth(2500, seed=1) + [("edit", "set_irr", 2, 0xFC), ("deliver", 1, 256), ("op", -1), ("edit", "noop")]
+    with TraceWriter(p, HEADER) as w:
+        for i, e in enumerate(evs):
+            w.event(e)
+            if i % 1000 == 999:
+                w.checkpoint(i + 1, f"{i:064x}", os.urandom(300) if i < 1500 else None)
+        off_b = w.branch("b1", "main", 1200, ("edit", "drop_ipi", 0, 0xFB))
+        w.branch("root", None, 0, None)
+        w.close("deadlock at step 2504", len(evs))
+    tr = load_trace(p)
+    assert tr.salvage is None and tr.complete
+    assert tr.header == HEADER
+    assert tr.events == evs
+    assert [c[0] for c in tr.checkpoints] == [1000, 2000]
+    assert tr.checkpoint_events == [1000, 2000]
+    assert isinstance(tr.checkpoints[0][2], bytes) and len(tr.checkpoints[0][2]) == 300
+    assert tr.checkpoints[1][2] is None
+    assert tr.branches[0] == {"name": "b1", "parent": "main", "fork_step": 1200,
+                              "edit": ("edit", "drop_ipi", 0, 0xFB), "event": 2504, "offset": off_b}
+    assert tr.branches[1]["parent"] is None and tr.branches[1]["edit"] is None
+    assert tr.footer["outcome"] == "deadlock at step 2504" and tr.footer["events"] == len(evs)
+    assert tr.footer["checkpoints"] == [c[3] for c in tr.checkpoints]
+    # index access without a scan
+    assert read_footer(p) == tr.footer
+    assert read_checkpoint(p, tr.checkpoints[0][3]) == tr.checkpoints[0]
+    with pytest.raises(TraceError) as ei:
+        read_checkpoint(p, off_b)
+    one_line_with_offset(ei.value)
+
+
+@pytest.mark.parametrize(
+    "desc",
+    [("op", 0), ("op", 15), ("op", 255), ("op", 256), ("deliver", 3, 0xFB), ("land", 255, 255, 255),
+     ("timer", 0, 0), ("traffic", 1, 2, 0xFD), ("land", -1, 0, 0), ("op", 2**64 - 1), ("op", -(2**63)),
+     ("edit", "x"), ("edit", "set_vector", 1, -2, 2**40)],
+)
+def test_descriptor_codec(desc):
+    enc = F.encode_descriptor(desc)
+    assert F.decode_descriptor(enc) == desc
+    assert F.decode_descriptor(F.unpack_payload(msgpack.packb(enc), use_list=False)) == desc
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [("op",), ("op", 1, 2), ("fly", 1), (), ["op", 1], ("op", 1.0), ("op", True), ("op", 2**64),
+     ("edit", 3), ("deliver", 1, "x")],
+)
+def test_descriptor_rejects(tmp_path, bad):
+    with pytest.raises((ValueError, TypeError)):
+        F.encode_descriptor(bad)
+    w = TraceWriter(tmp_path / "t.hvt", HEADER)
+    with pytest.raises((ValueError, TypeError)):
+        w.event(bad)
+
+
+@pytest.mark.parametrize("enc", [7, 5, 1 << 11, 1 | 1 << 19, -8, True, 1.0, (9, 1), (0,), (0, "x"), (5,), (5, 1), (), "op"])
+def test_descriptor_decode_rejects(enc):
+    with pytest.raises(ValueError):
+        F.decode_descriptor(enc)
+
+
+def test_compact_size(tmp_path):
+    p = tmp_path / "t.hvt"
+    evs = synth(20_000, seed=5)
+    with TraceWriter(p, HEADER) as w:
+        for i, e in enumerate(evs):
+            w.event(e)
+            if i % 1000 == 999:
+                w.checkpoint(i + 1, "f" * 64)
+        w.close("ok", len(evs))
+    assert os.path.getsize(p) / len(evs) <= 24
+    assert load_trace(p).events == evs
+
+
+def test_header_validation(tmp_path):
+    p = tmp_path / "t.hvt"
+    with pytest.raises(ValueError):
+        TraceWriter(p, {"addr_map": {0x1000: 1}})  # int map key would not load back
+    with pytest.raises(ValueError):
+        TraceWriter(p, {"x": object()})
+    with pytest.raises(TypeError):
+        TraceWriter(p, [1, 2])
+    assert not p.exists()  # validated before touching the disk
+
+
+def test_flush_policy(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(W, "monotonic", lambda: clock[0])
+    p = tmp_path / "t.hvt"
+    w = TraceWriter(p, HEADER)
+    base = os.path.getsize(p)
+    for i in range(999):
+        w.event(("op", 0))
+    assert os.path.getsize(p) == base and w.flushed_events == 0
+    w.event(("op", 1))  # 1000th event: count flush
+    assert w.flushed_events == 1000 and os.path.getsize(p) > base
+    w.event(("op", 2))
+    clock[0] += 0.05
+    w.event(("op", 3))
+    assert w.flushed_events == 1000
+    clock[0] += 0.06  # oldest pending event is now 110 ms old
+    w.event(("op", 0))
+    assert w.flushed_events == 1003
+    tr = load_trace(p)  # readable while the writer is open: no footer yet
+    assert len(tr.events) == 1003 and tr.salvage and "no footer" in tr.salvage["reason"]
+    w.close("ok", 1003)
+    with pytest.raises(ValueError):
+        w.event(("op", 0))
+
+
+def test_abandon_and_durable(tmp_path):
+    p = tmp_path / "t.hvt"
+    with pytest.raises(RuntimeError):
+        with TraceWriter(p, HEADER, durable=True) as w:
+            for e in synth(50):
+                w.event(e)
+            raise RuntimeError("engine crashed")
+    tr = load_trace(p)
+    assert len(tr.events) == 50 and tr.footer is None
+    assert tr.salvage["offset"] == os.path.getsize(p) and tr.salvage["events_recovered"] == 50
+    assert "byte " in tr.salvage["message"] and "\n" not in tr.salvage["message"]
+    with pytest.raises(FileExistsError):
+        TraceWriter(p, HEADER, overwrite=False)
+
+
+def test_atomic_save(tmp_path):
+    p = tmp_path / "saved.hvt"
+    p.write_bytes(b"old")
+
+    def boom(f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_save(p, boom)
+    assert p.read_bytes() == b"old"
+
+    def write(f):
+        w = TraceWriter(f, HEADER)
+        for e in synth(10):
+            w.event(e)
+        w.close("ok", 10)
+
+    atomic_save(p, write)
+    assert len(load_trace(p).events) == 10 and load_trace(p).salvage is None
+    assert sorted(os.listdir(tmp_path)) == ["saved.hvt"]
+
+
+# ------------------------------------------------------------------ cut at every byte
+
+
+def test_cut_at_every_offset(tmp_path):
+    p = tmp_path / "t.hvt"
+    evs = record_small(p)
+    data = p.read_bytes()
+    assert len(data) <= 4096
+    frames = frame_map(data)
+    header_end = frames[0][0]
+    footer_end = frames[-1][0]
+    for k in range(len(data) + 1):
+        cut = data[:k]
+        if k < header_end:
+            with pytest.raises(TraceError) as ei:
+                load_bytes(cut)
+            one_line_with_offset(ei.value)
+            continue
+        tr = load_bytes(cut)
+        done = [f for f in frames if f[0] <= k]
+        last_end, _, n_ev, n_ck = done[-1]
+        assert tr.events == evs[:n_ev]
+        assert len(tr.checkpoints) == n_ck
+        assert tr.header == HEADER
+        if k == len(data):
+            assert tr.salvage is None and tr.footer is not None
+            continue
+        assert tr.salvage is not None, k
+        assert tr.salvage["events_recovered"] == n_ev
+        assert tr.salvage["offset"] == last_end, (k, tr.salvage)
+        assert "byte " in tr.salvage["message"] and "\n" not in tr.salvage["message"]
+        if k < footer_end:
+            assert tr.footer is None
+
+
+# ------------------------------------------------------------------ damage
+
+
+@pytest.fixture(scope="module")
+def small_trace(tmp_path_factory):
+    p = tmp_path_factory.mktemp("trace") / "t.hvt"
+    evs = record_small(p, events_per_flush=25, n=120)
+    return p.read_bytes(), evs
+
+
+def _check_damaged(data, original, evs):
+    if data == original:
+        tr = load_bytes(data)
+        assert tr.salvage is None
+        return
+    try:
+        tr = load_bytes(data)
+    except TraceError as e:
+        one_line_with_offset(e)
+        return
+    assert tr.salvage is not None, "damage went undetected"
+    assert "byte " in tr.salvage["message"] and "\n" not in tr.salvage["message"]
+    # whatever was recovered is a prefix of what was written
+    assert tr.events == evs[: len(tr.events)]
+
+
+@FUZZ
+@given(st.data())
+def test_bit_flips_detected(small_trace, data):
+    original, evs = small_trace
+    buf = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(buf) - 1))
+        buf[i] ^= 1 << data.draw(st.integers(0, 7))
+    _check_damaged(bytes(buf), original, evs)
+
+
+@FUZZ
+@given(st.data())
+def test_byte_edits_detected(small_trace, data):
+    original, evs = small_trace
+    buf = bytearray(original)
+    op = data.draw(st.sampled_from(["set", "insert", "delete", "truncate", "append"]))
+    i = data.draw(st.integers(0, len(buf) - 1))
+    if op == "set":
+        buf[i : i + 4] = data.draw(st.binary(min_size=1, max_size=4))
+    elif op == "insert":
+        buf[i:i] = data.draw(st.binary(min_size=1, max_size=16))
+    elif op == "delete":
+        del buf[i : i + data.draw(st.integers(1, 64))]
+    elif op == "truncate":
+        del buf[i:]
+    else:
+        buf += data.draw(st.binary(min_size=1, max_size=32))
+    _check_damaged(bytes(buf), original, evs)
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_random_bytes(blob):
+    for data in (blob, F.MAGIC + blob, F.FILE_HEAD.pack(F.MAGIC, 1) + blob):
+        try:
+            tr = load_bytes(data)
+        except TraceError as e:
+            one_line_with_offset(e)
+        else:
+            assert tr.salvage is not None
+
+
+def _file(*frames, version=F.FORMAT_VERSION):
+    return F.FILE_HEAD.pack(F.MAGIC, version) + b"".join(frames)
+
+
+def _hdr():
+    return F.frame(F.K_HEADER, msgpack.packb(HEADER))
+
+
+def test_error_cases(tmp_path):
+    cases = {
+        "empty": (b"", 0, "empty"),
+        "text": (b"scenario = 'smp'\ncpus = 2\n" * 10, 0, "bad magic"),
+        "random": (bytes(random.Random(1).randrange(256) for _ in range(500)), 0, "bad magic"),
+        "newer": (_file(_hdr(), version=7), 8, "format version 7 is newer than this hvdbg (1)"),
+        "version0": (_file(_hdr(), version=0), 8, "invalid format version"),
+        "no header": (_file(), 12, "missing header record"),
+        "events first": (_file(F.frame(F.K_EVENTS, msgpack.packb((0, ())))), 12, "expected header"),
+        "header not map": (_file(F.frame(F.K_HEADER, msgpack.packb([1, 2]))), 12, "expected a map"),
+        "header int keys": (_file(F.frame(F.K_HEADER, msgpack.packb({1: 2}))), 12, "undecodable header"),
+        "header 4GiB": (_file(struct.pack("<IIB", 0xFFFFFFFF, 0, F.K_HEADER) + b"x" * 20), 12, "over the"),
+        "header crc": (_file(_hdr()[:-1] + b"\x00"), 12, "CRC mismatch in header frame"),
+    }
+    for name, (data, off, text) in cases.items():
+        p = tmp_path / "trace.hvt"
+        p.write_bytes(data)
+        with pytest.raises(TraceError) as ei:
+            load_trace(p)
+        msg = one_line_with_offset(ei.value)
+        assert ei.value.offset == off, (name, msg)
+        assert text in msg, (name, msg)
+        assert msg.startswith(str(p)), msg
+    p.write_bytes(_file(_hdr()) + b"z" * 100)
+    with pytest.raises(TraceError) as ei:
+        load_trace(p, max_bytes=50)
+    one_line_with_offset(ei.value)
+
+
+def test_salvage_cases():
+    ev0 = F.frame(F.K_EVENTS, msgpack.packb((0, (16, 24))))
+    base = F.FILE_HEAD_SIZE + len(_hdr())
+    after = base + len(ev0)
+    cases = {
+        "4GiB frame": (struct.pack("<IIB", 0xFFFFFFFF, 0, F.K_EVENTS) + b"\0" * 64, "over the"),
+        "long frame": (struct.pack("<IIB", 1000, 0, F.K_EVENTS) + b"\0" * 64, "truncated events frame"),
+        "unknown kind": (F.frame(77, msgpack.packb({"future": 1})), "unknown record kind 77"),
+        "crc": (ev0[:-1] + b"\x11", "CRC mismatch in events frame"),
+        "ext type": (F.frame(F.K_EVENTS, msgpack.packb((2, (msgpack.ExtType(1, b"x"),)))), "undecodable events"),
+        "timestamp": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": msgpack.Timestamp(1, 0)})), "undecodable checkpoint"),
+        "bad desc": (F.frame(F.K_EVENTS, msgpack.packb((2, (7,)))), "undecodable events"),
+        "bad desc2": (F.frame(F.K_EVENTS, msgpack.packb((2, ({"a": 1},)))), "undecodable events"),
+        "gap": (F.frame(F.K_EVENTS, msgpack.packb((5, (16,)))), "expected 2"),
+        "array bomb": (F.frame(F.K_EVENTS, b"\x92\x02\xdd\xff\xff\xff\xff"), "undecodable events"),
+        "nesting": (F.frame(F.K_BRANCH, b"\x91" * 5000), "undecodable branch"),
+        "second header": (_hdr(), "second header"),
+        "ckpt position": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 1, "digest": "a", "snapshot": None, "event": 9})), "checkpoint taken at event 9"),
+        "footer mismatch": (F.frame(F.K_FOOTER, msgpack.packb({"events": 3, "checkpoints": [], "branches": []})), "footer says 3"),
+    }
+    for name, (tail, text) in cases.items():
+        tr = load_bytes(_file(_hdr(), ev0, tail))
+        assert tr.events == [("op", 2), ("op", 3)], name
+        assert tr.salvage["offset"] == after, (name, tr.salvage)
+        assert text in tr.salvage["reason"], (name, tr.salvage)
+        assert f"byte {after}:" in tr.salvage["message"]
+    # footer good, then junk after the tail
+    good = F.frame(F.K_FOOTER, msgpack.packb({"events": 2, "checkpoints": [], "branches": []}))
+    tail = F.TAIL.pack(after, F.TAIL_MAGIC)
+    assert load_bytes(_file(_hdr(), ev0, good) + tail).salvage is None
+    tr = load_bytes(_file(_hdr(), ev0, good) + tail + b"\0")
+    assert "trailing" in tr.salvage["reason"] and tr.footer is not None
+
+
+def test_every_single_bit_flip_detected(small_trace):
+    original, evs = small_trace
+    errors = salvaged = 0
+    for i in range(len(original)):
+        for b in range(8):
+            buf = bytearray(original)
+            buf[i] ^= 1 << b
+            try:
+                tr = load_bytes(bytes(buf))
+            except TraceError as e:
+                one_line_with_offset(e)
+                errors += 1
+                continue
+            assert tr.salvage is not None, (i, b)
+            assert tr.events == evs[: len(tr.events)]
+            salvaged += 1
+    assert errors and salvaged
