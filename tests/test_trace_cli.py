@@ -1,6 +1,6 @@
 """record / replay --verify / info / show through the real CLI, salvage and divergence."""
 import json
-import os
+import random
 import signal
 import subprocess
 import sys
@@ -105,8 +105,8 @@ def test_show_state_at_a_step_matches_a_fresh_run(tmp_path):
 
 
 @pytest.mark.parametrize("content,msg", [
-    (b"", "byte 0"), (b"hello, world\n", "byte 0: not an hvdbg trace"), (os.urandom(300), "byte 0"),
-])
+    (b"", "byte 0"), (b"hello, world\n", "byte 0: not an hvdbg trace"), (random.Random(7).randbytes(300), "byte 0"),
+], ids=["empty", "text", "random"])
 def test_bad_trace_files_exit_2(tmp_path, content, msg):
     f = tmp_path / "bad.hvt"
     f.write_bytes(content)
