@@ -9,6 +9,7 @@ reported at its first differing event.
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 from dataclasses import dataclass
 
@@ -66,12 +67,20 @@ class _Recorder:
             self.checks = bytearray()
 
 
+def partial_path(path) -> str:
+    return f"{path}.partial"
+
+
 def record(scn, cfg: Config, path, stop=None, checkpoint_every: int = 1000) -> Timeline:
-    """Run and record. The trace is written as the run goes (append-only, flushed at least
-    every 1,000 events or 100 ms), closed with a footer at the outcome - a hang included."""
+    """Run and record. The trace is written as the run goes to PATH.partial (append-only,
+    flushed at least every 1,000 events or 100 ms), closed with a footer at the outcome - a
+    hang included - and then renamed over PATH atomically, so an existing PATH is replaced
+    only by a complete trace. A killed recording leaves PATH.partial, loadable up to the
+    last flush."""
     eng = Engine(scn, cfg)
     tl = Timeline(eng, checkpoint_every)
-    w = TraceWriter(path, header_for(scn, cfg))
+    tmp = partial_path(path)
+    w = TraceWriter(tmp, header_for(scn, cfg))
     rec = _Recorder(tl, w)
     try:
         tl.result = eng.run(stop=stop, hook=rec.hook)
@@ -79,6 +88,7 @@ def record(scn, cfg: Config, path, stop=None, checkpoint_every: int = 1000) -> T
         if eng.step % CHECK_EVERY or eng.step == 0:
             w.checkpoint(eng.step, eng.m.digest(), None, bytes(rec.checks))
         w.close(tl.result.outcome, eng.step)
+        os.replace(tmp, path)
     except BaseException:
         w.abandon()
         raise

@@ -175,3 +175,15 @@ def test_branch_switch_fix_from_here():
     assert child.result.outcome == "ok" and child.e.cfg.fix == "clear-bit"
     with pytest.raises(ValueError):
         tl.goto(tl.length + 1)
+
+
+def test_up_down_frames():
+    tl = record()
+    tl.goto(1040)
+    fr = tl.frames(1)
+    assert fr[0]["routine"] == "hv_apic_eoi_write" or len(fr) >= 1
+    outer = [tl.up(1) for _ in range(len(fr) + 2)]
+    assert outer[-1] == fr[-1] and tl.frame_sel == len(fr) - 1
+    assert tl.down(1) == fr[max(0, len(fr) - 2)]
+    tl.event(1)
+    assert tl.frame_sel == 0

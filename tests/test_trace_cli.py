@@ -134,8 +134,10 @@ def test_salvaged_trace_info_and_replay(tmp_path):
 
 
 def test_sigkill_while_recording_leaves_a_loadable_file(tmp_path):
-    f = tmp_path / "soak.hvt"
-    proc = subprocess.Popen([sys.executable, "-m", "hvdbg", "run", "soak", "--max-steps", "100000000", "--record", str(f)],
+    final = tmp_path / "soak.hvt"
+    final.write_bytes(b"an older file that must survive")
+    f = tmp_path / "soak.hvt.partial"
+    proc = subprocess.Popen([sys.executable, "-m", "hvdbg", "run", "soak", "--max-steps", "100000000", "--record", str(final)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -151,3 +153,4 @@ def test_sigkill_while_recording_leaves_a_loadable_file(tmp_path):
     assert info["salvaged"] and info["events"] > 1000 and info["outcome"] is None
     p = hv("replay", str(f), "--verify")
     assert p.returncode == 0, p.stderr
+    assert final.read_bytes() == b"an older file that must survive"    # replaced only by a complete trace

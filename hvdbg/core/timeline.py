@@ -117,6 +117,7 @@ class Timeline:
         self._index: dict = {}
         self._indexed = 0
         self.focus = 0
+        self.frame_sel = 0
         self.stop_poll = STOP_POLL
         if engine.step == 0:
             self.ckpt[0] = engine.m.snapshot()
@@ -152,6 +153,7 @@ class Timeline:
 
     # ---- raw movement ----
     def _set(self, pos: int) -> None:
+        self.frame_sel = 0
         self.pos = pos
         self.e.step = pos
         self.e.invalidate()
@@ -281,6 +283,17 @@ class Timeline:
                 out.append({"kind": "interrupt", "routine": e.rnames[fr[1]], "pc": fr[2], "IF": fr[3],
                             "vector": fr[8]})
         return out
+
+    def up(self, cpu: int | None = None) -> dict:
+        """Select the next outer frame of `cpu` (gdb `up`); returns it."""
+        fr = self.frames(cpu)
+        self.frame_sel = min(len(fr) - 1, self.frame_sel + 1)
+        return fr[self.frame_sel]
+
+    def down(self, cpu: int | None = None) -> dict:
+        fr = self.frames(cpu)
+        self.frame_sel = max(0, min(len(fr) - 1, self.frame_sel - 1))
+        return fr[self.frame_sel]
 
     # ---- breakpoints ----
     def add_break(self, kind: str, *args, cpu: int | None = None) -> Break:
