@@ -187,3 +187,22 @@ def test_up_down_frames():
     assert tl.down(1) == fr[max(0, len(fr) - 2)]
     tl.event(1)
     assert tl.frame_sel == 0
+
+
+@settings(max_examples=10, deadline=None, database=None)
+@given(st.integers(0, 1400), st.sampled_from(["flip", "inject", "reg", "if"]), st.integers(0, 1000))
+def test_a_branch_never_changes_its_parent(at, kind, seed):
+    tl = record(seed=seed, max_steps=1500)
+    at = min(at, tl.length)
+    before = [(e[0], e[1], list(e[5])) for e in tl.events]
+    digest_end = (tl.goto(tl.length), tl.e.m.digest())[1]
+    edit = {"flip": ("edit", "flip", -1, 0x10000000, 0), "inject": ("edit", "inject", 1, 0xfd),
+            "reg": ("edit", "reg", 0, 3, 7), "if": ("edit", "if", 1, 0)}[kind]
+    try:
+        child = tl.branch("b", at, edit)
+    except ValueError:
+        return                       # e.g. no page yet at that step
+    assert [(e[0], e[1], list(e[5])) for e in tl.events] == before
+    tl.goto(tl.length)
+    assert tl.e.m.digest() == digest_end
+    assert child.events[at][E_ACT] == edit

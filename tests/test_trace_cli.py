@@ -154,3 +154,42 @@ def test_sigkill_while_recording_leaves_a_loadable_file(tmp_path):
     p = hv("replay", str(f), "--verify")
     assert p.returncode == 0, p.stderr
     assert final.read_bytes() == b"an older file that must survive"    # replaced only by a complete trace
+
+
+def _base():
+    import struct
+
+    from hvdbg.trace import format as F
+    return F, F.MAGIC + struct.pack("<I", F.FORMAT_VERSION)
+
+
+@pytest.mark.parametrize("case", ["4gib", "unknown-kind", "newer"])
+def test_malformed_files_exit_2_naming_the_byte(tmp_path, case):
+    import struct
+    F, base = _base()
+    if case == "4gib":
+        data, want = base + F.FRAME_HEAD.pack(0xFFFFFFFF, 0, F.K_HEADER) + b"x" * 10, "byte 12"
+    elif case == "unknown-kind":
+        data, want = base + F.frame(99, b"\x80"), "byte 12"
+    else:
+        data, want = F.MAGIC + struct.pack("<I", F.FORMAT_VERSION + 6) + b"\0" * 20, "byte 8"
+    f = tmp_path / "bad.hvt"
+    f.write_bytes(data)
+    for cmd in ("info", "replay", "show"):
+        p = hv(cmd, str(f))
+        assert p.returncode == 2 and want in p.stderr and len(p.stderr.strip().splitlines()) == 1, (cmd, p.stderr)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=8, deadline=None, database=None)
+@given(st.sampled_from(["cpu-offline", "smp", "cpu-offline-online"]), st.integers(0, 10_000),
+       st.sampled_from(["hyperv", "kvm"]), st.sampled_from(["none", "gfp-zero", "clear-bit"]))
+def test_every_recorded_trace_replays_identically(tmp_path_factory, name, seed, hv_, fix):
+    s = load_scenario(name)
+    f = tmp_path_factory.mktemp("rec") / "t.hvt"
+    tl = record(s, s.config(seed=seed, hypervisor=hv_, fix=fix, max_steps=4000), f)
+    loaded = load(f)
+    assert loaded.divergence is None
+    assert loaded.timeline.e.m.digest() == tl.e.m.digest() and loaded.timeline.length == tl.length
