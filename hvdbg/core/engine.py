@@ -102,7 +102,7 @@ def prng(seed: int, step: int) -> int:
 def act_text(a: tuple) -> str:
     k = a[0]
     if k == "edit":
-        return "what-if edit " + " ".join(str(x) if not isinstance(x, int) or x < 10 else hex(x) for x in a[1:])
+        return "what-if edit: " + edit_text(a)
     if k == "op":
         return f"op cpu{a[1]}"
     if k == "deliver":
@@ -110,6 +110,35 @@ def act_text(a: tuple) -> str:
     if k == "timer":
         return f"timer cpu{a[1]} 0x{a[2]:02x}"
     return f"{k} cpu{a[1]}->cpu{a[2]} 0x{a[3]:02x}"
+
+
+def edit_text(a: tuple) -> str:
+    """Human text of an edit descriptor ("edit", kind, *ints)."""
+    k, x = a[1], a[2:]
+
+    def sp(space):
+        return "RAM" if space == -1 else f"overlay(cpu{space})"
+    try:
+        if k == "flip":
+            return f"flip bit {x[2]} of {sp(x[0])}[0x{x[1]:x}]"
+        if k == "mem":
+            return f"{sp(x[0])}[0x{x[1]:x}] ({x[2]} bytes) = 0x{x[3]:x}"
+        if k == "msr":
+            from .defs import MSR_NAMES
+            return f"cpu{x[0]} {MSR_NAMES.get(x[1], hex(x[1]))} = 0x{x[2]:x}"
+        if k == "reg":
+            return f"cpu{x[0]} r{x[1]} = 0x{x[2]:x}"
+        if k == "if":
+            return f"cpu{x[0]} IF = {x[1]}"
+        if k == "inject":
+            return f"inject 0x{x[1]:02x} into cpu{x[0]}'s IRR"
+        if k == "drop_irr":
+            return f"drop 0x{x[1]:02x} from cpu{x[0]}'s IRR"
+        if k == "drop_ipi":
+            return f"drop the in-flight IPI cpu{x[0]}->cpu{x[1]} 0x{x[2]:02x}"
+    except (IndexError, TypeError, ValueError):
+        pass
+    return " ".join(str(v) for v in a[1:])
 
 
 def parse_action(text: str) -> tuple:
