@@ -41,6 +41,53 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", metavar="FILE", help="record the run to a msgpack trace (written even on a hang)")
 
 
+def _session_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scenario", nargs="?", default=None, help="built-in scenario, FILE.toml or a trace (default cpu-offline)")
+    p.add_argument("--hypervisor", choices=("hyperv", "kvm"))
+    p.add_argument("--overlay", choices=("uncover-stale", "copy-back", "restore"))
+    p.add_argument("--fix", choices=("none", "gfp-zero", "clear-bit"))
+    p.add_argument("--garbage", metavar="SPEC")
+    p.add_argument("--seed", type=_int)
+    p.add_argument("--vcpus", type=_int)
+    p.add_argument("--max-steps", type=_int, dest="max_steps")
+
+
+def _open_session(args):
+    from .commands import CommandError, Session
+    opts = {k: getattr(args, k, None) for k in ("hypervisor", "overlay", "fix", "garbage", "seed", "vcpus", "max_steps")}
+    if opts.get("overlay") and opts.get("hypervisor") == "kvm":
+        raise UsageError("hvdbg: --overlay applies to --hypervisor hyperv only (kvm has no overlay)")
+    from .core.scenario import check_config_values
+    check_config_values({k: v for k, v in opts.items() if v is not None},
+                        lambda k, msg: (_ for _ in ()).throw(UsageError(f"hvdbg: --{k.replace('_', '-')}: {msg}")))
+    try:
+        return Session.open(args.scenario, **opts)
+    except CommandError as e:
+        raise UsageError(f"hvdbg: {e}") from None
+    except OSError as e:
+        raise UsageError(f"hvdbg: {args.scenario}: cannot read: {e.strerror or e}") from None
+
+
+def cmd_repl(args, out) -> int:
+    from .repl import run_repl
+    session = _open_session(args)
+    return run_repl(session)
+
+
+def cmd_script(args, out) -> int:
+    from rich.console import Console
+
+    from .script import ScriptError, read_script, run_script
+    console = Console(file=out, highlight=False)
+    try:
+        lines = read_script(args.file)
+        session = _open_session(args)
+        return run_script(session, args.file, lines, console, echo=not args.quiet)
+    except ScriptError as e:
+        print(f"hvdbg: {e}", file=sys.stderr)
+        return e.code
+
+
 def _int(s: str) -> int:
     try:
         return int(s, 0)
@@ -58,6 +105,12 @@ def make_parser() -> _Parser:
     _run_options(s)
     s.add_argument("--seeds", type=_int, default=100, help="number of seeds (from --seed, default 0)")
     sub.add_parser("scenarios", help="list the built-in scenarios")
+    rl = sub.add_parser("repl", help="interactive debugger prompt (prompt_toolkit)")
+    _session_options(rl)
+    sc = sub.add_parser("script", help="run commands from a file; `expect` lines gate CI (exit 6 if one fails)")
+    sc.add_argument("file")
+    _session_options(sc)
+    sc.add_argument("--quiet", action="store_true", help="print only failures and the summary")
     rp = sub.add_parser("replay", help="re-execute a trace with its recorded choices")
     rp.add_argument("trace")
     rp.add_argument("--verify", action="store_true", help="compare every event: exit 0 identical, 4 diverged")
@@ -283,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd is None:
             args = make_parser().parse_args(["run"] + list(argv if argv is not None else sys.argv[1:]))
         return {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "replay": cmd_replay,
-                "info": cmd_info, "show": cmd_show}[args.cmd](args, out)
+                "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script}[args.cmd](args, out)
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE

@@ -167,8 +167,10 @@ def load(path, verify: bool = True, checkpoint_every: int = 1000, stop=None) -> 
     if div is None:
         for b in tr.branches:
             parent = branches.get(b.get("parent"), tl) if b.get("parent") not in (None, "main") else tl
+            sw = b.get("switch") or {}
             try:
-                branches[b["name"]] = parent.branch(b["name"], b["fork_step"], b.get("edit"))
+                branches[b["name"]] = parent.branch(b["name"], b["fork_step"], b.get("edit"),
+                                                    fix=sw.get("fix"), hypervisor=sw.get("hypervisor"))
             except ValueError as e:
                 raise TraceError(path, b.get("offset", 0), f"branch {b['name']!r} does not re-simulate: {e}") from None
     return Loaded(tr, scn, cfg, tl, div, branches)
@@ -178,3 +180,58 @@ def outcome_of(loaded: Loaded) -> str:
     """The recorded outcome (footer), else the replayed one."""
     f = loaded.trace.footer
     return (f or {}).get("outcome") or (loaded.timeline.result.outcome if loaded.timeline.result else "unknown")
+
+
+def save_session(session, path) -> int:
+    """Save the session's main recording and its what-if branches as one trace, replacing
+    `path` atomically. Branches are stored as records (parent, fork step, edit or switch)
+    and re-simulated on load. Returns the number of branches saved."""
+    main = session.branches["main"]
+    e = main.e
+    scn = getattr(session, "scenario", None) or e.scn
+    tmp = partial_path(path)
+    w = TraceWriter(tmp, header_for(scn, e.cfg))
+    try:
+        checks = bytearray()
+        for ev in main.events:
+            w.event(ev[E_ACT])
+            checks += event_check(ev[E_WRITES]).to_bytes(2, "little")
+            step = ev[0] + 1
+            if step % CHECK_EVERY == 0:
+                here = main.pos
+                main.goto(step)
+                w.checkpoint(step, e.m.digest(), None, bytes(checks))
+                main.goto(here)
+                checks = bytearray()
+        if main.length % CHECK_EVERY or main.length == 0:
+            here = main.pos
+            main.goto(main.length)
+            w.checkpoint(main.length, e.m.digest(), None, bytes(checks))
+            main.goto(here)
+        n = 0
+        order = [b for b in session.branches.values() if b.parent is not None]
+        order.sort(key=lambda b: _depth(b))
+        for b in order:
+            first = b.events[b.fork] if b.fork < b.length else None
+            edit = first[E_ACT] if first is not None and first[E_ACT][0] == "edit" else None
+            switch = {}
+            if b.e.cfg.fix != b.parent.e.cfg.fix:
+                switch["fix"] = b.e.cfg.fix
+            if b.e.cfg.hypervisor != b.parent.e.cfg.hypervisor:
+                switch["hypervisor"] = b.e.cfg.hypervisor
+            w.branch(b.name, b.parent.name, b.fork, edit, switch or None)
+            n += 1
+        w.close(main.result.outcome if main.result else "unknown", main.length)
+        os.replace(tmp, path)
+    except BaseException:
+        w.abandon()
+        raise
+    return n
+
+
+def _depth(tl) -> int:
+    d = 0
+    while tl.parent is not None:
+        d += 1
+        tl = tl.parent
+    return d

@@ -167,7 +167,13 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
                         "edit": None if edit is None else F.decode_descriptor(edit),
                         "event": rec.get("event"),
                         "offset": off,
+                        "switch": None,
                     }
+                    sw = rec.get("switch")
+                    if sw is not None:
+                        if not isinstance(sw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in sw.items()):
+                            raise ValueError("branch switch is not a map of strings")
+                        b["switch"] = dict(sw)
                     tr.branches.append(b)
                 elif kind == F.K_FOOTER:
                     rec = unpack(payload, use_list=True)

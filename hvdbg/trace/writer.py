@@ -123,7 +123,8 @@ class TraceWriter:
         self._checkpoint_offsets.append(off)
         return off
 
-    def branch(self, name: str, parent: str | None, fork_step: int, edit_descriptor: tuple | None) -> int:
+    def branch(self, name: str, parent: str | None, fork_step: int, edit_descriptor: tuple | None,
+               switch: dict | None = None) -> int:
         """Record a what-if branch: forked from ``parent`` at ``fork_step`` with an edit. Returns its offset."""
         self._check_open()
         if not isinstance(name, str) or not (parent is None or isinstance(parent, str)):
@@ -133,7 +134,8 @@ class TraceWriter:
         edit = None if edit_descriptor is None else F.encode_descriptor(edit_descriptor)
         self._flush_batch()
         payload = self._packer.pack(
-            {"name": name, "parent": parent, "fork_step": fork_step, "edit": edit, "event": self.flushed_events}
+            {"name": name, "parent": parent, "fork_step": fork_step, "edit": edit, "event": self.flushed_events,
+             **({} if not switch else {"switch": {str(k): str(v) for k, v in switch.items()}})}
         )
         off = self._write_frame(F.K_BRANCH, payload)
         self._branch_offsets.append(off)
