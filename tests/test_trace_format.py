@@ -101,6 +101,7 @@ def test_round_trip(tmp_path):
                 w.checkpoint(i + 1, f"{i:064x}", os.urandom(300) if i < 1500 else None)
         off_b = w.branch("b1", "main", 1200, ("edit", "drop_ipi", 0, 0xFB))
         w.branch("root", None, 0, None)
+        w.branch("to-kvm", "main", 7, None, {"hypervisor": "kvm"})
         w.close("deadlock at step 2504", len(evs))
     tr = load_trace(p)
     assert tr.salvage is None and tr.complete
@@ -111,8 +112,9 @@ def test_round_trip(tmp_path):
     assert isinstance(tr.checkpoints[0][2], bytes) and len(tr.checkpoints[0][2]) == 300
     assert tr.checkpoints[1][2] is None
     assert tr.branches[0] == {"name": "b1", "parent": "main", "fork_step": 1200,
-                              "edit": ("edit", "drop_ipi", 0, 0xFB), "event": 2504, "offset": off_b}
+                              "edit": ("edit", "drop_ipi", 0, 0xFB), "event": 2504, "offset": off_b, "switch": None}
     assert tr.branches[1]["parent"] is None and tr.branches[1]["edit"] is None
+    assert tr.branches[2]["switch"] == {"hypervisor": "kvm"}
     assert tr.footer["outcome"] == "deadlock at step 2504" and tr.footer["events"] == len(evs)
     assert tr.footer["checkpoints"] == [c[3] for c in tr.checkpoints]
     # index access without a scan
