@@ -1087,3 +1087,26 @@ def _complete_path(partial: str) -> list[str]:
         return []
     return [os.path.join(d, n) + ("/" if os.path.isdir(os.path.join(d or ".", n)) else "") for n in sorted(names)
             if n.startswith(base)]
+
+
+def markdown_reference() -> str:
+    """docs/commands.md, generated from the command definitions (a test keeps it current)."""
+    out = ["# Commands", "",
+           "One command language for the REPL (`hvdbg repl`), scripts (`hvdbg script`) and the TUI's `:` line.",
+           "Generated from `hvdbg/commands.py` by `python -m hvdbg.commands` - do not edit by hand.",
+           "Vector names (RESCHEDULE, LOCAL_TIMER, ...) and MSR names (HV_X64_MSR_EOI, ...) are accepted wherever",
+           "numbers are; CPUs are written `cpu1` or `1`.", ""]
+    cats: dict[str, list] = {}
+    for c in COMMANDS.values():
+        cats.setdefault(c.category, []).append(c)
+    for cat, cs in cats.items():
+        out += [f"## {cat}", "", "| command | aliases | what it does |", "|---|---|---|"]
+        for c in cs:
+            usage = (c.usage or c.name).replace("|", "\\|")
+            out.append(f"| `{usage}` | {', '.join(f'`{a}`' for a in c.aliases)} | {c.help} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown_reference())

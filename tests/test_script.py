@@ -102,3 +102,8 @@ def test_vector_and_msr_names_wherever_numbers_are():
         s.execute("expect msr cpu0 HV_X64_MSR_VP_ASSIST_PAGE == 0")
     with pytest.raises(CommandError):
         s.execute("expect msr cpu0 NOT_AN_MSR == 0")
+
+
+def test_docs_commands_md_is_generated_from_the_definitions():
+    from hvdbg.commands import markdown_reference
+    assert (ROOT / "docs" / "commands.md").read_text() == markdown_reference() + "\n"
