@@ -68,6 +68,14 @@ def _open_session(args):
         raise UsageError(f"hvdbg: {args.scenario}: cannot read: {e.strerror or e}") from None
 
 
+def cmd_tui(args, out) -> int:
+    session = _open_session(args)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("hvdbg: the TUI needs a terminal; use `hvdbg run`, `hvdbg repl` or `hvdbg script` without one")
+    from .tui import run_tui
+    return run_tui(session)
+
+
 def cmd_repl(args, out) -> int:
     from .repl import run_repl
     session = _open_session(args)
@@ -105,6 +113,8 @@ def make_parser() -> _Parser:
     _run_options(s)
     s.add_argument("--seeds", type=_int, default=100, help="number of seeds (from --seed, default 0)")
     sub.add_parser("scenarios", help="list the built-in scenarios")
+    tu = sub.add_parser("tui", help="the terminal UI (the default with no arguments)")
+    _session_options(tu)
     rl = sub.add_parser("repl", help="interactive debugger prompt (prompt_toolkit)")
     _session_options(rl)
     sc = sub.add_parser("script", help="run commands from a file; `expect` lines gate CI (exit 6 if one fails)")
@@ -332,11 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     from .trace.format import TraceError
     out = sys.stdout
     try:
+        argv = list(argv if argv is not None else sys.argv[1:])
         args = make_parser().parse_args(argv)
         if args.cmd is None:
-            args = make_parser().parse_args(["run"] + list(argv if argv is not None else sys.argv[1:]))
+            # bare `hvdbg [options]`: the TUI on a terminal, the headless story otherwise
+            interactive = (sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("HVDBG_HEADLESS")
+                           and not {"--json", "--record"} & {a.split("=")[0] for a in argv})
+            args = make_parser().parse_args((["tui"] if interactive else ["run"]) + argv)
         return {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "replay": cmd_replay,
-                "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script}[args.cmd](args, out)
+                "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script,
+                "tui": cmd_tui}[args.cmd](args, out)
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,297 @@
+"""The hvdbg Textual app: panes over the session; keys, the `:` line and the palette run
+commands from hvdbg.commands (views never mutate state themselves)."""
+from __future__ import annotations
+
+from functools import partial
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Input, RichLog, Static
+
+from ..commands import COMMANDS, CommandError, ExpectationFailed, Session
+from .panes import EventLogPane, HexdumpPane, IrqPane, MsrPane, StatusLine, VcpuPane
+
+# key -> (command line or action, description, shown in footer). Uppercase = reverse (design §6).
+KEYS = [
+    ("s", "step", "step", True), ("S", "rstep", "rstep", False),
+    ("n", "next", "next", True), ("N", "rnext", "rnext", False),
+    ("f", "finish", "finish", True), ("F", "rfinish", "rfinish", False),
+    ("c", "continue", "cont", True), ("C", "rcontinue", "rcont", False),
+    ("u", "up", "up", False), ("d", "down", "down", False), ("w", "bt", "where", False),
+    ("m", "mark", "mark", False), ("t", "branch list", "timelines", False),
+    ("f11", "step", "step", False), ("shift+f11", "rstep", "rstep", False), ("f10", "next", "next", False),
+    ("f5", "continue", "continue", False), ("shift+f5", "rcontinue", "rcontinue", False),
+]
+
+HELP = """[b]hvdbg keys[/b]  (gdb single-key mode where it has a meaning; uppercase = reverse)
+
+  s / S      step / reverse-step on the focused vCPU (F11 / shift+F11)
+  n / N      next / reverse-next (over calls and interrupt handlers) (F10)
+  f / F      finish / reverse-finish
+  c / C      continue / reverse-continue to a breakpoint or watchpoint (F5 / shift+F5)
+  u / d      up / down interrupt frames;  w  where (backtrace)
+  tab, 0-9   focus the next vCPU / vCPU N
+  g          goto step (opens the command line)
+  b          breakpoint at the focused vCPU's pc
+  a          watch the selected byte of the assist page
+  m          mark this step (for diff)
+  y          why: the hang chain, or why the selected byte holds its value (with a byte selected)
+  t          timelines: list branches (branch switch/compare/save on the command line)
+  arrows     move the byte cursor in the assist-page hexdump;  [ ]  select a bit;  v  RAM / overlay view
+  x          what-if: flip the selected bit (a new branch)
+  e          what-if: edit the selected byte (opens `set mem`)
+  !          what-if menu: inject / drop / fix / hypervisor (opens the command line)
+  :          command line (every command: `help`)
+  ctrl+p     command palette with every command
+  ?          this help;  q  quit (press twice if unsaved branches)
+
+[b]Deviations from gdb[/b]
+  - `w` prints the backtrace (gdb: `where` is a command, not a key); `u`/`d` move between
+    interrupt frames as in gdb's up/down.
+  - reverse commands are uppercase letters (gdb's single-key mode has no reverse keys).
+  - `t`, `y`, `m`, `a`, `x`, `e`, `!` are hvdbg's own: gdb's single-key mode does not bind them.
+  - what-if edits never sit on a gdb key.
+"""
+
+
+class HelpScreen(ModalScreen):
+    BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "close")]
+
+    def compose(self) -> ComposeResult:
+        from ..commands import markdown_reference  # noqa: F401  (the palette lists the commands)
+        with VerticalScroll():
+            yield Static(Text.from_markup(HELP))
+            lines = "\n".join(f"  {c.usage or c.name:<46} {c.help}" for c in COMMANDS.values())
+            yield Static(Text("Commands (`:` line and palette):\n" + lines))
+
+
+class CommandsProvider(Provider):
+    """Every command of hvdbg.commands in the palette: commands without required arguments
+    run at once, the others open the `:` line with the command filled in."""
+
+    async def discover(self) -> Hits:
+        for name, c in COMMANDS.items():
+            yield DiscoveryHit(name, partial(self.app.palette_command, name), help=c.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, c in COMMANDS.items():
+            score = matcher.match(f"{name} {c.help}")
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), partial(self.app.palette_command, name), help=c.help)
+
+
+NO_ARG = {"step", "rstep", "next", "rnext", "finish", "rfinish", "event", "revent", "continue", "rcontinue", "bt",
+          "up", "down", "breaks", "delete", "mark", "diff", "why", "info", "help"}
+
+
+class HvdbgApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "hvdbg"
+    AUTO_FOCUS = None
+    COMMANDS = App.COMMANDS | {CommandsProvider}
+    BINDINGS = [Binding(k, f"cmd({cmd!r})", desc, show=show) for k, cmd, desc, show in KEYS] + [
+        Binding("tab", "focus_next_cpu", "next vCPU", show=False, priority=True),
+        Binding("g", "prompt('goto ')", "goto", show=True),
+        Binding("b", "break_here", "break", show=False),
+        Binding("a", "watch_byte", "watch", show=False),
+        Binding("y", "why", "why", show=True),
+        Binding("x", "flip_bit", "flip bit", show=True),
+        Binding("e", "edit_byte", "edit", show=False),
+        Binding("exclamation_mark", "whatif_menu", "what-if", show=False),
+        Binding("colon", "prompt('')", ":cmd", show=True),
+        Binding("question_mark", "help", "help", show=True),
+        Binding("left", "cursor(-1)", show=False), Binding("right", "cursor(1)", show=False),
+        Binding("up", "cursor(-16)", show=False), Binding("down", "cursor(16)", show=False),
+        Binding("left_square_bracket", "bit(-1)", show=False), Binding("right_square_bracket", "bit(1)", show=False),
+        Binding("v", "toggle_view", "RAM/overlay", show=False),
+        Binding("q", "quit_app", "quit", show=True),
+    ] + [Binding(str(i), f"focus_cpu({i})", show=False) for i in range(10)]
+
+    def __init__(self, session: Session, **kw):
+        super().__init__(**kw)
+        self.session = session
+        self.messages: list[tuple[str, str]] = []     # (severity, text) of every notification
+        self._quit_armed = False
+        self._byte_selected = False
+
+    # ---- layout ----
+    def compose(self) -> ComposeResult:
+        s = self.session
+        yield StatusLine(s, id="status")
+        with Horizontal(id="middle"):
+            n = s.tl.e.n
+            with Vertical(id="vcpus", classes="one" if n == 1 else ""):
+                for c in range(min(n, 4)):
+                    yield VcpuPane(s, c, id=f"cpu{c}")
+            with Vertical(id="side"):
+                yield HexdumpPane(s, id="hexdump")
+                yield IrqPane(s, id="irq")
+                yield MsrPane(s, id="msrs")
+        with Horizontal(id="bottom"):
+            yield EventLogPane(s, id="events")
+            yield RichLog(id="output", markup=False, highlight=False, wrap=True, max_lines=500)
+        yield Input(id="cmdline", placeholder="command (help lists them; Esc closes)", select_on_focus=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_all()
+
+    def refresh_all(self) -> None:
+        s = self.session
+        n = s.tl.e.n
+        if n > 4:
+            # more than 4 vCPUs: the 4 panes show a window that follows the focus
+            first = max(0, min(s.tl.focus - 1, n - 4))
+            for i, pane in enumerate(self.query(VcpuPane)):
+                pane.cpu = first + i
+        for pane in self.query(VcpuPane):
+            pane.set_class(pane.cpu == s.tl.focus, "focused")
+        for pane in (*self.query(VcpuPane), self.query_one(HexdumpPane), self.query_one(IrqPane),
+                     self.query_one(MsrPane), self.query_one(EventLogPane), self.query_one(StatusLine)):
+            pane.refresh_view()
+
+    def notify(self, message, *, title="", severity="information", timeout=None, markup=False) -> None:
+        self.messages.append((severity, str(message)))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    # ---- running commands ----
+    def run_line(self, line: str) -> bool:
+        """Run one command line through hvdbg.commands; bad input -> a notification."""
+        log = self.query_one("#output", RichLog)
+        log.write(Text(f": {line}", style="bold"))
+        try:
+            out = self.session.execute(line)
+        except CommandError as e:
+            self.notify(str(e), severity="error", timeout=6)
+            return False
+        except ExpectationFailed as e:
+            self.notify(f"expectation failed: {e}", severity="warning", timeout=6)
+            return False
+        except Exception as e:  # never let a command take the UI down
+            self.notify(f"internal error: {type(e).__name__}: {e}", severity="error", timeout=10)
+            return False
+        for ln in out.lines:
+            log.write(ln if not isinstance(ln, str) else Text(ln))
+        self.refresh_all()
+        return True
+
+    def action_cmd(self, line: str) -> None:
+        self.run_line(line)
+
+    def action_prompt(self, prefill: str = "") -> None:
+        inp = self.query_one("#cmdline", Input)
+        inp.add_class("open")
+        inp.value = prefill
+        inp.cursor_position = len(prefill)
+        inp.focus()
+
+    def palette_command(self, name: str) -> None:
+        if name in NO_ARG:
+            self.run_line(name)
+        else:
+            self.action_prompt(name + " ")
+
+    @on(Input.Submitted, "#cmdline")
+    def _submitted(self, event: Input.Submitted) -> None:
+        line = event.value.strip()
+        self._close_prompt()
+        if line:
+            self.run_line(line)
+
+    def _close_prompt(self) -> None:
+        inp = self.query_one("#cmdline", Input)
+        inp.remove_class("open")
+        inp.value = ""
+        self.set_focus(None)
+
+    def on_key(self, event) -> None:
+        if event.key == "escape":
+            inp = self.query_one("#cmdline", Input)
+            if inp.has_class("open"):
+                self._close_prompt()
+                event.stop()
+
+    # ---- actions bound to keys ----
+    def action_focus_next_cpu(self) -> None:
+        tl = self.session.tl
+        self.run_line(f"focus cpu{(tl.focus + 1) % tl.e.n}")
+
+    def action_focus_cpu(self, n: int) -> None:
+        if n >= self.session.tl.e.n:
+            self.notify(f"no cpu{n}", severity="warning")
+            return
+        self.run_line(f"focus cpu{n}")
+
+    def action_break_here(self) -> None:
+        tl = self.session.tl
+        e = tl.e
+        b = e.bases[tl.focus]
+        self.run_line(f"break {e.rnames[e.m.S[b]]}+{e.m.S[b + 1]} cpu {tl.focus}")
+
+    def _hex(self) -> HexdumpPane:
+        return self.query_one(HexdumpPane)
+
+    def action_watch_byte(self) -> None:
+        h = self._hex()
+        self.run_line(f"watch mem {h.address():#x} 1 {h.space_word()}")
+
+    def action_why(self) -> None:
+        h = self._hex()
+        if self._byte_selected:
+            self.run_line(f"why mem {h.address():#x} {h.space_word()}")
+        else:
+            self.run_line("why")
+
+    def action_flip_bit(self) -> None:
+        h = self._hex()
+        self.run_line(f"flip {h.address():#x} {h.bit} {h.space_word()}")
+
+    def action_edit_byte(self) -> None:
+        h = self._hex()
+        self.action_prompt(f"set mem {h.address():#x} 0x00 1 {h.space_word()}")
+
+    def action_whatif_menu(self) -> None:
+        self.action_prompt(f"inject cpu{self.session.tl.focus} RESCHEDULE")
+        self.notify("what-if: inject CPU VECTOR | drop irr CPU VECTOR | drop ipi SRC DST VECTOR | "
+                    "fix none|gfp-zero|clear-bit | hypervisor hyperv|kvm | set ...", timeout=8)
+
+    def action_cursor(self, delta: int) -> None:
+        h = self._hex()
+        h.cursor = (h.cursor + delta) % (6 * 16)
+        self._byte_selected = True
+        h.refresh_view()
+
+    def action_bit(self, delta: int) -> None:
+        h = self._hex()
+        h.bit = (h.bit + delta) % 8
+        self._byte_selected = True
+        h.refresh_view()
+
+    def action_toggle_view(self) -> None:
+        h = self._hex()
+        h.view = "overlay" if h.view == "ram" else "ram"
+        h.refresh_view()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_quit_app(self) -> None:
+        unsaved = [n for n in self.session.branches if n != "main"]
+        if unsaved and not self._quit_armed:
+            self._quit_armed = True
+            self.notify(f"{len(unsaved)} what-if branch(es) not saved (`:save FILE`); press q again to quit",
+                        severity="warning")
+            return
+        self.exit(0)
+
+
+def run_tui(session: Session) -> int:
+    app = HvdbgApp(session)
+    app.run()
+    return 0

@@ -1,0 +1,76 @@
+"""The panes: Static widgets that re-render from the session when told to (attributes down)."""
+from __future__ import annotations
+
+from textual.widgets import Static
+
+from . import views
+
+
+class Pane(Static):
+    """A pane showing a pure view function of the session."""
+
+    def __init__(self, session, **kw):
+        super().__init__("", **kw)
+        self.session = session
+
+    def refresh_view(self) -> None:
+        # every pane has a fixed size (app.tcss), so new content never needs a new layout
+        self.update(self.render_view(), layout=False)
+
+    def render_view(self):  # pragma: no cover - overridden
+        return ""
+
+
+class VcpuPane(Pane):
+    def __init__(self, session, cpu: int, **kw):
+        super().__init__(session, **kw)
+        self.cpu = cpu
+
+    def render_view(self):
+        width = self.size.width or 60
+        return views.vcpu_pane(self.session, self.cpu, width=max(40, width - 2))
+
+
+class HexdumpPane(Pane):
+    def __init__(self, session, **kw):
+        super().__init__(session, **kw)
+        self.view = "ram"
+        self.cursor = 0
+        self.bit = 0
+
+    def render_view(self):
+        return views.hexdump(self.session, self.session.tl.focus, self.view, rows=6, cursor=self.cursor, bit=self.bit,
+                             width=(self.size.width or 80) - 2)
+
+    def address(self) -> int:
+        tl = self.session.tl
+        e = tl.e
+        if self.view == "overlay":
+            return self.cursor
+        b = e.bases[tl.focus]
+        msr = e.m.S[b + views.MSR_OFF[0x40000073]]
+        base = ((msr >> 12) << 12) or e.m.S[b + e.L.pvar["hv_vp_assist_page"]]
+        return base + self.cursor
+
+    def space_word(self) -> str:
+        return "ram" if self.view == "ram" else f"overlay:cpu{self.session.tl.focus}"
+
+
+class MsrPane(Pane):
+    def render_view(self):
+        return views.msr_table(self.session, self.session.tl.focus)
+
+
+class IrqPane(Pane):
+    def render_view(self):
+        return views.irq_queue(self.session)
+
+
+class EventLogPane(Pane):
+    def render_view(self):
+        return views.event_log(self.session, n=8)
+
+
+class StatusLine(Pane):
+    def render_view(self):
+        return views.status_line(self.session)

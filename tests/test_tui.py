@@ -1,0 +1,214 @@
+"""The TUI through Textual's Pilot: bindings, the `:` line, the palette, the seed story, bad input, random keys."""
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+
+from hvdbg.commands import COMMANDS, Session  # noqa: E402
+from hvdbg.tui.app import KEYS, CommandsProvider, HvdbgApp  # noqa: E402
+
+from test_script import SAMPLES  # noqa: E402
+
+_BASE = {}
+
+
+def session(name="cpu-offline", **opts):
+    key = (name, tuple(sorted(opts.items())))
+    if key not in _BASE:
+        _BASE[key] = Session.open(name, **opts)
+    s = _BASE[key]
+    # a fresh view of the same recording: drop branches, marks, breakpoints; back to the end
+    s.branches = {"main": s.branches["main"]}
+    s.current = "main"
+    s.marks.clear()
+    s.tl.breaks.clear()
+    s.tl.focus = 0
+    s.tl.goto(s.tl.length)
+    return s
+
+
+def errors(app):
+    return [m for sev, m in app.messages if sev == "error"]
+
+
+async def type_line(pilot, line, keys=False):
+    """The `:` line: open it with the key, fill it (typed key by key when keys=True), submit."""
+    await pilot.press("colon")
+    if keys:
+        for ch in line:
+            await pilot.press({" ": "space", "-": "minus", "_": "underscore"}.get(ch, ch))
+    else:
+        pilot.app.query_one("#cmdline").value = line
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def test_movement_keys_dispatch_through_the_commands():
+    s = session()
+    app = HvdbgApp(s)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await pilot.press("1")
+        assert s.tl.focus == 1
+        await type_line(pilot, "goto 500")
+        assert s.tl.pos == 500
+        await pilot.press("s")
+        p1 = s.tl.pos
+        assert p1 > 500 and s.tl.events[p1 - 1][1] == ("op", 1)
+        await pilot.press("S")
+        assert s.tl.pos < p1
+        for k in ("n", "N", "f", "F", "u", "d", "w", "m", "t", "tab", "0"):
+            await pilot.press(k)
+        assert s.tl.focus == 0 and "m1" in s.marks
+        await pilot.press("c")
+        assert s.tl.pos == s.tl.length
+        await pilot.press("C")
+        assert s.tl.pos == 0
+        assert not errors(app), errors(app)
+
+
+async def test_every_binding_runs_without_error():
+    s = session()
+    app = HvdbgApp(s)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await type_line(pilot, "goto 1040")
+        for b in app.BINDINGS:
+            for key in b.key.split(","):
+                if key in ("q", "colon", "g", "e", "exclamation_mark", "question_mark"):
+                    continue
+                await pilot.press(key)
+                await pilot.pause()
+        # keys that open things: the help screen, the prompt (closed with escape)
+        await pilot.press("question_mark")
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        for key in ("g", "e", "exclamation_mark", "colon"):
+            await pilot.press(key)
+            assert app.query_one("#cmdline").has_class("open")
+            await pilot.press("escape")
+            assert not app.query_one("#cmdline").has_class("open")
+        # keys may be refused where they make no sense (e.g. flipping a byte before the page
+        # exists, after `C` went back to step 0): a notification, never an internal error
+        assert not [m for m in errors(app) if m.startswith("internal error")], errors(app)
+
+
+async def test_every_command_is_reachable_from_the_command_line_and_palette(tmp_path):
+    s = session()
+    app = HvdbgApp(s)
+    async with app.run_test(size=(160, 50)) as pilot:
+        provider = CommandsProvider(app.screen)
+        for name in COMMANDS:
+            hits = [h async for h in provider.search(name)]
+            assert any(name in str(h.text or h.match_display) for h in hits), name
+        for name, line in SAMPLES.items():
+            s.current = "main"
+            s.tl.goto(1040)
+            before = len(app.messages)
+            assert app.run_line(line.format(tmp=tmp_path)), (name, app.messages[before:])
+        # and one through real key presses on the `:` line
+        await type_line(pilot, "break skip", keys=True)
+        assert s.tl.breaks
+        assert not errors(app)
+
+
+async def test_palette_opens_and_runs_a_command():
+    s = session()
+    app = HvdbgApp(s)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await type_line(pilot, "goto 100")
+        app.palette_command("step")
+        assert s.tl.pos > 100
+        app.palette_command("goto")
+        assert app.query_one("#cmdline").value == "goto "
+
+
+async def test_seed_story_in_the_tui():
+    s = session()
+    app = HvdbgApp(s)
+    async with app.run_test(size=(140, 45)) as pilot:
+        assert s.tl.result.outcome == "hang"
+        await pilot.press("y")                          # why: the chain
+        out = "\n".join(str(line) for line in app.query_one("#output").lines)
+        assert "EOI skipped" in out
+        await pilot.press("1")                          # focus cpu1
+        await type_line(pilot, "break skip")
+        await type_line(pilot, "goto 0")
+        await pilot.press("c")                          # jump to the skipped EOI
+        skip_step = s.tl.pos - 1
+        assert any(n[0] == "stale_assist" for n in s.tl.events[skip_step][6])
+        await type_line(pilot, "delete")
+        await type_line(pilot, "break msr HV_X64_MSR_VP_ASSIST_PAGE wr 0 cpu 1")
+        await pilot.press("C")                          # reverse to the disabling WRMSR
+        assert s.tl.pos - 1 == s.tl.e.first_disable_step
+        await pilot.press("x")                          # flip bit0 of apic_assist in RAM (the selected bit)
+        assert s.current != "main"
+        assert s.tl.result.outcome == "ok"
+        assert "branches main:hang" in str(app.query_one("#status").render())
+        assert not errors(app), errors(app)
+
+
+async def test_bad_input_is_a_notification_and_the_session_goes_on(tmp_path):
+    s = session()
+    app = HvdbgApp(s)
+    async with app.run_test(size=(120, 40)) as pilot:
+        bad = tmp_path / "bad.hvt"
+        bad.write_bytes(b"not a trace")
+        for line in ("goto 99999999", "set mem 0x10001000 zz", "frobnicate", f"load {bad}", "load /nonexistent.hvt",
+                     "focus cpu7"):
+            n = len(errors(app))
+            await type_line(pilot, line)
+            assert len(errors(app)) == n + 1, line
+        await type_line(pilot, "goto 10")
+        assert s.tl.pos == 10
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_random_keys_at_random_sizes_never_raise(seed):
+    """Thousands of random bindings (their actions, as a key press would run them) at random
+    terminal sizes between 60x20 and 250x80, plus real key presses in between."""
+    rnd = random.Random(seed)
+    s = session()
+    app = HvdbgApp(s)
+    binds = [b for b in app.BINDINGS if b.key != "q"]
+    keys = [k for b in binds for k in b.key.split(",")] + ["escape", "enter", "a", "z"]
+    async with app.run_test(size=(100, 30)) as pilot:
+        for i in range(800):
+            if i % 100 == 0:
+                await pilot.resize_terminal(rnd.randint(60, 250), rnd.randint(20, 80))
+            if i % 25 == 0:
+                await pilot.press(rnd.choice(keys))
+            else:
+                b = rnd.choice(binds)
+                if b.action.startswith("prompt") or b.action in ("help",):
+                    continue
+                await app.run_action(b.action)
+            if app.screen.__class__.__name__ == "HelpScreen":
+                await pilot.press("escape")
+            if app.query_one("#cmdline").has_class("open") and rnd.random() < 0.7:
+                await pilot.press("escape")
+        await pilot.pause()
+        assert app.is_running
+    assert not [m for m in errors(app) if m.startswith("internal error")]
+
+
+async def test_eight_vcpus_window_follows_focus():
+    s = session("smp", vcpus=8, fix="gfp-zero")
+    app = HvdbgApp(s)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.press("7")
+        cpus = [p.cpu for p in app.query("VcpuPane")]
+        assert 7 in cpus and len(cpus) == 4
+
+
+async def test_a_long_recording_opens_and_scrolls():
+    s = Session.open("soak", max_steps=100_000)
+    app = HvdbgApp(s)
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert s.tl.length == 100_000
+        await type_line(pilot, "goto 99990")
+        for k in ("S", "s", "C"):
+            await pilot.press(k)
+        await type_line(pilot, "goto 5")
+        assert s.tl.pos in (0, 5)
+        assert not errors(app)
