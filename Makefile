@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench sweep traces clean
+.PHONY: run test bench sweep traces screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,10 @@ traces: $(STAMP)
 	$(VENV)/bin/hvdbg run cpu-offline --fix gfp-zero --record traces/fix-gfp-zero.hvt > /dev/null
 	$(VENV)/bin/hvdbg run cpu-offline --fix clear-bit --record traces/fix-clear-bit.hvt > /dev/null
 	$(VENV)/bin/hvdbg run cpu-offline --hypervisor kvm --record traces/kvm.hvt > /dev/null
+
+# SVG screenshots of the main moments, from the real app (the same moments as the snapshot tests).
+screenshots: $(STAMP)
+	TEXTUAL_ANIMATIONS=none $(PY) tools/screenshots.py screenshots
 
 # Outcome histograms of every built-in scenario, fix and hypervisor (numbers for notes and docs).
 sweep: $(STAMP)

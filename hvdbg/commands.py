@@ -553,6 +553,7 @@ def _short(v) -> str:
 
 # ---------------------------------------------------------------- what-if edits (branches)
 def _branch_out(s: Session, name: str, child: Timeline, what: str) -> Output:
+    child.focus = s.tl.focus
     s.branches[name] = child
     s.current = name
     out = child.result.outcome if child.result else "?"
@@ -704,7 +705,9 @@ def _branch(s, args, stop=None):
         need(args, 2, "branch switch NAME")
         if args[1] not in s.branches:
             raise CommandError(f"no branch '{args[1]}'{_closest(args[1], s.branches)}")
+        focus = s.tl.focus
         s.current = args[1]
+        s.tl.focus = focus if focus < s.tl.e.n else 0
         return _moved(s)
     if sub == "compare":
         need(args, 2, "branch compare NAME [NAME]")

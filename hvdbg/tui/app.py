@@ -140,7 +140,19 @@ class HvdbgApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._fit(self.size.width, self.size.height)
         self.refresh_all()
+
+    def on_resize(self, event) -> None:
+        self._fit(event.size.width, event.size.height)
+        self.refresh_all()
+
+    def _fit(self, width: int, height: int) -> None:
+        """Small terminals: shorter hexdump and log, the MSR pane folds away below 30 rows."""
+        small = height < 30
+        self.query_one(HexdumpPane).styles.height = 6 if small else 10
+        self.query_one("#bottom").styles.height = 5 if small else 9
+        self.query_one(MsrPane).display = not small
 
     def refresh_all(self) -> None:
         s = self.session

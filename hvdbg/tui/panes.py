@@ -68,7 +68,8 @@ class IrqPane(Pane):
 
 class EventLogPane(Pane):
     def render_view(self):
-        return views.event_log(self.session, n=8)
+        rows = max(1, (self.size.height or 9) - 2)
+        return views.event_log(self.session, n=max(1, rows - 1))
 
 
 class StatusLine(Pane):

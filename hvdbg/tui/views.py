@@ -181,7 +181,7 @@ def event_log(session, n: int = 12) -> Text:
     tl = session.tl
     t = Text(no_wrap=True, overflow="ellipsis")
     lo = max(0, tl.pos - n)
-    for i in range(lo, min(tl.length, tl.pos + 2)):
+    for i in range(lo, min(tl.length, tl.pos + 1)):
         ev = tl.events[i]
         style = "bold" if i == tl.pos - 1 else ("dim" if i >= tl.pos else "")
         a = ev[0 + 1]

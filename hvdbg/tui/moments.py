@@ -1,0 +1,31 @@
+"""The main moments of the seed story as (name, session factory, keys/lines, size): used by the
+snapshot tests and by `make screenshots`, so both show the real app in the same states."""
+from __future__ import annotations
+
+from ..commands import Session
+
+SEED_STORY = [":break skip", "1", ":goto 0", "c"]
+
+MOMENTS = [
+    ("start", lambda: Session.open("cpu-offline"), [":goto 0", "1"], (140, 45)),
+    ("mid-run", lambda: Session.open("cpu-offline"), [":goto 700", "1", "s", "s"], (140, 45)),
+    ("hang-explained", lambda: Session.open("cpu-offline"), ["1", "y"], (140, 45)),
+    ("skipped-eoi", lambda: Session.open("cpu-offline"), SEED_STORY, (140, 45)),
+    ("what-if-branch", lambda: Session.open("cpu-offline"),
+     SEED_STORY + [":revent", "x", ":diff main"], (140, 45)),
+    ("four-vcpus", lambda: Session.open("smp", fix="gfp-zero"), [":goto 1500", "2"], (160, 50)),
+    ("terminal-80x24", lambda: Session.open("cpu-offline"), SEED_STORY, (80, 24)),
+]
+
+
+async def play(app, pilot, steps) -> None:
+    for st in steps:
+        if st.startswith(":"):
+            await pilot.press("colon")
+            app.query_one("#cmdline").value = st[1:]
+            await pilot.press("enter")
+        else:
+            await pilot.press(st)
+        await pilot.pause()
+    app.clear_notifications()
+    await pilot.pause()
