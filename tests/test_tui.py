@@ -33,6 +33,11 @@ def errors(app):
     return [m for sev, m in app.messages if sev == "error"]
 
 
+async def settle(pilot):
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
 async def type_line(pilot, line, keys=False):
     """The `:` line: open it with the key, fill it (typed key by key when keys=True), submit."""
     await pilot.press("colon")
@@ -42,7 +47,7 @@ async def type_line(pilot, line, keys=False):
     else:
         pilot.app.query_one("#cmdline").value = line
     await pilot.press("enter")
-    await pilot.pause()
+    await settle(pilot)
 
 
 async def test_movement_keys_dispatch_through_the_commands():
@@ -78,8 +83,13 @@ async def test_every_binding_runs_without_error():
                 if key in ("q", "colon", "g", "e", "exclamation_mark", "question_mark"):
                     continue
                 await pilot.press(key)
-                await pilot.pause()
+                await settle(pilot)
+                if app.screen.__class__.__name__ == "WhyScreen":
+                    await pilot.press("escape")
         # keys that open things: the help screen, the prompt (closed with escape)
+        await settle(pilot)
+        while app.screen.__class__.__name__ == "WhyScreen":
+            await pilot.press("escape")
         await pilot.press("question_mark")
         assert app.screen.__class__.__name__ == "HelpScreen"
         await pilot.press("escape")
@@ -101,6 +111,7 @@ async def test_every_command_is_reachable_from_the_command_line_and_palette(tmp_
         for name in COMMANDS:
             hits = [h async for h in provider.search(name)]
             assert any(name in str(h.text or h.match_display) for h in hits), name
+        app.synchronous = True
         for name, line in SAMPLES.items():
             s.current = "main"
             s.tl.goto(1040)
@@ -128,9 +139,15 @@ async def test_seed_story_in_the_tui():
     app = HvdbgApp(s)
     async with app.run_test(size=(140, 45)) as pilot:
         assert s.tl.result.outcome == "hang"
-        await pilot.press("y")                          # why: the chain
-        out = "\n".join(str(line) for line in app.query_one("#output").lines)
-        assert "EOI skipped" in out
+        await pilot.press("y")                          # why: the chain, each link jumps to its step
+        assert app.screen.__class__.__name__ == "WhyScreen"
+        assert any("EOI skipped" in lk["text"] for lk in app.screen.links)
+        skip_link = next(i for i, lk in enumerate(app.screen.links) if lk["kind"] == "skip")
+        app.screen.query_one("#whylist").highlighted = skip_link
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen.__class__.__name__ != "WhyScreen"
+        assert any(n[0] == "stale_assist" for n in s.tl.events[s.tl.pos - 1][6])
         await pilot.press("1")                          # focus cpu1
         await type_line(pilot, "break skip")
         await type_line(pilot, "goto 0")
@@ -142,6 +159,8 @@ async def test_seed_story_in_the_tui():
         await pilot.press("C")                          # reverse to the disabling WRMSR
         assert s.tl.pos - 1 == s.tl.e.first_disable_step
         await pilot.press("x")                          # flip bit0 of apic_assist in RAM (the selected bit)
+        assert app.busy or s.current != "main"          # computed in a worker: the UI stays live
+        await settle(pilot)
         assert s.current != "main"
         assert s.tl.result.outcome == "ok"
         assert "branches main:hang" in str(app.query_one("#status").render())
@@ -183,7 +202,9 @@ async def test_random_keys_at_random_sizes_never_raise(seed):
                 if b.action.startswith("prompt") or b.action in ("help",):
                     continue
                 await app.run_action(b.action)
-            if app.screen.__class__.__name__ == "HelpScreen":
+            if app.busy and rnd.random() < 0.1:
+                await app.workers.wait_for_complete()
+            if app.screen.__class__.__name__ in ("HelpScreen", "WhyScreen"):
                 await pilot.press("escape")
             if app.query_one("#cmdline").has_class("open") and rnd.random() < 0.7:
                 await pilot.press("escape")

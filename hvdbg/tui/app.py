@@ -70,6 +70,32 @@ class HelpScreen(ModalScreen):
             yield Static(Text("Commands (`:` line and palette):\n" + lines))
 
 
+class WhyScreen(ModalScreen):
+    """The causal chain; choosing a link jumps to its step."""
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "close")]
+
+    def __init__(self, title: str, links: list[dict]):
+        super().__init__()
+        self.title_text = title
+        self.links = links
+
+    def compose(self) -> ComposeResult:
+        from textual.widgets import OptionList
+        from textual.widgets.option_list import Option
+        with Vertical(id="whybox"):
+            yield Static(Text(self.title_text, style="bold"))
+            yield OptionList(*[Option(Text(f"{i + 1}. step {lk['step']}: {lk['text']}"), id=str(i))
+                               for i, lk in enumerate(self.links)], id="whylist")
+
+    def on_mount(self) -> None:
+        self.query_one("#whylist").focus()
+
+    def on_option_list_option_selected(self, event) -> None:
+        lk = self.links[int(event.option.id)]
+        self.app.pop_screen()
+        self.app.run_line(f"goto {min(lk['step'] + 1, self.app.session.tl.length)}")
+
+
 class CommandsProvider(Provider):
     """Every command of hvdbg.commands in the palette: commands without required arguments
     run at once, the others open the `:` line with the command filled in."""
@@ -117,6 +143,8 @@ class HvdbgApp(App):
         super().__init__(**kw)
         self.session = session
         self.messages: list[tuple[str, str]] = []     # (severity, text) of every notification
+        self.busy = False
+        self.synchronous = False                      # tests may run what-ifs in the foreground
         self._quit_armed = False
         self._byte_selected = False
 
@@ -173,20 +201,54 @@ class HvdbgApp(App):
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     # ---- running commands ----
+    BACKGROUND = {"flip", "set", "inject", "drop", "fix", "hypervisor", "load", "x!"}
+
     def run_line(self, line: str) -> bool:
-        """Run one command line through hvdbg.commands; bad input -> a notification."""
+        """Run one command line through hvdbg.commands; bad input -> a notification.
+        What-if commands (a branch re-simulates) run in a worker thread; the UI stays live and
+        refuses other commands until the branch's outcome is known."""
         log = self.query_one("#output", RichLog)
+        if self.busy:
+            self.notify("a what-if branch is still being computed", severity="warning")
+            return False
         log.write(Text(f": {line}", style="bold"))
+        head = line.split()[0] if line.split() else ""
+        if head in self.BACKGROUND and not self.synchronous:
+            self.busy = True
+            self.query_one(StatusLine).update(Text(f" computing the branch for `{line}` ...", style="bold yellow"))
+            self.run_worker(partial(self._background, line), thread=True, exclusive=True, group="whatif")
+            return True
+        return self._finish(line, None)
+
+    def _background(self, line: str) -> None:
         try:
             out = self.session.execute(line)
+            err = None
+        except Exception as e:  # reported on the UI thread
+            out, err = None, e
+        self.call_from_thread(self._finish, line, (out, err))
+
+    def _finish(self, line: str, result) -> bool:
+        log = self.query_one("#output", RichLog)
+        self.busy = False
+        try:
+            if result is None:
+                out = self.session.execute(line)
+            else:
+                out, err = result
+                if err is not None:
+                    raise err
         except CommandError as e:
             self.notify(str(e), severity="error", timeout=6)
+            self.refresh_all()
             return False
         except ExpectationFailed as e:
             self.notify(f"expectation failed: {e}", severity="warning", timeout=6)
+            self.refresh_all()
             return False
         except Exception as e:  # never let a command take the UI down
             self.notify(f"internal error: {type(e).__name__}: {e}", severity="error", timeout=10)
+            self.refresh_all()
             return False
         for ln in out.lines:
             log.write(ln if not isinstance(ln, str) else Text(ln))
@@ -257,8 +319,17 @@ class HvdbgApp(App):
         h = self._hex()
         if self._byte_selected:
             self.run_line(f"why mem {h.address():#x} {h.space_word()}")
-        else:
-            self.run_line("why")
+            return
+        try:
+            out = self.session.execute("why")
+        except CommandError as e:
+            self.notify(str(e), severity="error")
+            return
+        chain = out.data.get("chain") or []
+        if not chain:
+            self.notify(out.lines[0] if out.lines else "nothing to explain")
+            return
+        self.push_screen(WhyScreen(f"why the {self.session.current} branch hangs (enter: jump to the step)", chain))
 
     def action_flip_bit(self) -> None:
         h = self._hex()

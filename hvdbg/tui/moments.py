@@ -26,6 +26,7 @@ async def play(app, pilot, steps) -> None:
             await pilot.press("enter")
         else:
             await pilot.press(st)
+        await app.workers.wait_for_complete()
         await pilot.pause()
     app.clear_notifications()
     await pilot.pause()
