@@ -213,13 +213,15 @@ async def test_random_keys_at_random_sizes_never_raise(seed):
     assert not [m for m in errors(app) if m.startswith("internal error")]
 
 
-async def test_eight_vcpus_window_follows_focus():
+async def test_eight_vcpus_compact_list_and_detail():
     s = session("smp", vcpus=8, fix="gfp-zero")
     app = HvdbgApp(s)
     async with app.run_test(size=(160, 50)) as pilot:
         await pilot.press("7")
         cpus = [p.cpu for p in app.query("VcpuPane")]
-        assert 7 in cpus and len(cpus) == 4
+        assert cpus == [7]
+        listing = str(app.query_one("#cpulist").render())
+        assert all(f"cpu{c}" in listing for c in range(8)) and ">cpu7" in listing
 
 
 async def test_a_long_recording_opens_and_scrolls():

@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, RichLog, Static
 
 from ..commands import COMMANDS, CommandError, ExpectationFailed, Session
-from .panes import EventLogPane, HexdumpPane, IrqPane, MsrPane, StatusLine, VcpuPane
+from .panes import EventLogPane, HexdumpPane, IrqPane, MsrPane, StatusLine, VcpuListPane, VcpuPane
 
 # key -> (command line or action, description, shown in footer). Uppercase = reverse (design §6).
 KEYS = [
@@ -154,9 +154,14 @@ class HvdbgApp(App):
         yield StatusLine(s, id="status")
         with Horizontal(id="middle"):
             n = s.tl.e.n
-            with Vertical(id="vcpus", classes="one" if n == 1 else ""):
-                for c in range(min(n, 4)):
-                    yield VcpuPane(s, c, id=f"cpu{c}")
+            with Vertical(id="vcpus", classes="one" if n > 4 else ""):
+                if n > 4:
+                    # more than 4 vCPUs: a compact list and the focused vCPU in full
+                    yield VcpuListPane(s, id="cpulist")
+                    yield VcpuPane(s, s.tl.focus, id="cpudetail")
+                else:
+                    for c in range(n):
+                        yield VcpuPane(s, c, id=f"cpu{c}")
             with Vertical(id="side"):
                 yield HexdumpPane(s, id="hexdump")
                 yield IrqPane(s, id="irq")
@@ -186,10 +191,8 @@ class HvdbgApp(App):
         s = self.session
         n = s.tl.e.n
         if n > 4:
-            # more than 4 vCPUs: the 4 panes show a window that follows the focus
-            first = max(0, min(s.tl.focus - 1, n - 4))
-            for i, pane in enumerate(self.query(VcpuPane)):
-                pane.cpu = first + i
+            self.query_one("#cpudetail", VcpuPane).cpu = s.tl.focus
+            self.query_one(VcpuListPane).refresh_view()
         for pane in self.query(VcpuPane):
             pane.set_class(pane.cpu == s.tl.focus, "focused")
         for pane in (*self.query(VcpuPane), self.query_one(HexdumpPane), self.query_one(IrqPane),

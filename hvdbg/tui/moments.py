@@ -14,6 +14,7 @@ MOMENTS = [
     ("what-if-branch", lambda: Session.open("cpu-offline"),
      SEED_STORY + [":revent", "x", ":diff main"], (140, 45)),
     ("four-vcpus", lambda: Session.open("smp", fix="gfp-zero"), [":goto 1500", "2"], (160, 50)),
+    ("eight-vcpus", lambda: Session.open("smp", vcpus=8, fix="gfp-zero"), [":goto 3000", "5"], (160, 45)),
     ("terminal-80x24", lambda: Session.open("cpu-offline"), SEED_STORY, (80, 24)),
 ]
 

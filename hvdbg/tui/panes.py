@@ -31,6 +31,11 @@ class VcpuPane(Pane):
         return views.vcpu_pane(self.session, self.cpu, width=max(40, width - 2))
 
 
+class VcpuListPane(Pane):
+    def render_view(self):
+        return views.vcpu_list(self.session)
+
+
 class HexdumpPane(Pane):
     def __init__(self, session, **kw):
         super().__init__(session, **kw)

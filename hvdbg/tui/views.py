@@ -61,6 +61,27 @@ def vcpu_pane(session, cpu: int, width: int = 60, context: int = 3) -> Text:
     return t
 
 
+def vcpu_list(session) -> Text:
+    """More than 4 vCPUs: one line each (the focused one is shown in full below)."""
+    tl = session.tl
+    e = tl.e
+    S = e.m.S
+    t = Text(no_wrap=True, overflow="ellipsis")
+    for c in range(e.n):
+        b = e.bases[c]
+        hp = HP_NAMES.get(S[b + e.L.P_HP], "?")
+        line = (f"{'>' if c == tl.focus else ' '}cpu{c:<3d}{hp:<8}IF={S[b + F_IF]} {'H' if S[b + F_HALT] else ' '} "
+                f"{e.rnames[S[b + F_RT]]}+{S[b + F_PC]:<3d}")
+        t.append(line, style="bold reverse" if c == tl.focus else {"dying": "yellow", "dead": "red"}.get(hp, ""))
+        isr, irr = S[b + F_ISR], S[b + F_IRR]
+        if isr:
+            t.append(" ISR " + ",".join(vec_names(isr)), style="magenta")
+        if irr:
+            t.append(" IRR " + ",".join(vec_names(irr)), style="yellow")
+        t.append("\n")
+    return t
+
+
 def hexdump(session, cpu: int, view: str = "ram", rows: int = 8, cursor: int = 0, bit: int = 0,
             width: int = 80) -> Text:
     tl = session.tl
@@ -120,6 +141,21 @@ def hexdump(session, cpu: int, view: str = "ram", rows: int = 8, cursor: int = 0
     return t
 
 
+def decode_msr(m: int, v: int) -> str:
+    """Decoded fields (domain-facts §1.1, TLFS-VP / TLFS-IPC / Linux union hv_stimer_config)."""
+    name = MSR_NAMES.get(m, "")
+    if m in (0x40000073, 0x40000001, 0x40000082, 0x40000083):
+        return f"enable={v & 1} gpa={(v >> 12) << 12:#x}"
+    if "SINT" in name:
+        return f"vector={v & 0xFF:#x} masked={v >> 16 & 1} auto_eoi={v >> 17 & 1}"
+    if name.endswith("_CONFIG"):
+        return (f"enable={v & 1} periodic={v >> 1 & 1} vector={v >> 4 & 0xFF:#x} direct={v >> 12 & 1} "
+                f"sint={v >> 16 & 0xF}")
+    if m == 0x40000080:
+        return f"enable={v & 1}"
+    return ""
+
+
 def msr_table(session, cpu: int) -> Text:
     tl = session.tl
     e = tl.e
@@ -134,8 +170,9 @@ def msr_table(session, cpu: int) -> Text:
             continue
         style = "bold red" if slot in changed else ""
         t.append(f"{MSR_NAMES.get(m, hex(m)):<30} {v:#018x}", style=style)
-        if m == 0x40000073:
-            t.append(f"  enable={v & 1} gpa={(v >> 12) << 12:#x}", style="cyan")
+        dec = decode_msr(m, v)
+        if dec:
+            t.append(f"  {dec}", style="cyan")
         t.append("\n")
     return t
 
