@@ -687,6 +687,17 @@ def _hypervisor(s, args, stop=None):
     return _switch_branch(s, "hypervisor", args[0], HYPERVISORS, args, stop)
 
 
+@command("overlay", "overlay uncover-stale|copy-back|restore [from STEP|here]", "Re-run with another Hyper-V overlay "
+         "content policy (a new branch).", complete=lambda s, a: ["uncover-stale", "copy-back", "restore"] if not a
+         else ["from", "here"], category="what-if")
+def _overlay(s, args, stop=None):
+    from .core.hypervisor import POLICIES
+    need(args, 1, "overlay POLICY [from STEP|here]")
+    if s.tl.e.cfg.hypervisor != "hyperv":
+        raise CommandError("overlay policies apply to the hyperv model (this branch runs kvm)")
+    return _switch_branch(s, "overlay", args[0], list(POLICIES), args, stop)
+
+
 BRANCH_USAGE = "branch list | branch switch NAME | branch compare NAME [NAME] | branch save FILE"
 
 

@@ -170,7 +170,8 @@ def load(path, verify: bool = True, checkpoint_every: int = 1000, stop=None) -> 
             sw = b.get("switch") or {}
             try:
                 branches[b["name"]] = parent.branch(b["name"], b["fork_step"], b.get("edit"),
-                                                    fix=sw.get("fix"), hypervisor=sw.get("hypervisor"))
+                                                    fix=sw.get("fix"), hypervisor=sw.get("hypervisor"),
+                                                    overlay=sw.get("overlay"))
             except ValueError as e:
                 raise TraceError(path, b.get("offset", 0), f"branch {b['name']!r} does not re-simulate: {e}") from None
     return Loaded(tr, scn, cfg, tl, div, branches)
@@ -219,6 +220,8 @@ def save_session(session, path) -> int:
                 switch["fix"] = b.e.cfg.fix
             if b.e.cfg.hypervisor != b.parent.e.cfg.hypervisor:
                 switch["hypervisor"] = b.e.cfg.hypervisor
+            if b.e.cfg.overlay != b.parent.e.cfg.overlay:
+                switch["overlay"] = b.e.cfg.overlay
             w.branch(b.name, b.parent.name, b.fork, edit, switch or None)
             n += 1
         w.close(main.result.outcome if main.result else "unknown", main.length)

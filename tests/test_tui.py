@@ -235,3 +235,25 @@ async def test_a_long_recording_opens_and_scrolls():
         await type_line(pilot, "goto 5")
         assert s.tl.pos in (0, 5)
         assert not errors(app)
+
+
+async def test_hexdump_compares_against_mark_and_branch():
+    s = session()
+    app = HvdbgApp(s)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await pilot.press("1")
+        await type_line(pilot, "goto 1000")
+        await pilot.press("m")
+        await type_line(pilot, "goto 1040")              # the xchg at 1039 zeroed apic_assist
+        await pilot.press("equals_sign")                 # -> vs the last mark
+        text = str(app.query_one("#hexdump").render())
+        assert "changes vs mark m1 (step 1000): 4 byte(s)" in text
+        await type_line(pilot, "revent")
+        await pilot.press("x")                           # a branch where bit0 was cleared before the xchg
+        await settle(pilot)
+        await type_line(pilot, "branch switch main")
+        await type_line(pilot, "goto 1040")
+        await pilot.press("equals_sign")                 # -> vs the other branch at the same step
+        text = str(app.query_one("#hexdump").render())
+        # main's xchg wrote 00000000; the branch's edit made the word a5a5a5a4 at that step
+        assert "changes vs branch flip" in text and "at step 1040: 4 byte(s)" in text

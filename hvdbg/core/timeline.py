@@ -397,7 +397,7 @@ class Timeline:
 
     # ---- what-if branches ----
     def branch(self, name: str, at: int, edit: tuple | None = None, fix: str | None = None,
-               hypervisor: str | None = None, stop=None) -> "Timeline":
+               hypervisor: str | None = None, stop=None, overlay: str | None = None) -> "Timeline":
         """A new timeline that shares this one's first `at` events, applies a what-if edit
         (an event of its own kind) and re-simulates: the parent's recorded choices are replayed
         while they are still enabled, then the (seed, step) PRNG takes over. `fix` /
@@ -412,6 +412,8 @@ class Timeline:
             cfg.fix = fix
         if hypervisor:
             cfg.hypervisor = hypervisor
+        if overlay:
+            cfg.overlay = overlay
         eng = Engine(self.e.scn, cfg)
         if eng.L.size != self.e.L.size:
             raise ValueError("the new configuration has a different state layout")

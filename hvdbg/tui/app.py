@@ -43,6 +43,7 @@ HELP = """[b]hvdbg keys[/b]  (gdb single-key mode where it has a meaning; upperc
   y          why: the hang chain, or why the selected byte holds its value (with a byte selected)
   t          timelines: list branches (branch switch/compare/save on the command line)
   arrows     move the byte cursor in the assist-page hexdump;  [ ]  select a bit;  v  RAM / overlay view
+  =          hexdump highlights changes vs: the previous step / the last mark / another branch
   x          what-if: flip the selected bit (a new branch)
   e          what-if: edit the selected byte (opens `set mem`)
   !          what-if menu: inject / drop / fix / hypervisor (opens the command line)
@@ -136,6 +137,7 @@ class HvdbgApp(App):
         Binding("up", "cursor(-16)", show=False), Binding("down", "cursor(16)", show=False),
         Binding("left_square_bracket", "bit(-1)", show=False), Binding("right_square_bracket", "bit(1)", show=False),
         Binding("v", "toggle_view", "RAM/overlay", show=False),
+        Binding("equals_sign", "compare_base", "compare", show=False),
         Binding("q", "quit_app", "quit", show=True),
     ] + [Binding(str(i), f"focus_cpu({i})", show=False) for i in range(10)]
 
@@ -204,7 +206,7 @@ class HvdbgApp(App):
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     # ---- running commands ----
-    BACKGROUND = {"flip", "set", "inject", "drop", "fix", "hypervisor", "load", "x!"}
+    BACKGROUND = {"flip", "set", "inject", "drop", "fix", "hypervisor", "overlay", "load", "x!"}
 
     def run_line(self, line: str) -> bool:
         """Run one command line through hvdbg.commands; bad input -> a notification.
@@ -345,7 +347,8 @@ class HvdbgApp(App):
     def action_whatif_menu(self) -> None:
         self.action_prompt(f"inject cpu{self.session.tl.focus} RESCHEDULE")
         self.notify("what-if: inject CPU VECTOR | drop irr CPU VECTOR | drop ipi SRC DST VECTOR | "
-                    "fix none|gfp-zero|clear-bit | hypervisor hyperv|kvm | set ...", timeout=8)
+                    "fix none|gfp-zero|clear-bit | hypervisor hyperv|kvm | overlay uncover-stale|copy-back|restore | "
+                    "set mem|msr|reg|if ...", timeout=8)
 
     def action_cursor(self, delta: int) -> None:
         h = self._hex()
@@ -362,6 +365,20 @@ class HvdbgApp(App):
     def action_toggle_view(self) -> None:
         h = self._hex()
         h.view = "overlay" if h.view == "ram" else "ram"
+        h.refresh_view()
+
+    def action_compare_base(self) -> None:
+        """Highlight the hexdump's differences against the previous step, the last mark or
+        another branch (cycles)."""
+        h = self._hex()
+        order = list(HexdumpPane.COMPARE)
+        h.compare = order[(order.index(h.compare) + 1) % len(order)]
+        if h.compare == "mark" and not self.session.marks:
+            self.notify("no mark yet (`m` marks a step); comparing with another branch")
+            h.compare = "branch"
+        if h.compare == "branch" and len(self.session.branches) < 2:
+            self.notify("no other branch yet; comparing with the previous step")
+            h.compare = "previous step"
         h.refresh_view()
 
     def action_help(self) -> None:

@@ -37,15 +37,33 @@ class VcpuListPane(Pane):
 
 
 class HexdumpPane(Pane):
+    COMPARE = ("previous step", "mark", "branch")
+
     def __init__(self, session, **kw):
         super().__init__(session, **kw)
         self.view = "ram"
         self.cursor = 0
         self.bit = 0
+        self.compare = "previous step"
+
+    def base(self):
+        s = self.session
+        tl = s.tl
+        if self.compare == "mark" and s.marks:
+            name, step = list(s.marks.items())[-1]
+            return (f"mark {name} (step {step})", views.page_at(tl, tl.focus, self.view, step))
+        if self.compare == "branch":
+            others = [n for n in s.branches if n != s.current]
+            if others:
+                other = s.branches[others[0]]
+                if tl.focus < other.e.n:
+                    return (f"branch {others[0]} at step {min(tl.pos, other.length)}",
+                            views.page_at(other, tl.focus, self.view, tl.pos))
+        return None
 
     def render_view(self):
         return views.hexdump(self.session, self.session.tl.focus, self.view, rows=6, cursor=self.cursor, bit=self.bit,
-                             width=(self.size.width or 80) - 2)
+                             width=(self.size.width or 80) - 2, against=self.base())
 
     def address(self) -> int:
         tl = self.session.tl

@@ -82,8 +82,29 @@ def vcpu_list(session) -> Text:
     return t
 
 
+def page_at(tl, cpu: int, view: str, step: int) -> bytes | None:
+    """The assist page bytes (RAM or overlay view) of `cpu` at `step` of timeline `tl`
+    (moves there and back: a read, the position is restored)."""
+    here = tl.pos
+    tl.goto(min(step, tl.length))
+    try:
+        e = tl.e
+        b = e.bases[cpu]
+        if view == "overlay":
+            pg = e.m.ovl.get(cpu)
+        else:
+            msr = e.m.S[b + MSR_OFF[0x40000073]]
+            ptr = e.m.S[b + e.L.pvar["hv_vp_assist_page"]] if "hv_vp_assist_page" in e.L.pvar else 0
+            gpa = ((msr >> 12) << 12) or ptr
+            pg = e.m.ram.get(gpa >> 12) if gpa else None
+        return bytes(pg) if pg is not None else None
+    finally:
+        tl.goto(here)
+
+
 def hexdump(session, cpu: int, view: str = "ram", rows: int = 8, cursor: int = 0, bit: int = 0,
-            width: int = 80) -> Text:
+            width: int = 80, against: tuple | None = None) -> Text:
+    """`against` = (label, bytes) to highlight differences with; default: the last event's writes."""
     tl = session.tl
     e = tl.e
     S, b = e.m.S, e.bases[cpu]
@@ -104,11 +125,16 @@ def hexdump(session, cpu: int, view: str = "ram", rows: int = 8, cursor: int = 0
         t.append("  (no page)\n", style="dim")
         return t
     changed = set()
-    for loc, old, new in last_writes(tl):
-        if isinstance(loc, tuple) and loc[0] == "m" and loc[1] == space:
-            for j in range(len(new)):
-                if old[j] != new[j]:
-                    changed.add((loc[2] + j) & 0xFFF)
+    if against is not None and against[1] is not None:
+        ref = against[1]
+        changed = {j for j in range(min(len(ref), len(pg), rows * 16)) if ref[j] != pg[j]}
+        t.append(f"  changes vs {against[0]}: {len(changed)} byte(s)\n", style="magenta")
+    else:
+        for loc, old, new in last_writes(tl):
+            if isinstance(loc, tuple) and loc[0] == "m" and loc[1] == space:
+                for j in range(len(new)):
+                    if old[j] != new[j]:
+                        changed.add((loc[2] + j) & 0xFFF)
     fields = {off: name for off, _, name in ASSIST_FIELDS}
     per = 16 if width >= 58 else 8
     for row in range(rows * (16 // per)):
