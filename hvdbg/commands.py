@@ -524,9 +524,16 @@ def _diff(s, args, stop=None):
     a = list(tl.e.m.S), {p: bytes(v) for p, v in tl.e.m.ram.items()}, {c: bytes(v) for c, v in tl.e.m.ovl.items()}
     tl.goto(k)
     lines = []
+    from .core.timeline import _vectors
     for i, (x, y) in enumerate(zip(tl.e.m.S, a[0])):
         if x != y:
-            lines.append(f"{tl.e.L.describe(i)}: {_short(x)} -> {_short(y)}")
+            cpu, off = tl.e.L.split(i)
+            if cpu >= 0 and off in (F_IRR, F_ISR):
+                lines.append(f"{tl.e.L.describe(i)}: {_vectors(x)} -> {_vectors(y)}")
+            elif cpu >= 0 and off == 0:
+                lines.append(f"{tl.e.L.describe(i)}: {tl.e.rnames[x]} -> {tl.e.rnames[y]}")
+            else:
+                lines.append(f"{tl.e.L.describe(i)}: {_short(x)} -> {_short(y)}")
     for pfn in sorted(set(a[1]) | set(tl.e.m.ram)):
         old, new = tl.e.m.ram.get(pfn), a[1].get(pfn)
         if old is None or new is None:

@@ -454,9 +454,17 @@ class Timeline:
         other.goto(min(step, other.length))
         A, B = self.e.m, other.e.m
         out = []
+        L = self.e.L
         for i, (x, y) in enumerate(zip(A.S, B.S)):
             if x != y:
-                out.append(f"{self.e.L.describe(i)}: {x!r} != {y!r}")
+                cpu, off = L.split(i)
+                if cpu >= 0 and off in (F_IRR, F_ISR):
+                    fx, fy = _vectors(x), _vectors(y)
+                elif cpu >= 0 and off == F_RT:
+                    fx, fy = self.e.rnames[x], other.e.rnames[y]
+                else:
+                    fx, fy = _fmt(x), _fmt(y)
+                out.append(f"{L.describe(i)}: {fx} != {fy}")
         for pfn in sorted(set(A.ram) | set(B.ram)):
             pa, pb = A.ram.get(pfn), B.ram.get(pfn)
             if pa != pb:
@@ -472,6 +480,16 @@ class Timeline:
         self.goto(here_a)
         other.goto(here_b)
         return out
+
+
+def _vectors(bits: int) -> str:
+    from .defs import VECTOR_NAMES
+    vs = [VECTOR_NAMES.get(v, f"0x{v:02x}") for v in range(255, -1, -1) if bits >> v & 1]
+    return "{" + ",".join(vs) + "}"
+
+
+def _fmt(v) -> str:
+    return hex(v) if isinstance(v, int) and v > 9 else repr(v)
 
 
 def parse_vector(text: str) -> int:

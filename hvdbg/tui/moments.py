@@ -12,7 +12,7 @@ MOMENTS = [
     ("hang-explained", lambda: Session.open("cpu-offline"), ["1", "y"], (140, 45)),
     ("skipped-eoi", lambda: Session.open("cpu-offline"), SEED_STORY, (140, 45)),
     ("what-if-branch", lambda: Session.open("cpu-offline"),
-     SEED_STORY + [":revent", "x", ":goto 1100", "equals_sign", "equals_sign", ":diff main"], (140, 45)),
+     SEED_STORY + [":revent", "x", ":goto 1100", "equals_sign", ":diff main"], (140, 45)),
     ("four-vcpus", lambda: Session.open("smp", fix="gfp-zero"), [":goto 1500", "2"], (160, 50)),
     ("eight-vcpus", lambda: Session.open("smp", vcpus=8, fix="gfp-zero"), [":goto 3000", "5"], (160, 45)),
     ("terminal-80x24", lambda: Session.open("cpu-offline"), SEED_STORY, (80, 24)),
