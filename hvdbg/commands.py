@@ -162,12 +162,14 @@ class Session:
             s.branches.update(loaded.branches)
             s.trace_path = spec
             s.scenario = loaded.scenario
+            _freeze()
             return s
         scn = load_scenario(spec)
         cfg = scn.config(**{k: v for k, v in options.items() if v is not None})
         tl = Timeline.record(scn, cfg)
         s = cls(tl, spec or "cpu-offline")
         s.scenario = scn
+        _freeze()
         return s
 
     def new_branch_name(self, stem: str) -> str:
@@ -201,6 +203,14 @@ class Session:
         at = where(e, S[b + 0], S[b + 1], c_text=False) if True else ""
         out = tl.result.outcome if tl.result else "?"
         return f"[{self.current}] step {tl.pos}/{tl.length} ({out})  cpu{tl.focus} at {at}"
+
+
+def _freeze() -> None:
+    """Move the recorded journal out of the cyclic GC's reach: it is millions of acyclic
+    tuples, and a full collection over a 1M-event recording pauses the UI for seconds."""
+    import gc
+    gc.collect()
+    gc.freeze()
 
 
 def _is_trace(path: str) -> bool:
@@ -560,6 +570,8 @@ def _short(v) -> str:
 
 # ---------------------------------------------------------------- what-if edits (branches)
 def _branch_out(s: Session, name: str, child: Timeline, what: str) -> Output:
+    import gc
+    gc.freeze()
     child.focus = s.tl.focus
     s.branches[name] = child
     s.current = name

@@ -257,3 +257,18 @@ async def test_hexdump_compares_against_mark_and_branch():
         text = str(app.query_one("#hexdump").render())
         # main's xchg wrote 00000000; the branch's edit made the word a5a5a5a4 at that step
         assert "changes vs branch flip" in text and "at step 1040: 4 byte(s)" in text
+
+
+async def test_quit_asks_before_losing_unsaved_branches(tmp_path):
+    s = session()
+    app = HvdbgApp(s)
+    app.synchronous = True
+    async with app.run_test(size=(120, 40)) as pilot:
+        await type_line(pilot, "fix gfp-zero")
+        await pilot.press("q")
+        assert app.is_running and any("not saved" in m for _, m in app.messages)
+        await type_line(pilot, f"save {tmp_path / 's.hvt'}")
+        app._quit_armed = False
+        await pilot.press("q")
+        await pilot.pause()
+    assert not app.is_running and (tmp_path / "s.hvt").exists()

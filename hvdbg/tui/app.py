@@ -146,6 +146,7 @@ class HvdbgApp(App):
         self.session = session
         self.messages: list[tuple[str, str]] = []     # (severity, text) of every notification
         self.busy = False
+        self.saved: set[str] = {"main"}
         self.synchronous = False                      # tests may run what-ifs in the foreground
         self._quit_armed = False
         self._byte_selected = False
@@ -257,6 +258,9 @@ class HvdbgApp(App):
             return False
         for ln in out.lines:
             log.write(ln if not isinstance(ln, str) else Text(ln))
+        words = line.split()
+        if words and (words[0] == "save" or words[:2] == ["branch", "save"]):
+            self.saved = set(self.session.branches)
         self.refresh_all()
         return True
 
@@ -385,7 +389,7 @@ class HvdbgApp(App):
         self.push_screen(HelpScreen())
 
     def action_quit_app(self) -> None:
-        unsaved = [n for n in self.session.branches if n != "main"]
+        unsaved = [n for n in self.session.branches if n not in self.saved]
         if unsaved and not self._quit_armed:
             self._quit_armed = True
             self.notify(f"{len(unsaved)} what-if branch(es) not saved (`:save FILE`); press q again to quit",
