@@ -272,3 +272,34 @@ async def test_quit_asks_before_losing_unsaved_branches(tmp_path):
         await pilot.press("q")
         await pilot.pause()
     assert not app.is_running and (tmp_path / "s.hvt").exists()
+
+
+async def test_selected_msr_vector_register_drive_b_a_e():
+    s = session()
+    app = HvdbgApp(s)
+    app.synchronous = True
+    async with app.run_test(size=(140, 45)) as pilot:
+        await pilot.press("1")
+        await type_line(pilot, "goto 1040")
+        await pilot.press("M")                           # the VP_ASSIST_PAGE MSR of cpu1
+        assert app.selection == ("msr", 0x40000073)
+        await pilot.press("b")
+        await pilot.press("a")
+        texts = [b.describe(s.tl) for b in s.tl.breaks]
+        assert any("MSR 0x40000073" in t for t in texts) and any("VP_ASSIST_PAGE" in t for t in texts)
+        await pilot.press("e")
+        assert app.query_one("#cmdline").value.startswith("set msr cpu1 0x40000073")
+        await pilot.press("escape")
+        await pilot.press("V")                           # RESCHEDULE in service on cpu1
+        assert app.selection == ("vector", ("isr", 0xFD))
+        await pilot.press("a")
+        assert any("ISR" in b.describe(s.tl) for b in s.tl.breaks)
+        await pilot.press("R")
+        await pilot.press("right")
+        assert app.selection == ("reg", 1)
+        await pilot.press("e")
+        assert app.query_one("#cmdline").value.startswith("set reg cpu1 r1 ")
+        await pilot.press("escape")
+        await pilot.press("escape")
+        assert app.selection == ("byte",)
+        assert not errors(app), errors(app)

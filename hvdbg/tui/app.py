@@ -37,15 +37,18 @@ HELP = """[b]hvdbg keys[/b]  (gdb single-key mode where it has a meaning; upperc
   u / d      up / down interrupt frames;  w  where (backtrace)
   tab, 0-9   focus the next vCPU / vCPU N
   g          goto step (opens the command line)
-  b          breakpoint at the focused vCPU's pc
-  a          watch the selected byte of the assist page
+  M / V / R  select an MSR / a pending or in-service vector / a register of the focused vCPU
+             (arrows move the selection, escape returns to the hexdump byte)
+  b          breakpoint: on the selected MSR's access, the selected vector's delivery, else the pc
+  a          watch the selected byte, MSR or IRR/ISR bit
   m          mark this step (for diff)
   y          why: the hang chain, or why the selected byte holds its value (with a byte selected)
   t          timelines: list branches (branch switch/compare/save on the command line)
   arrows     move the byte cursor in the assist-page hexdump;  [ ]  select a bit;  v  RAM / overlay view
   =          hexdump highlights changes vs: the previous step / the last mark / another branch
   x          what-if: flip the selected bit (a new branch)
-  e          what-if: edit the selected byte (opens `set mem`)
+  e          what-if: edit the selected byte, MSR or register (opens `set ...`; on a vector:
+             inject it, or drop it when it is pending)
   !          what-if menu: inject / drop / fix / hypervisor (opens the command line)
   :          command line (every command: `help`)
   ctrl+p     command palette with every command
@@ -55,7 +58,8 @@ HELP = """[b]hvdbg keys[/b]  (gdb single-key mode where it has a meaning; upperc
   - `w` prints the backtrace (gdb: `where` is a command, not a key); `u`/`d` move between
     interrupt frames as in gdb's up/down.
   - reverse commands are uppercase letters (gdb's single-key mode has no reverse keys).
-  - `t`, `y`, `m`, `a`, `x`, `e`, `!` are hvdbg's own: gdb's single-key mode does not bind them.
+  - `t`, `y`, `m`, `a`, `x`, `e`, `!`, `M`, `V`, `R`, `=`, `v`, `[`, `]` are hvdbg's own: gdb's
+    single-key mode does not bind them (gdb's `v` is `info locals`, `r` is `run`).
   - what-if edits never sit on a gdb key.
 """
 
@@ -138,6 +142,9 @@ class HvdbgApp(App):
         Binding("left_square_bracket", "bit(-1)", show=False), Binding("right_square_bracket", "bit(1)", show=False),
         Binding("v", "toggle_view", "RAM/overlay", show=False),
         Binding("equals_sign", "compare_base", "compare", show=False),
+        Binding("M", "select('msr')", "select MSR", show=False),
+        Binding("V", "select('vector')", "select vector", show=False),
+        Binding("R", "select('reg')", "select register", show=False),
         Binding("q", "quit_app", "quit", show=True),
     ] + [Binding(str(i), f"focus_cpu({i})", show=False) for i in range(10)]
 
@@ -146,6 +153,7 @@ class HvdbgApp(App):
         self.session = session
         self.messages: list[tuple[str, str]] = []     # (severity, text) of every notification
         self.busy = False
+        self.selection: tuple = ("byte",)             # what b / a / e / x act on: a byte, an MSR, a vector, a register
         self.saved: set[str] = {"main"}
         self.synchronous = False                      # tests may run what-ifs in the foreground
         self._quit_armed = False
@@ -299,6 +307,10 @@ class HvdbgApp(App):
             if inp.has_class("open"):
                 self._close_prompt()
                 event.stop()
+            elif self.selection[0] != "byte":
+                self.selection = ("byte",)
+                self.refresh_all()
+                event.stop()
 
     # ---- actions bound to keys ----
     def action_focus_next_cpu(self) -> None:
@@ -311,9 +323,70 @@ class HvdbgApp(App):
             return
         self.run_line(f"focus cpu{n}")
 
+    # ---- the selected cell: a byte of the hexdump (default), an MSR, a vector, a register ----
+    def action_select(self, kind: str) -> None:
+        """M / V / R select an MSR, a vector or a register of the focused vCPU (arrows move,
+        escape goes back to the hexdump byte); b, a, e then act on it."""
+        from . import views
+        cpu = self.session.tl.focus
+        if kind == "msr":
+            rows = views.msr_rows(self.session, cpu)
+            self.selection = ("msr", rows[0]) if rows else ("byte",)
+        elif kind == "vector":
+            vs = views.selectable_vectors(self.session, cpu)
+            if not vs:
+                self.notify(f"cpu{cpu} has no vector pending or in service", severity="warning")
+                return
+            self.selection = ("vector", vs[0])
+        else:
+            self.selection = ("reg", 0)
+        self.notify(f"selected {self._selection_text()} (arrows move, escape: back to the hexdump byte)")
+        self.refresh_all()
+
+    def _selection_text(self) -> str:
+        from ..core.defs import MSR_NAMES, VECTOR_NAMES
+        k = self.selection
+        if k[0] == "msr":
+            return MSR_NAMES.get(k[1], hex(k[1]))
+        if k[0] == "vector":
+            return f"{k[1][0].upper()} {VECTOR_NAMES.get(k[1][1], hex(k[1][1]))}"
+        if k[0] == "reg":
+            return f"r{k[1]}"
+        h = self._hex()
+        return f"byte {h.address():#x} bit {h.bit}"
+
+    def _move_selection(self, delta: int) -> bool:
+        from . import views
+        k = self.selection
+        cpu = self.session.tl.focus
+        if k[0] == "msr":
+            rows = views.msr_rows(self.session, cpu)
+            i = rows.index(k[1]) if k[1] in rows else 0
+            self.selection = ("msr", rows[(i + (1 if delta > 0 else -1)) % len(rows)])
+        elif k[0] == "vector":
+            vs = views.selectable_vectors(self.session, cpu)
+            if not vs:
+                self.selection = ("byte",)
+                return True
+            i = vs.index(k[1]) if k[1] in vs else 0
+            self.selection = ("vector", vs[(i + (1 if delta > 0 else -1)) % len(vs)])
+        elif k[0] == "reg":
+            self.selection = ("reg", (k[1] + (1 if delta > 0 else -1)) % 4)
+        else:
+            return False
+        self.refresh_all()
+        return True
+
     def action_break_here(self) -> None:
         tl = self.session.tl
         e = tl.e
+        k = self.selection
+        if k[0] == "msr":
+            self.run_line(f"break msr {k[1]:#x} cpu {tl.focus}")
+            return
+        if k[0] == "vector":
+            self.run_line(f"break deliver {k[1][1]:#x} cpu {tl.focus}")
+            return
         b = e.bases[tl.focus]
         self.run_line(f"break {e.rnames[e.m.S[b]]}+{e.m.S[b + 1]} cpu {tl.focus}")
 
@@ -321,6 +394,14 @@ class HvdbgApp(App):
         return self.query_one(HexdumpPane)
 
     def action_watch_byte(self) -> None:
+        k = self.selection
+        cpu = self.session.tl.focus
+        if k[0] == "msr":
+            self.run_line(f"watch msr cpu{cpu} {k[1]:#x}")
+            return
+        if k[0] == "vector":
+            self.run_line(f"watch {k[1][0]} cpu{cpu} {k[1][1]:#x}")
+            return
         h = self._hex()
         self.run_line(f"watch mem {h.address():#x} 1 {h.space_word()}")
 
@@ -345,8 +426,27 @@ class HvdbgApp(App):
         self.run_line(f"flip {h.address():#x} {h.bit} {h.space_word()}")
 
     def action_edit_byte(self) -> None:
+        k = self.selection
+        tl = self.session.tl
+        cpu = tl.focus
+        if k[0] == "msr":
+            cur = tl.e.m.S[tl.e.bases[cpu] + __import__("hvdbg.core.machine", fromlist=["MSR_OFF"]).MSR_OFF[k[1]]]
+            self.action_prompt(f"set msr cpu{cpu} {k[1]:#x} {cur:#x}")
+            return
+        if k[0] == "vector":
+            self.action_prompt(f"{'drop irr' if k[1][0] == 'irr' else 'inject'} cpu{cpu} {k[1][1]:#x}")
+            return
+        if k[0] == "reg":
+            self.action_prompt(f"set reg cpu{cpu} r{k[1]} {tl.e.m.S[tl.e.bases[cpu] + 4 + k[1]]:#x}")
+            return
         h = self._hex()
-        self.action_prompt(f"set mem {h.address():#x} 0x00 1 {h.space_word()}")
+        self.action_prompt(f"set mem {h.address():#x} {self._byte_value(h):#04x} 1 {h.space_word()}")
+
+    def _byte_value(self, h) -> int:
+        tl = self.session.tl
+        space = -1 if h.view == "ram" else tl.focus
+        v = tl.e.m.read_mem(space, h.address(), 1)
+        return 0 if v is None else v
 
     def action_whatif_menu(self) -> None:
         self.action_prompt(f"inject cpu{self.session.tl.focus} RESCHEDULE")
@@ -355,6 +455,8 @@ class HvdbgApp(App):
                     "set mem|msr|reg|if ...", timeout=8)
 
     def action_cursor(self, delta: int) -> None:
+        if self._move_selection(delta):
+            return
         h = self._hex()
         h.cursor = (h.cursor + delta) % (6 * 16)
         self._byte_selected = True

@@ -28,7 +28,9 @@ class VcpuPane(Pane):
 
     def render_view(self):
         width = self.size.width or 60
-        return views.vcpu_pane(self.session, self.cpu, width=max(40, width - 2))
+        sel = getattr(self.app, "selection", ("byte",)) if self.is_mounted else ("byte",)
+        return views.vcpu_pane(self.session, self.cpu, width=max(40, width - 2),
+                               reg=sel[1] if sel[0] == "reg" else None)
 
 
 class VcpuListPane(Pane):
@@ -81,12 +83,14 @@ class HexdumpPane(Pane):
 
 class MsrPane(Pane):
     def render_view(self):
-        return views.msr_table(self.session, self.session.tl.focus)
+        sel = getattr(self.app, "selection", ("byte",)) if self.is_mounted else ("byte",)
+        return views.msr_table(self.session, self.session.tl.focus, selected=sel[1] if sel[0] == "msr" else None)
 
 
 class IrqPane(Pane):
     def render_view(self):
-        return views.irq_queue(self.session)
+        sel = getattr(self.app, "selection", ("byte",)) if self.is_mounted else ("byte",)
+        return views.irq_queue(self.session, selected=sel[1] if sel[0] == "vector" else None)
 
 
 class EventLogPane(Pane):

@@ -24,7 +24,7 @@ def last_writes(tl) -> list:
     return tl.events[tl.pos - 1][E_WRITES] if tl.pos > 0 else []
 
 
-def vcpu_pane(session, cpu: int, width: int = 60, context: int = 3) -> Text:
+def vcpu_pane(session, cpu: int, width: int = 60, context: int = 3, reg: int | None = None) -> Text:
     tl = session.tl
     e = tl.e
     S, b = e.m.S, e.bases[cpu]
@@ -52,8 +52,9 @@ def vcpu_pane(session, cpu: int, width: int = 60, context: int = 3) -> Text:
             t.append(f"     {op.func}() {loc}\n", style="cyan")
             if op.c:
                 t.append(f"     {op.c}\n", style="yellow")
-    regs = " ".join(f"r{i}={S[b + 4 + i]:#x}" for i in range(4))
-    t.append(f"{regs}  TPR={S[b + F_TPR]}\n", style="dim")
+    for i in range(4):
+        t.append(f"r{i}={S[b + 4 + i]:#x} ", style="reverse" if reg == i and focus else "dim")
+    t.append(f" TPR={S[b + F_TPR]}\n", style="dim")
     frames = S[b + F_FRAMES]
     ints = [f for f in frames if f[0] == 1]
     if ints:
@@ -182,19 +183,37 @@ def decode_msr(m: int, v: int) -> str:
     return ""
 
 
-def msr_table(session, cpu: int) -> Text:
+def msr_rows(session, cpu: int) -> list[int]:
+    """The MSRs the table shows (not at reset value, VP_ASSIST_PAGE always), in order."""
+    e = session.tl.e
+    S, b = e.m.S, e.bases[cpu]
+    return [m for m in MSR_LIST if S[b + MSR_OFF[m]] != msr_reset_value(m, cpu) or m == 0x40000073]
+
+
+def selectable_vectors(session, cpu: int) -> list[tuple[str, int]]:
+    """("isr"|"irr", vector) of the vCPU, highest first: what the vector cursor walks."""
+    e = session.tl.e
+    b = e.bases[cpu]
+    out = []
+    for kind, off in (("isr", F_ISR), ("irr", F_IRR)):
+        bits = e.m.S[b + off]
+        out += [(kind, v) for v in range(255, -1, -1) if bits >> v & 1]
+    return out
+
+
+def msr_table(session, cpu: int, selected: int | None = None) -> Text:
     tl = session.tl
     e = tl.e
     S, b = e.m.S, e.bases[cpu]
     changed = {loc for loc, _, _ in last_writes(tl) if isinstance(loc, int)}
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f"MSRs cpu{cpu} (not at reset value)\n", style="bold")
-    for m in MSR_LIST:
+    for m in msr_rows(session, cpu):
         slot = b + MSR_OFF[m]
         v = S[slot]
-        if v == msr_reset_value(m, cpu) and m != 0x40000073:
-            continue
         style = "bold red" if slot in changed else ""
+        if m == selected:
+            style = (style + " reverse").strip()
         t.append(f"{MSR_NAMES.get(m, hex(m)):<30} {v:#018x}", style=style)
         dec = decode_msr(m, v)
         if dec:
@@ -203,7 +222,7 @@ def msr_table(session, cpu: int) -> Text:
     return t
 
 
-def irq_queue(session) -> Text:
+def irq_queue(session, selected: tuple | None = None) -> Text:
     tl = session.tl
     e = tl.e
     S = e.m.S
@@ -213,7 +232,13 @@ def irq_queue(session) -> Text:
         b = e.bases[c]
         irr, isr = S[b + F_IRR], S[b + F_ISR]
         t.append(f"cpu{c} IF={S[b + F_IF]} ", style="bold" if c == tl.focus else "")
-        t.append("ISR " + (",".join(vec_names(isr)) or "-"), style="magenta" if isr else "dim")
+        t.append("ISR ", style="magenta" if isr else "dim")
+        if not isr:
+            t.append("-", style="dim")
+        for v in [v for v in range(255, -1, -1) if isr >> v & 1]:
+            sel = c == tl.focus and selected == ("isr", v)
+            t.append(VECTOR_NAMES.get(v, f"0x{v:02x}"), style="magenta reverse" if sel else "magenta")
+            t.append(" ")
         t.append("  IRR ")
         if not irr:
             t.append("-", style="dim")
@@ -224,7 +249,8 @@ def irq_queue(session) -> Text:
                 why = "IRQs off"
             elif isr and (vec >> 4) <= ((isr.bit_length() - 1) >> 4):
                 why = f"blocked by {VECTOR_NAMES.get(isr.bit_length() - 1, hex(isr.bit_length() - 1))} in service"
-            t.append(v, style="yellow")
+            sel = c == tl.focus and selected == ("irr", vec)
+            t.append(v, style="yellow reverse" if sel else "yellow")
             if why:
                 t.append(f" ({why})", style="red")
             t.append(" ")
