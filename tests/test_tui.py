@@ -93,7 +93,10 @@ async def test_every_binding_runs_without_error():
         await pilot.press("question_mark")
         assert app.screen.__class__.__name__ == "HelpScreen"
         await pilot.press("escape")
-        for key in ("g", "e", "exclamation_mark", "colon"):
+        await pilot.press("exclamation_mark")
+        assert app.screen.__class__.__name__ == "WhatIfScreen"
+        await pilot.press("escape")
+        for key in ("g", "e", "colon"):
             await pilot.press(key)
             assert app.query_one("#cmdline").has_class("open")
             await pilot.press("escape")
@@ -204,7 +207,7 @@ async def test_random_keys_at_random_sizes_never_raise(seed):
                 await app.run_action(b.action)
             if app.busy and rnd.random() < 0.1:
                 await app.workers.wait_for_complete()
-            if app.screen.__class__.__name__ in ("HelpScreen", "WhyScreen"):
+            if app.screen.__class__.__name__ in ("HelpScreen", "WhyScreen", "WhatIfScreen"):
                 await pilot.press("escape")
             if app.query_one("#cmdline").has_class("open") and rnd.random() < 0.7:
                 await pilot.press("escape")
@@ -303,3 +306,19 @@ async def test_selected_msr_vector_register_drive_b_a_e():
         await pilot.press("escape")
         assert app.selection == ("byte",)
         assert not errors(app), errors(app)
+
+
+async def test_whatif_menu_runs_a_fix_branch():
+    s = session()
+    app = HvdbgApp(s)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await pilot.press("exclamation_mark")
+        menu = app.screen
+        assert menu.__class__.__name__ == "WhatIfScreen"
+        menu.query_one("#whatiflist").highlighted = next(i for i, e in enumerate(menu.entries) if e[0] == "fix gfp-zero")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert s.current == "fix-gfp-zero" and s.tl.result.outcome == "ok"
+        await pilot.press("exclamation_mark")
+        await pilot.press("enter")                          # the first entry: inject ... opens the `:` line
+        assert app.query_one("#cmdline").value.startswith("inject cpu0 RESCHEDULE")

@@ -49,7 +49,7 @@ HELP = """[b]hvdbg keys[/b]  (gdb single-key mode where it has a meaning; upperc
   x          what-if: flip the selected bit (a new branch)
   e          what-if: edit the selected byte, MSR or register (opens `set ...`; on a vector:
              inject it, or drop it when it is pending)
-  !          what-if menu: inject / drop / fix / hypervisor (opens the command line)
+  !          what-if menu: inject / drop / fix / hypervisor / overlay policy
   :          command line (every command: `help`)
   ctrl+p     command palette with every command
   ?          this help;  q  quit (press twice if unsaved branches)
@@ -99,6 +99,46 @@ class WhyScreen(ModalScreen):
         lk = self.links[int(event.option.id)]
         self.app.pop_screen()
         self.app.run_line(f"goto {min(lk['step'] + 1, self.app.session.tl.length)}")
+
+
+class WhatIfScreen(ModalScreen):
+    """The `!` menu: what-if edits that do not sit on a gdb key. Entries with arguments open
+    the `:` line filled in; the others run at once (each makes a branch)."""
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "close")]
+
+    def __init__(self, cpu: int, hypervisor: str):
+        super().__init__()
+        self.entries = [
+            (f"inject cpu{cpu} RESCHEDULE", "prompt", "inject a vector into the focused vCPU's IRR"),
+            (f"drop irr cpu{cpu} ", "prompt", "drop a pending vector"),
+            ("drop ipi ", "prompt", "drop an in-flight IPI (SRC DST VECTOR)"),
+            ("fix gfp-zero", "run", "re-run with the merged fix (e320ab3cec7d)"),
+            ("fix clear-bit", "run", "re-run with the clear-bit alternative"),
+            ("fix none", "run", "re-run with the v5.2 code"),
+            ("hypervisor kvm" if hypervisor == "hyperv" else "hypervisor hyperv", "run", "re-run on the other hypervisor model"),
+            ("overlay copy-back", "run", "Hyper-V overlay policy: openvmm-style copy-back"),
+            ("overlay restore", "run", "Hyper-V overlay policy: propolis-style restore"),
+            ("overlay uncover-stale", "run", "Hyper-V overlay policy: TLFS uncover-stale"),
+        ]
+
+    def compose(self) -> ComposeResult:
+        from textual.widgets import OptionList
+        from textual.widgets.option_list import Option
+        with Vertical(id="whatifbox"):
+            yield Static(Text("what if ... (enter: choose, escape: close)", style="bold"))
+            yield OptionList(*[Option(Text(f"{line:<28} {help_}"), id=str(i))
+                               for i, (line, _, help_) in enumerate(self.entries)], id="whatiflist")
+
+    def on_mount(self) -> None:
+        self.query_one("#whatiflist").focus()
+
+    def on_option_list_option_selected(self, event) -> None:
+        line, how, _ = self.entries[int(event.option.id)]
+        self.app.pop_screen()
+        if how == "run":
+            self.app.run_line(line)
+        else:
+            self.app.action_prompt(line)
 
 
 class CommandsProvider(Provider):
@@ -449,10 +489,7 @@ class HvdbgApp(App):
         return 0 if v is None else v
 
     def action_whatif_menu(self) -> None:
-        self.action_prompt(f"inject cpu{self.session.tl.focus} RESCHEDULE")
-        self.notify("what-if: inject CPU VECTOR | drop irr CPU VECTOR | drop ipi SRC DST VECTOR | "
-                    "fix none|gfp-zero|clear-bit | hypervisor hyperv|kvm | overlay uncover-stale|copy-back|restore | "
-                    "set mem|msr|reg|if ...", timeout=8)
+        self.push_screen(WhatIfScreen(self.session.tl.focus, self.session.tl.e.cfg.hypervisor))
 
     def action_cursor(self, delta: int) -> None:
         if self._move_selection(delta):
