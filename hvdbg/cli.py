@@ -29,14 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scenario", nargs="?", default=None, help="built-in scenario name or FILE.toml (default cpu-offline)")
-    p.add_argument("--hypervisor", choices=("hyperv", "kvm"))
-    p.add_argument("--overlay", choices=("uncover-stale", "copy-back", "restore"), help="hyperv only")
-    p.add_argument("--fix", choices=("none", "gfp-zero", "clear-bit"))
-    p.add_argument("--garbage", metavar="SPEC", help="fill byte (0xfe) or random:SEED for pages allocated without __GFP_ZERO")
-    p.add_argument("--seed", type=_int, help="PRNG seed of the default choice policy")
-    p.add_argument("--vcpus", type=_int, help="vCPU count 2..64")
-    p.add_argument("--max-steps", type=_int, dest="max_steps", help="step budget (timeout)")
+    _session_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--record", metavar="FILE", help="record the run to a msgpack trace (written even on a hang)")
 
@@ -44,22 +37,28 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 def _session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", nargs="?", default=None, help="built-in scenario, FILE.toml or a trace (default cpu-offline)")
     p.add_argument("--hypervisor", choices=("hyperv", "kvm"))
-    p.add_argument("--overlay", choices=("uncover-stale", "copy-back", "restore"))
+    p.add_argument("--overlay", choices=("uncover-stale", "copy-back", "restore"), help="hyperv only")
     p.add_argument("--fix", choices=("none", "gfp-zero", "clear-bit"))
-    p.add_argument("--garbage", metavar="SPEC")
-    p.add_argument("--seed", type=_int)
-    p.add_argument("--vcpus", type=_int)
-    p.add_argument("--max-steps", type=_int, dest="max_steps")
+    p.add_argument("--garbage", metavar="SPEC", help="fill byte (0xfe) or random:SEED for pages allocated without __GFP_ZERO")
+    p.add_argument("--seed", type=_int, help="PRNG seed of the default choice policy")
+    p.add_argument("--vcpus", type=_int, help="vCPU count 2..64")
+    p.add_argument("--max-steps", type=_int, dest="max_steps", help="step budget (timeout)")
+
+
+def _options(args) -> dict:
+    """The run options given on the command line, validated (one message, exit 2)."""
+    from .core.scenario import check_config_values
+    opts = {k: getattr(args, k, None) for k in ("hypervisor", "overlay", "fix", "garbage", "seed", "vcpus", "max_steps")}
+    if opts.get("overlay") and opts.get("hypervisor") == "kvm":
+        raise UsageError("hvdbg: --overlay applies to --hypervisor hyperv only (kvm has no overlay)")
+    check_config_values({k: v for k, v in opts.items() if v is not None},
+                        lambda k, msg: (_ for _ in ()).throw(UsageError(f"hvdbg: --{k.replace('_', '-')}: {msg}")))
+    return opts
 
 
 def _open_session(args):
     from .commands import CommandError, Session
-    opts = {k: getattr(args, k, None) for k in ("hypervisor", "overlay", "fix", "garbage", "seed", "vcpus", "max_steps")}
-    if opts.get("overlay") and opts.get("hypervisor") == "kvm":
-        raise UsageError("hvdbg: --overlay applies to --hypervisor hyperv only (kvm has no overlay)")
-    from .core.scenario import check_config_values
-    check_config_values({k: v for k, v in opts.items() if v is not None},
-                        lambda k, msg: (_ for _ in ()).throw(UsageError(f"hvdbg: --{k.replace('_', '-')}: {msg}")))
+    opts = _options(args)
     try:
         return Session.open(args.scenario, **opts)
     except CommandError as e:
@@ -137,19 +136,14 @@ def make_parser() -> _Parser:
 
 
 def _load(args):
-    from .core.scenario import ScenarioError, check_config_values, load_scenario
+    from .core.scenario import load_scenario
+    over = _options(args)
     scn = load_scenario(args.scenario)
-    if args.overlay and args.hypervisor == "kvm":
-        raise UsageError("hvdbg: --overlay applies to --hypervisor hyperv only (kvm has no overlay)")
-    over = {k: getattr(args, k) for k in ("hypervisor", "overlay", "fix", "garbage", "seed", "vcpus", "max_steps")}
-    check_config_values({k: v for k, v in over.items() if v is not None},
-                        lambda k, msg: (_ for _ in ()).throw(UsageError(f"hvdbg: --{k.replace('_', '-')}: {msg}")))
     cfg = scn.config(**over)
     if cfg.hypervisor == "kvm" and args.overlay is None:
         cfg.overlay = "uncover-stale"
     if not 1 <= scn.target < cfg.vcpus:
         raise UsageError(f"hvdbg: --vcpus {cfg.vcpus}: scenario {scn.name} offlines cpu{scn.target}")
-    _ = ScenarioError
     return scn, cfg
 
 
