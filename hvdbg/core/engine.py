@@ -222,6 +222,8 @@ class Engine:
         self.bases = [L.base(c) for c in range(n)]
         self._info = self._slot_info()
         self._waiting: set[int] = set()
+        self._cw: list[int] | None = None
+        self._cwsum = 0
         self._cache = None
         self._others: list[tuple] = []
         self._vars_changed = True
@@ -484,23 +486,38 @@ class Engine:
 
     # ---------- actions ----------
     def _cpu_acts(self, c: int) -> list[tuple]:
-        """Enabled actions of vCPU c, in canonical order: op, deliver, timer."""
+        """Enabled actions of vCPU c, in canonical order: op, deliver, timer. Also keeps
+        `_waiting` (the vCPUs at a wait op) and `_cw[c]` (the weight of the list) current."""
         S = self.m.S
         b = self.bases[c]
         acts = []
+        wt = self.weights
+        x = 0
+        ops = self.code[S[b + F_RT]]
+        pc = S[b + F_PC]
+        at_wait = pc < len(ops) and ops[pc][0] == "wait"
+        if at_wait:
+            self._waiting.add(c)
+        else:
+            self._waiting.discard(c)
         if not S[b + F_HALT]:
-            ops = self.code[S[b + F_RT]]
-            pc = S[b + F_PC]
-            if pc >= len(ops) or ops[pc][0] != "wait" or self.holds(c, b, ops[pc][1]):
+            if not at_wait or self.holds(c, b, ops[pc][1]):
                 acts.append(("op", c))
+                x += wt["op"]
         irr = S[b + F_IRR]
         if irr and S[b + F_IF]:
             v = irr.bit_length() - 1
             isr = S[b + F_ISR]
             if (v >> 4) > max(S[b + F_TPR] >> 4, (isr.bit_length() - 1) >> 4 if isr else 0):
                 acts.append(("deliver", c, v))
+                x += wt["deliver"]
         if S[b + self.L.P_TIMER]:
             acts.append(("timer", c, self.timer_vec))
+            x += wt["timer"]
+        cw = self._cw
+        if cw is not None:
+            self._cwsum += x - cw[c]
+            cw[c] = x
         return acts
 
     def _other_acts(self) -> list[tuple]:
@@ -545,14 +562,15 @@ class Engine:
         """enabled(), recomputing only what the last event's writes can have changed.
         Same result and order as enabled() (a property test checks it)."""
         cache = self._cache
-        wt = self.weights
         if cache is None or writes is None:
             self._vars_changed = True
+            self._cw = [0] * self.n
+            self._cwsum = 0
+            self._waiting = set()
             cache = self._cache = [self._cpu_acts(c) for c in range(self.n)]
             self._others = self._other_acts()
-            self._cw = [sum(wt[a[0]] for a in lst) for lst in cache]
+            wt = self.weights
             self._ow = sum(wt[a[0]] for a in self._others)
-            self._waiting = {c for c in range(self.n) if self._at_wait(c)}
         else:
             info = self._info
             flags = 0
@@ -567,20 +585,12 @@ class Engine:
             self._vars_changed = flags & 2
             if flags & 2:
                 dirty |= self._waiting
-            cw = self._cw
-            waiting = self._waiting
+            cpu_acts = self._cpu_acts
             for c in dirty:
-                lst = cache[c] = self._cpu_acts(c)
-                x = 0
-                for a in lst:
-                    x += wt[a[0]]
-                cw[c] = x
-                if self._at_wait(c):
-                    waiting.add(c)
-                else:
-                    waiting.discard(c)
+                cache[c] = cpu_acts(c)
             if flags:
                 self._others = self._other_acts()
+                wt = self.weights
                 self._ow = sum(wt[a[0]] for a in self._others)
         if flat:
             acts = []
@@ -593,7 +603,7 @@ class Engine:
         """pick() over the cached per-vCPU lists without building the flat list (same result:
         the walk over per-vCPU weight sums is the flat weighted walk, grouped)."""
         cw = self._cw
-        total = sum(cw) + self._ow
+        total = self._cwsum + self._ow
         if not total:
             return None
         z = (self._seedmix + (self.step + 1) * 0xD1B54A32D192ED03) & MASK64
