@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .core.defs import HP_NAMES, MSR_NAMES, MSRS, PAGE_SHIFT, VECTORS, vector_name
-from .core.engine import E_ACT, E_CPU, E_NOTES, E_STEP, E_WRITES, FIXES, act_text
+from .core.engine import E_CPU, E_NOTES, E_WRITES, FIXES
 from .core.explain import describe, explain_hang, where
 from .core.hypervisor import HYPERVISORS
-from .core.machine import F_FRAMES, F_IF, F_IRR, F_ISR, MSR_OFF, RAM
+from .core.machine import F_IRR, F_ISR, F_PC, F_RT, MSR_OFF, RAM
 from .core.timeline import Timeline
 
 
@@ -200,7 +200,7 @@ class Session:
         tl = self.tl
         e = tl.e
         S, b = e.m.S, e.bases[tl.focus]
-        at = where(e, S[b + 0], S[b + 1], c_text=False) if True else ""
+        at = where(e, S[b + F_RT], S[b + F_PC], c_text=False)
         out = tl.result.outcome if tl.result else "?"
         return f"[{self.current}] step {tl.pos}/{tl.length} ({out})  cpu{tl.focus} at {at}"
 
@@ -904,7 +904,7 @@ def _info(s, args, stop=None):
         lines = []
         for c in cpus:
             v = rep["vcpus"][c]
-            lines.append(f"cpu{c}: " + ", ".join(f"{k}={v['msrs'][k]}" for k, v2 in [(k, None) for k in v["msrs_changed"]]))
+            lines.append(f"cpu{c}: " + ", ".join(f"{k}={v['msrs'][k]}" for k in v["msrs_changed"]))
         return Output(lines, {"msrs": {c: rep["vcpus"][c]["msrs"] for c in cpus}})
     if sub == "irq":
         lines = []
@@ -942,8 +942,6 @@ def _info(s, args, stop=None):
          complete=lambda s, a: ["ram", "overlay"] if len(a) >= 2 else [], category="inspect")
 def _x(s, args, stop=None):
     n = 64
-    if args and not args[0].startswith(("0x", "-")) and not args[0].isdigit() or (len(args) >= 2 and args[0].isdigit()):
-        pass
     if len(args) >= 2 and (args[0].isdigit() or args[0] == ""):
         n = parse_int(args[0], "a byte count") if args[0] else 64
         args = args[1:]

@@ -169,8 +169,8 @@ def render_state(rep: dict, console: Console) -> None:
         for f in v["frames"]:
             console.print(f"  frame: {escape(f)}")
         console.print("  MSRs (not at reset value) " + ", ".join(f"{k}={v['msrs'][k]}" for k in v["msrs_changed"]))
-        for where, lines in v["assist_page"].items():
-            console.print(f"  assist page ({where}):")
+        for view, lines in v["assist_page"].items():
+            console.print(f"  assist page ({view}):")
             for ln in lines:
                 console.print(f"    {ln}")
     console.print("in-flight IPIs: " + (", ".join(f"cpu{s}->cpu{d} 0x{x:02x}" for s, d, x in rep["in_flight_ipis"]) or "none"))

@@ -5,7 +5,7 @@ import pytest
 
 from hvdbg.core.defs import MSR_EOI, MSR_VP_ASSIST_PAGE, VECTORS
 from hvdbg.core.engine import Engine
-from hvdbg.core.machine import F_HV, F_IF, F_IRR, F_ISR, RAM
+from hvdbg.core.machine import F_HV, F_IF, F_ISR, RAM
 from hvdbg.core.scenario import load_scenario
 
 RES, TIMER, CFS = VECTORS["RESCHEDULE"], VECTORS["LOCAL_TIMER"], VECTORS["CALL_FUNCTION_SINGLE"]
@@ -34,16 +34,14 @@ def assist_bit(eng, c=1):
 
 
 def deliver(eng, c, v):
-    b = cpu(eng, c)
     eng.set_irr(c, v)
-    eng.m.set(b + F_IF, 1)
+    eng.m.set(cpu(eng, c) + F_IF, 1)
     assert eng.deliverable(c) == v
     eng._deliver(c)
 
 
 def guest_xchg(eng, c=1):
     """hv_apic_eoi_write's xchg(&hvp->apic_assist, 0) through the engine's memory path."""
-    b = cpu(eng, c)
     space = eng.hv.resolve(c, GPA)
     old = eng.m.read_mem(space, GPA, 4)
     eng.m.write_mem(space, GPA, 4, 0)

@@ -180,7 +180,6 @@ class Result:
 
 class Engine:
     def __init__(self, scenario, cfg: Config):
-        from .scenario import Scenario  # noqa: F401  (type only)
         self.scn = scenario
         self.cfg = cfg
         if cfg.overlay not in POLICIES:

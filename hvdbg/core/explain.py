@@ -46,14 +46,12 @@ def describe(eng: Engine, ev: tuple) -> str:
     return act_text(a)
 
 
-def last_write(eng: Engine, match, before: int, cpu: int | None = None):
+def last_write(eng: Engine, match, before: int):
     """The newest event before step `before` holding a write (loc, old, new) with
     match(loc, old, new) true. Returns (event, write) or (None, None)."""
     evs = eng.events
     for i in range(min(before, len(evs)) - 1, -1, -1):
         ev = evs[i]
-        if cpu is not None and ev[E_CPU] != cpu and ev[E_ACT][0] == "op":
-            pass
         for w in ev[E_WRITES]:
             if match(*w):
                 return ev, w
@@ -61,14 +59,15 @@ def last_write(eng: Engine, match, before: int, cpu: int | None = None):
 
 
 def _mem_covers(space: int, addr: int):
+    """Matches any write of the byte at `addr` in `space` (the last one before a read of
+    bit0 = 1 is the one that put it there)."""
     pfn = addr >> PAGE_SHIFT
 
     def m(loc, old, new):
         if not isinstance(loc, tuple):
             return False
         if loc[0] == "m" and loc[1] == space:
-            return loc[2] <= addr < loc[2] + len(new) and bool(new[addr - loc[2]] & 1) != bool(old[addr - loc[2]] & 1) or \
-                (loc[2] <= addr < loc[2] + len(new) and bool(new[addr - loc[2]] & 1))
+            return loc[2] <= addr < loc[2] + len(new)
         if loc[0] == "pg" and space == RAM and loc[1] == pfn:
             return True
         if loc[0] == "ov" and loc[1] == space:
@@ -77,7 +76,7 @@ def _mem_covers(space: int, addr: int):
     return m
 
 
-def _cond_vars(eng: Engine, cpu: int, cond_text: str) -> list[str]:
+def _cond_vars(cond_text: str) -> list[str]:
     return [t for t in cond_text.replace("&&", " ").split() if t[0] in "$%"]
 
 
@@ -102,7 +101,7 @@ def explain_hang(eng: Engine) -> list[Link]:
         elif op is not None and op.opcode == "wait" and not eng.holds(c, b, eng.code[rt][pc][1]):
             ev, w = last_write(eng, lambda loc, o, n, i=b + F_PC, p=pc: loc == i and n == p, now)
             cond = op.text.split(None, 1)[1]
-            vals = ", ".join(f"{t} = {eng.val(c, b, eng._operand(parse_operand(t)))}" for t in _cond_vars(eng, c, cond))
+            vals = ", ".join(f"{t} = {eng.val(c, b, eng._operand(parse_operand(t)))}" for t in _cond_vars(cond))
             links.append(Link(ev[E_STEP] if ev else 0,
                               f"cpu{c} waits{' with IRQs off' if not S[b + F_IF] else ''} in {where(eng, rt, pc)} "
                               f"until {cond} (now {vals})",

@@ -15,7 +15,7 @@ from pathlib import Path
 from .defs import VECTORS
 from .engine import DEFAULT_WEIGHTS, FIXES, Config, parse_action, parse_garbage
 from .hypervisor import HYPERVISORS, POLICIES
-from .program import Program, ProgramError, Routine, load_builtin_program, parse_cond, parse_operand
+from .program import Program, ProgramError, Routine, load_builtin_program, parse_cond
 
 MIN_VCPUS, MAX_VCPUS = 2, 64
 
@@ -61,48 +61,41 @@ _TRAFFIC = {"from", "to", "vector", "count", "when"}
 
 
 def _line_of(text: str, path: list) -> int | None:
-    """Best-effort source line of a key path like ['scenario', 'vcpus'] or ['traffic', 2, 'vector']."""
+    """Best-effort source line of a key path like ['scenario', 'vcpus'], ['traffic', 2, 'vector']
+    or ['routines', 'NAME']: the key's line inside its table, else the table's header line."""
+    if not path or not isinstance(path[0], str):
+        return None
     lines = text.splitlines()
-    start, end = 0, len(lines)
-    i = 0
-    keys = [p for p in path]
-    # find the table header for the longest matching prefix
-    if keys and isinstance(keys[0], str):
-        head = keys[0]
-        idx = keys[1] if len(keys) > 1 and isinstance(keys[1], int) else None
-        count = -1
-        hdr = None
-        for n, ln in enumerate(lines):
-            s = ln.strip()
-            if idx is not None and re.fullmatch(rf"\[\[\s*{re.escape(head)}\s*\]\]", s):
+    head = re.escape(path[0])
+    idx = path[1] if len(path) > 1 and isinstance(path[1], int) else None
+    rest = [k for k in path[1:] if isinstance(k, str)]
+    hdr, count = None, -1
+    for n, ln in enumerate(lines):
+        s = ln.strip()
+        if idx is not None:
+            if re.fullmatch(rf"\[\[\s*{head}\s*\]\]", s):
                 count += 1
                 if count == idx:
                     hdr = n
                     break
-            elif idx is None and (re.fullmatch(rf"\[\s*{re.escape(head)}(\.[^\]]*)?\s*\]", s) or re.match(rf"{re.escape(head)}\s*=", s)):
+        else:
+            if rest and re.fullmatch(rf"\[\s*{head}\.{re.escape(rest[0])}\s*\]", s):
+                return n + 1                       # e.g. [routines.NAME]
+            if re.fullmatch(rf"\[\s*{head}\s*\]", s) or re.match(rf"{head}\s*=", s):
                 hdr = n
-                if len(keys) > 1 and isinstance(keys[1], str) and re.fullmatch(rf"\[\s*{re.escape(head)}\.{re.escape(keys[1])}\s*\]", s):
-                    return n + 1
-                if len(keys) == 1:
-                    return n + 1
                 break
-        if hdr is None:
-            return None
-        start = hdr
-        rest = [k for k in keys[1:] if isinstance(k, str)]
-        if not rest:
-            return hdr + 1
-        for n in range(start + 1, end):
-            s = lines[n].strip()
-            if s.startswith("[") and not s.startswith("[[") is False:
-                pass
-            if re.match(r"^\[", s) and n > start:
-                if not s.startswith("[" + head):
-                    break
-            if re.match(rf"^\"?{re.escape(rest[-1])}\"?\s*=", s) or s == f"[{head}.{rest[-1]}]":
-                return n + 1
+    if hdr is None:
+        return None
+    if not rest:
         return hdr + 1
-    return None
+    key = re.escape(rest[-1])
+    for n in range(hdr + 1, len(lines)):
+        s = lines[n].strip()
+        if s.startswith("["):
+            break
+        if re.match(rf'"?{key}"?\s*=', s):
+            return n + 1
+    return hdr + 1
 
 
 class _V:

@@ -12,7 +12,7 @@ callback. What-if edits create branches (:meth:`Timeline.branch`).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .defs import MSRS, PAGE_SHIFT, VECTORS
 from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_STEP, E_WRITES, Config, Engine, Result

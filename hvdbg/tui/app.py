@@ -68,7 +68,6 @@ class HelpScreen(ModalScreen):
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "close")]
 
     def compose(self) -> ComposeResult:
-        from ..commands import markdown_reference  # noqa: F401  (the palette lists the commands)
         with VerticalScroll():
             yield Static(Text.from_markup(HELP))
             lines = "\n".join(f"  {c.usage or c.name:<46} {c.help}" for c in COMMANDS.values())
