@@ -148,7 +148,6 @@ def _load(args):
 
 
 def cmd_run(args, out) -> int:
-    from rich.console import Console
 
     from .core.engine import Engine
     from .report import build_report, render
@@ -166,12 +165,17 @@ def cmd_run(args, out) -> int:
         res = eng._result(*_final(eng))
     else:
         res = eng.run()
-    rep = build_report(eng, res)
-    if args.json:
-        out.write(json.dumps(rep) + "\n")
-    else:
-        render(rep, Console(file=out, highlight=False, soft_wrap=False))
+    _emit(args, out, build_report(eng, res), render)
     return OUTCOME_EXIT.get(res.outcome, EXIT_OK)
+
+
+def _emit(args, out, rep: dict, render_fn) -> None:
+    """Print a report: one JSON object with --json, else rich."""
+    if args.json:
+        out.write(json.dumps(rep, default=str) + "\n")
+    else:
+        from rich.console import Console
+        render_fn(rep, Console(file=out, highlight=False))
 
 
 def _final(eng) -> tuple:
@@ -194,7 +198,6 @@ def _warn_salvage(loaded) -> None:
 
 
 def cmd_replay(args, out) -> int:
-    from rich.console import Console
 
     from .report import build_report, render
     loaded = _load_trace(args)
@@ -214,11 +217,7 @@ def cmd_replay(args, out) -> int:
         else:
             out.write(msg + "\n")
         return EXIT_OK
-    rep = build_report(tl.e, tl.result)
-    if args.json:
-        out.write(json.dumps(rep) + "\n")
-    else:
-        render(rep, Console(file=out, highlight=False))
+    _emit(args, out, build_report(tl.e, tl.result), render)
     return EXIT_OK
 
 
@@ -255,7 +254,6 @@ def cmd_info(args, out) -> int:
 
 
 def cmd_show(args, out) -> int:
-    from rich.console import Console
 
     from .report import render_state, state_report
     loaded = _load_trace(args)
@@ -270,16 +268,11 @@ def cmd_show(args, out) -> int:
     if not 0 <= step <= tl.length:
         raise UsageError(f"hvdbg: --step {step}: the {args.branch} branch has steps 0..{tl.length}")
     tl.goto(step)
-    rep = state_report(tl.e, step, args.branch)
-    if args.json:
-        out.write(json.dumps(rep) + "\n")
-    else:
-        render_state(rep, Console(file=out, highlight=False))
+    _emit(args, out, state_report(tl.e, step, args.branch), render_state)
     return EXIT_OK
 
 
 def cmd_sweep(args, out) -> int:
-    from rich.console import Console
 
     from .core.engine import Engine
     from .report import render_sweep
@@ -305,10 +298,7 @@ def cmd_sweep(args, out) -> int:
            "runs_with_assisted_eoi_before_offline": stats["runs_with_assisted_eoi_before_offline"],
            "runs_with_stale_eoi_skip": stats["runs_with_stale_eoi_skip"],
            "seconds": round(time.perf_counter() - t0, 3)}
-    if args.json:
-        out.write(json.dumps(rep) + "\n")
-    else:
-        render_sweep(rep, Console(file=out, highlight=False))
+    _emit(args, out, rep, render_sweep)
     if hist.get("hang"):
         return EXIT_HANG
     if hist.get("timeout"):

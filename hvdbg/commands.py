@@ -530,36 +530,9 @@ def _diff(s, args, stop=None):
         k = max(0, tl.pos - 1)
     if not 0 <= k <= tl.length:
         raise CommandError(f"step {k} is outside 0..{tl.length}")
-    here = tl.pos
-    a = list(tl.e.m.S), {p: bytes(v) for p, v in tl.e.m.ram.items()}, {c: bytes(v) for c, v in tl.e.m.ovl.items()}
-    tl.goto(k)
-    lines = []
-    from .core.timeline import _vectors
-    for i, (x, y) in enumerate(zip(tl.e.m.S, a[0])):
-        if x != y:
-            cpu, off = tl.e.L.split(i)
-            if cpu >= 0 and off in (F_IRR, F_ISR):
-                lines.append(f"{tl.e.L.describe(i)}: {_vectors(x)} -> {_vectors(y)}")
-            elif cpu >= 0 and off == 0:
-                lines.append(f"{tl.e.L.describe(i)}: {tl.e.rnames[x]} -> {tl.e.rnames[y]}")
-            else:
-                lines.append(f"{tl.e.L.describe(i)}: {_short(x)} -> {_short(y)}")
-    for pfn in sorted(set(a[1]) | set(tl.e.m.ram)):
-        old, new = tl.e.m.ram.get(pfn), a[1].get(pfn)
-        if old is None or new is None:
-            lines.append(f"RAM page 0x{pfn << PAGE_SHIFT:x} {'created' if old is None else 'gone'}")
-        elif bytes(old) != new:
-            for j in range(len(new)):
-                if old[j] != new[j]:
-                    lines.append(f"RAM[0x{(pfn << PAGE_SHIFT) + j:x}]: 0x{old[j]:02x} -> 0x{new[j]:02x}")
-    for c in sorted(set(a[2]) | set(tl.e.m.ovl)):
-        old, new = tl.e.m.ovl.get(c), a[2].get(c)
-        if old is not None and new is not None and bytes(old) != new:
-            for j in range(len(new)):
-                if old[j] != new[j]:
-                    lines.append(f"overlay(cpu{c})[0x{j:x}]: 0x{old[j]:02x} -> 0x{new[j]:02x}")
-    tl.goto(here)
-    return Output([f"changes from step {k} to step {here}:"] + (lines or ["no difference"]), {"diff": lines})
+    from .core.timeline import diff_states
+    lines = diff_states(tl.e, tl.snapshot_at(k), tl.e.m.snapshot(), "->")
+    return Output([f"changes from step {k} to step {tl.pos}:"] + (lines or ["no difference"]), {"diff": lines})
 
 
 def _short(v) -> str:

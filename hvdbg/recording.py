@@ -53,18 +53,26 @@ def header_for(scn, cfg: Config) -> dict:
 
 
 class _Recorder:
-    def __init__(self, tl: Timeline, w: TraceWriter):
-        self.tl, self.w = tl, w
+    """Writes events with their 16-bit checks, and a checkpoint (digest + checks) every
+    CHECK_EVERY events and at the end. `digest_at(step)` gives the state digest at a step."""
+
+    def __init__(self, w: TraceWriter, digest_at, on_event=None):
+        self.w, self.digest_at, self.on_event = w, digest_at, on_event
         self.checks = bytearray()
 
     def hook(self, ev: tuple) -> None:
-        self.tl._hook(ev)
+        if self.on_event is not None:
+            self.on_event(ev)
         self.w.event(ev[E_ACT])
         self.checks += event_check(ev[E_WRITES]).to_bytes(2, "little")
         step = ev[0] + 1
         if step % CHECK_EVERY == 0:
-            self.w.checkpoint(step, self.tl.e.m.digest(), None, bytes(self.checks))
+            self.w.checkpoint(step, self.digest_at(step), None, bytes(self.checks))
             self.checks = bytearray()
+
+    def finish(self, steps: int) -> None:
+        if steps % CHECK_EVERY or steps == 0:
+            self.w.checkpoint(steps, self.digest_at(steps), None, bytes(self.checks))
 
 
 def partial_path(path) -> str:
@@ -81,12 +89,11 @@ def record(scn, cfg: Config, path, stop=None, checkpoint_every: int = 1000) -> T
     tl = Timeline(eng, checkpoint_every)
     tmp = partial_path(path)
     w = TraceWriter(tmp, header_for(scn, cfg))
-    rec = _Recorder(tl, w)
+    rec = _Recorder(w, lambda step: eng.m.digest(), on_event=tl._hook)
     try:
         tl.result = eng.run(stop=stop, hook=rec.hook)
         tl.pos = eng.step
-        if eng.step % CHECK_EVERY or eng.step == 0:
-            w.checkpoint(eng.step, eng.m.digest(), None, bytes(rec.checks))
+        rec.finish(eng.step)
         w.close(tl.result.outcome, eng.step)
         os.replace(tmp, path)
     except BaseException:
@@ -192,23 +199,18 @@ def save_session(session, path) -> int:
     scn = getattr(session, "scenario", None) or e.scn
     tmp = partial_path(path)
     w = TraceWriter(tmp, header_for(scn, e.cfg))
+    def digest_at(step: int) -> str:
+        here = main.pos
+        main.goto(step)
+        d = e.m.digest()
+        main.goto(here)
+        return d
+
+    rec = _Recorder(w, digest_at)
     try:
-        checks = bytearray()
         for ev in main.events:
-            w.event(ev[E_ACT])
-            checks += event_check(ev[E_WRITES]).to_bytes(2, "little")
-            step = ev[0] + 1
-            if step % CHECK_EVERY == 0:
-                here = main.pos
-                main.goto(step)
-                w.checkpoint(step, e.m.digest(), None, bytes(checks))
-                main.goto(here)
-                checks = bytearray()
-        if main.length % CHECK_EVERY or main.length == 0:
-            here = main.pos
-            main.goto(main.length)
-            w.checkpoint(main.length, e.m.digest(), None, bytes(checks))
-            main.goto(here)
+            rec.hook(ev)
+        rec.finish(main.length)
         n = 0
         order = [b for b in session.branches.values() if b.parent is not None]
         order.sort(key=lambda b: _depth(b))

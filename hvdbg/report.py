@@ -6,21 +6,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .core.defs import HP_NAMES, MSR_VP_ASSIST_PAGE, VECTOR_NAMES
+from .core.defs import HP_NAMES, MSR_VP_ASSIST_PAGE, vector_names
 from .core.engine import Engine, Result
 from .core.explain import explain_hang, where
 from .core.machine import F_HALT, F_IF, F_IRR, F_ISR, F_PC, F_RT, F_TPR, MSR_OFF, RAM
 
 
 def vec_list(bits: int) -> list[str]:
-    out = []
-    v = bits.bit_length() - 1
-    while v >= 0:
-        if bits >> v & 1:
-            n = VECTOR_NAMES.get(v)
-            out.append(f"{n}(0x{v:02x})" if n else f"0x{v:02x}")
-        v -= 1
-    return out
+    return vector_names(bits, with_number=True)
 
 
 def vcpu_summary(eng: Engine) -> list[dict]:

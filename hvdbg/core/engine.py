@@ -457,7 +457,7 @@ class Engine:
     def deliverable(self, c: int) -> int:
         """Highest deliverable IRR vector of vCPU c, or 0."""
         S = self.m.S
-        b = self.L.base(c)
+        b = self.bases[c]
         irr = S[b + F_IRR]
         if not irr or not S[b + F_IF]:
             return 0
@@ -503,13 +503,10 @@ class Engine:
             if not at_wait or self.holds(c, b, ops[pc][1]):
                 acts.append(("op", c))
                 x += wt["op"]
-        irr = S[b + F_IRR]
-        if irr and S[b + F_IF]:
-            v = irr.bit_length() - 1
-            isr = S[b + F_ISR]
-            if (v >> 4) > max(S[b + F_TPR] >> 4, (isr.bit_length() - 1) >> 4 if isr else 0):
-                acts.append(("deliver", c, v))
-                x += wt["deliver"]
+        v = self.deliverable(c)
+        if v:
+            acts.append(("deliver", c, v))
+            x += wt["deliver"]
         if S[b + self.L.P_TIMER]:
             acts.append(("timer", c, self.timer_vec))
             x += wt["timer"]

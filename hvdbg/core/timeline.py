@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from .defs import MSRS, PAGE_SHIFT, VECTORS
+from .defs import PAGE_SHIFT, vector_names
 from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_STEP, E_WRITES, Config, Engine, Result
 from .machine import F_FRAMES, F_IRR, F_ISR, F_PC, F_RT, MSR_OFF, RAM
 
@@ -449,58 +449,49 @@ class Timeline:
 
     def state_diff(self, other: "Timeline", step: int) -> list[str]:
         """Slots and memory that differ between the two timelines at `step`."""
-        here_a, here_b = self.pos, other.pos
+        return diff_states(self.e, self.snapshot_at(step), other.snapshot_at(step), "!=", other.e.rnames)
+
+    def snapshot_at(self, step: int) -> tuple:
+        """A copy of the machine state at `step` (the position is restored)."""
+        here = self.pos
         self.goto(min(step, self.length))
-        other.goto(min(step, other.length))
-        A, B = self.e.m, other.e.m
-        out = []
-        L = self.e.L
-        for i, (x, y) in enumerate(zip(A.S, B.S)):
-            if x != y:
-                cpu, off = L.split(i)
-                if cpu >= 0 and off in (F_IRR, F_ISR):
-                    fx, fy = _vectors(x), _vectors(y)
-                elif cpu >= 0 and off == F_RT:
-                    fx, fy = self.e.rnames[x], other.e.rnames[y]
-                else:
-                    fx, fy = _fmt(x), _fmt(y)
-                out.append(f"{L.describe(i)}: {fx} != {fy}")
-        for pfn in sorted(set(A.ram) | set(B.ram)):
-            pa, pb = A.ram.get(pfn), B.ram.get(pfn)
-            if pa != pb:
-                if pa is None or pb is None:
-                    out.append(f"RAM page 0x{pfn:x} exists in one timeline only")
-                else:
-                    for j in range(len(pa)):
-                        if pa[j] != pb[j]:
-                            out.append(f"RAM[0x{(pfn << PAGE_SHIFT) + j:x}]: 0x{pa[j]:02x} != 0x{pb[j]:02x}")
-        for c in sorted(set(A.ovl) | set(B.ovl)):
-            if A.ovl.get(c) != B.ovl.get(c):
-                out.append(f"overlay page of {'cpu%d' % c if c >= 0 else 'saved RAM %d' % c} differs")
-        self.goto(here_a)
-        other.goto(here_b)
-        return out
+        snap = self.e.m.snapshot()
+        self.goto(here)
+        return snap
 
 
 def _vectors(bits: int) -> str:
-    from .defs import VECTOR_NAMES
-    vs = [VECTOR_NAMES.get(v, f"0x{v:02x}") for v in range(255, -1, -1) if bits >> v & 1]
-    return "{" + ",".join(vs) + "}"
+    return "{" + ",".join(vector_names(bits)) + "}"
 
 
 def _fmt(v) -> str:
     return hex(v) if isinstance(v, int) and v > 9 else repr(v)
 
 
-def parse_vector(text: str) -> int:
-    t = text.strip()
-    if t.upper() in VECTORS:
-        return VECTORS[t.upper()]
-    return int(t, 0)
-
-
-def parse_msr(text: str) -> int:
-    t = text.strip()
-    if t.upper() in MSRS:
-        return MSRS[t.upper()]
-    return int(t, 0)
+def diff_states(e, a: tuple, b: tuple, sep: str, rnames_b: list | None = None) -> list[str]:
+    """Lines naming what differs between two machine snapshots of engine `e`'s layout
+    (`Machine.snapshot()`: slots, RAM pages, overlay pages): slots (IRR/ISR as vector sets,
+    routines by name), RAM and overlay bytes, pages present in one only."""
+    L = e.L
+    rb = rnames_b or e.rnames
+    out = []
+    for i, (x, y) in enumerate(zip(a[0], b[0])):
+        if x != y:
+            cpu, off = L.split(i)
+            if cpu >= 0 and off in (F_IRR, F_ISR):
+                fx, fy = _vectors(x), _vectors(y)
+            elif cpu >= 0 and off == F_RT:
+                fx, fy = e.rnames[x], rb[y]
+            else:
+                fx, fy = _fmt(x), _fmt(y)
+            out.append(f"{L.describe(i)}: {fx} {sep} {fy}")
+    for pages, name in ((1, "RAM"), (2, "overlay")):
+        for k in sorted(set(a[pages]) | set(b[pages])):
+            pa, pb = a[pages].get(k), b[pages].get(k)
+            where = (lambda j: f"RAM[0x{(k << PAGE_SHIFT) + j:x}]") if pages == 1 else \
+                    (lambda j: f"overlay({'cpu%d' % k if k >= 0 else 'saved%d' % k})[0x{j:x}]")
+            if pa is None or pb is None:
+                out.append(f"{name} page {k:#x} exists on one side only")
+            elif pa != pb:
+                out += [f"{where(j)}: 0x{pa[j]:02x} {sep} 0x{pb[j]:02x}" for j in range(len(pa)) if pa[j] != pb[j]]
+    return out

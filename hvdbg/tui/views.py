@@ -4,20 +4,13 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from ..core.defs import ASSIST_FIELDS, HP_NAMES, MSR_NAMES, VECTOR_NAMES, msr_reset_value
+from ..core.defs import ASSIST_FIELDS, HP_NAMES, MSR_NAMES, VECTOR_NAMES, msr_reset_value, vector_names
 from ..core.engine import E_WRITES
 from ..core.explain import describe, where
 from ..core.machine import F_FRAMES, F_HALT, F_HV, F_IF, F_IRR, F_ISR, F_PC, F_RT, F_TPR, MSR_LIST, MSR_OFF, RAM
 
 
-def vec_names(bits: int) -> list[str]:
-    out = []
-    v = bits.bit_length() - 1
-    while v >= 0:
-        if bits >> v & 1:
-            out.append(VECTOR_NAMES.get(v, f"0x{v:02x}"))
-        v -= 1
-    return out
+vec_names = vector_names
 
 
 def last_writes(tl) -> list:
