@@ -1,54 +1,61 @@
 """The `hvdbg` command line.
 
-Exit status (design §7): 0 ok, 1 internal error (one line naming a crash report),
-2 usage or bad input, 3 hang, 5 timeout, 130 interrupted.
+Exit status (design §7, one table for every command): 0 ok / identical / read, 1 internal
+error (one line naming a crash report), 2 usage or bad input, 3 hang, 4 divergence,
+5 timeout, 6 a script expectation failed, 8 only a salvaged prefix of a cut or damaged trace
+could be verified, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
-import tempfile
 import time
-import traceback
 from collections import Counter
-from pathlib import Path
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_HANG, EXIT_DIVERGE, EXIT_TIMEOUT, EXIT_INTR = 0, 1, 2, 3, 4, 5, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_HANG, EXIT_DIVERGE, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
+EXIT_SALVAGED, EXIT_INTR, EXIT_TERM = 8, 130, 143
 OUTCOME_EXIT = {"ok": EXIT_OK, "hang": EXIT_HANG, "timeout": EXIT_TIMEOUT, "stopped": EXIT_INTR}
+RUN_OPTIONS = ("hypervisor", "overlay", "fix", "garbage", "seed", "vcpus", "max_steps")
 
 
 class UsageError(Exception):
     pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: files are flushed and closed on the way out."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
-        raise UsageError(f"{self.prog}: {message}")
+        from .safe import printable
+        raise UsageError(f"{self.prog}: {printable(message, 300)}")
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
-    _session_options(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--record", metavar="FILE", help="record the run to a msgpack trace (written even on a hang)")
-
-
-def _session_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scenario", nargs="?", default=None, help="built-in scenario, FILE.toml or a trace (default cpu-offline)")
-    p.add_argument("--hypervisor", choices=("hyperv", "kvm"))
-    p.add_argument("--overlay", choices=("uncover-stale", "copy-back", "restore"), help="hyperv only")
+def _session_options(p: argparse.ArgumentParser, traces: bool = True) -> None:
+    from .core.hypervisor import HYPERVISORS, POLICIES
+    p.add_argument("scenario", nargs="?", default=None,
+                   help="built-in scenario, FILE.toml" + (" or a recorded trace" if traces else "")
+                   + " (default cpu-offline)")
+    p.add_argument("--hypervisor", choices=HYPERVISORS)
+    p.add_argument("--overlay", choices=tuple(POLICIES), help="hyperv only")
     p.add_argument("--fix", choices=("none", "gfp-zero", "clear-bit"))
-    p.add_argument("--garbage", metavar="SPEC", help="fill byte (0xfe) or random:SEED for pages allocated without __GFP_ZERO")
+    p.add_argument("--garbage", metavar="SPEC", help="fill byte (0xa5; bit0 must be 1 for the stale-bit bugs) or "
+                                                     "random:SEED for pages allocated without __GFP_ZERO")
     p.add_argument("--seed", type=_int, help="PRNG seed of the default choice policy")
     p.add_argument("--vcpus", type=_int, help="vCPU count 2..64")
     p.add_argument("--max-steps", type=_int, dest="max_steps", help="step budget (timeout)")
+    p.add_argument("--memory", metavar="SIZE", help="memory budget of a recorded session, e.g. 4G "
+                                                    "(default: $HVDBG_MEMORY or 75%% of the available memory)")
 
 
 def _options(args) -> dict:
     """The run options given on the command line, validated (one message, exit 2)."""
     from .core.scenario import check_config_values
-    opts = {k: getattr(args, k, None) for k in ("hypervisor", "overlay", "fix", "garbage", "seed", "vcpus", "max_steps")}
+    opts = {k: getattr(args, k, None) for k in RUN_OPTIONS}
     if opts.get("overlay") and opts.get("hypervisor") == "kvm":
         raise UsageError("hvdbg: --overlay applies to --hypervisor hyperv only (kvm has no overlay)")
     check_config_values({k: v for k, v in opts.items() if v is not None},
@@ -56,21 +63,48 @@ def _options(args) -> dict:
     return opts
 
 
+def _memory(args) -> int:
+    from .core.timeline import memory_budget, parse_size
+    m = getattr(args, "memory", None)
+    if m is None:
+        return memory_budget()
+    try:
+        return parse_size(m)
+    except ValueError as e:
+        raise UsageError(f"hvdbg: --memory: {e}") from None
+
+
+def _is_trace(path) -> bool:
+    from .commands import is_trace_file
+    return bool(path) and is_trace_file(path)
+
+
+def _no_run_options_with_trace(args) -> None:
+    given = [f"--{k.replace('_', '-')}" for k in RUN_OPTIONS if getattr(args, k, None) is not None]
+    if given:
+        raise UsageError(f"hvdbg: {', '.join(given)}: a trace carries its own configuration; these options apply to "
+                         "scenarios")
+
+
 def _open_session(args):
     from .commands import CommandError, Session
+    if _is_trace(args.scenario):
+        _no_run_options_with_trace(args)
     opts = _options(args)
     try:
-        return Session.open(args.scenario, **opts)
+        return Session.open(args.scenario, memory=_memory(args), **opts)
     except CommandError as e:
         raise UsageError(f"hvdbg: {e}") from None
     except OSError as e:
-        raise UsageError(f"hvdbg: {args.scenario}: cannot read: {e.strerror or e}") from None
+        from .safe import printable
+        raise UsageError(f"hvdbg: {printable(args.scenario)}: cannot read: {getattr(e, 'why', None) or e.strerror or e}") \
+            from None
 
 
 def cmd_tui(args, out) -> int:
-    session = _open_session(args)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("hvdbg: the TUI needs a terminal; use `hvdbg run`, `hvdbg repl` or `hvdbg script` without one")
+    session = _open_session(args)
     from .tui import run_tui
     return run_tui(session)
 
@@ -97,20 +131,26 @@ def cmd_script(args, out) -> int:
 
 def _int(s: str) -> int:
     try:
-        return int(s, 0)
+        v = int(s, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer, got {s[:40]!r}") from None
+    if not -(1 << 63) <= v < 1 << 64:
+        raise argparse.ArgumentTypeError("integer out of the 64-bit range")
+    return v
 
 
 def make_parser() -> _Parser:
     p = _Parser(prog="hvdbg", description="Time-travel debugger for the Hyper-V guest/hypervisor interface.")
     p.add_argument("--version", action="version", version="hvdbg 0.1.0")
     sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
-    r = sub.add_parser("run", help="run a scenario headless and explain its outcome")
-    _run_options(r)
+    r = sub.add_parser("run", help="run a scenario headless and explain its outcome (or re-run a trace)")
+    _session_options(r)
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.add_argument("--record", metavar="FILE", help="record the run to a msgpack trace (written even on a hang)")
     s = sub.add_parser("sweep", help="run many seeds and print the outcome histogram")
-    _run_options(s)
-    s.add_argument("--seeds", type=_int, default=100, help="number of seeds (from --seed, default 0)")
+    _session_options(s, traces=False)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--seeds", type=_int, default=100, help="number of seeds, from --seed (default: the scenario's seed)")
     sub.add_parser("scenarios", help="list the built-in scenarios")
     tu = sub.add_parser("tui", help="the terminal UI (the default with no arguments)")
     _session_options(tu)
@@ -120,9 +160,10 @@ def make_parser() -> _Parser:
     sc.add_argument("file")
     _session_options(sc)
     sc.add_argument("--quiet", action="store_true", help="print only failures and the summary")
-    rp = sub.add_parser("replay", help="re-execute a trace with its recorded choices")
+    rp = sub.add_parser("replay", help="re-execute a trace with its recorded choices and verify every event")
     rp.add_argument("trace")
-    rp.add_argument("--verify", action="store_true", help="compare every event: exit 0 identical, 4 diverged")
+    rp.add_argument("--verify", action="store_true", help="print only the verdict: exit 0 identical, 4 diverged, "
+                                                           "8 only a salvaged prefix verified")
     rp.add_argument("--json", action="store_true")
     ip = sub.add_parser("info", help="what a trace holds: config, steps, outcome, branches, checkpoints, salvage")
     ip.add_argument("trace")
@@ -142,31 +183,50 @@ def _load(args):
     cfg = scn.config(**over)
     if cfg.hypervisor == "kvm" and args.overlay is None:
         cfg.overlay = "uncover-stale"
-    if not 1 <= scn.target < cfg.vcpus:
-        raise UsageError(f"hvdbg: --vcpus {cfg.vcpus}: scenario {scn.name} offlines cpu{scn.target}")
     return scn, cfg
 
 
 def cmd_run(args, out) -> int:
-
     from .core.engine import Engine
+    from .core.timeline import journal_problem
     from .report import build_report, render
+    if args.record is not None and not args.record:
+        raise UsageError("hvdbg: --record: empty file name")
+    if _is_trace(args.scenario):
+        _no_run_options_with_trace(args)
+        if args.record:
+            raise UsageError("hvdbg: --record: the scenario is already a trace (use `hvdbg replay`)")
+        return _rerun_trace(args, out)
     scn, cfg = _load(args)
-    try:
-        eng = Engine(scn, cfg)
-    except ValueError as e:
-        raise UsageError(f"hvdbg: {scn.source}: {e}") from None
+    why = journal_problem(cfg.max_steps, _memory(args))
+    if why:
+        raise UsageError(f"hvdbg: {why}")
     if args.record:
         from .recording import record
+        from .safe import printable
         try:
             eng = record(scn, cfg, args.record).e
         except OSError as e:
-            raise UsageError(f"hvdbg: --record {args.record}: {e.strerror or e}") from None
-        res = eng._result(*_final(eng))
+            raise UsageError(f"hvdbg: --record {printable(args.record)}: {getattr(e, 'why', None) or e.strerror or e}") \
+                from None
+        res = eng._last_result
     else:
+        eng = Engine(scn, cfg)
         res = eng.run()
     _emit(args, out, build_report(eng, res), render)
     return OUTCOME_EXIT.get(res.outcome, EXIT_OK)
+
+
+def _rerun_trace(args, out) -> int:
+    """`hvdbg run TRACE`: the recorded run again (re-executed and verified), its report and
+    the run's exit status."""
+    from .report import build_report, render
+    loaded = _load_trace(args.scenario, journal=True, branches=False)
+    status = _verdict_status(args.scenario, loaded)
+    if status != EXIT_OK:
+        return status
+    _emit(args, out, build_report(loaded.engine, loaded.result), render)
+    return OUTCOME_EXIT.get(loaded.result.outcome, EXIT_OK)
 
 
 def _emit(args, out, rep: dict, render_fn) -> None:
@@ -174,106 +234,147 @@ def _emit(args, out, rep: dict, render_fn) -> None:
     if args.json:
         out.write(json.dumps(rep, default=str) + "\n")
     else:
-        from rich.console import Console
-        render_fn(rep, Console(file=out, highlight=False))
+        render_fn(rep, _console(out))
 
 
-def _final(eng) -> tuple:
-    r = eng._last_result
-    return r.outcome, r.reason
+def _console(out):
+    from rich.console import Console
+    return Console(file=out, highlight=False)
 
 
-def _load_trace(args, verify=True):
+def _load_trace(path, **kw):
     from .recording import load
+    from .safe import printable
     try:
-        return load(args.trace, verify=verify)
+        return load(path, **kw)
     except OSError as e:
-        raise UsageError(f"hvdbg: {args.trace}: cannot read: {e.strerror or e}") from None
+        raise UsageError(f"hvdbg: {printable(path)}: cannot read: {getattr(e, 'why', None) or e.strerror or e}") from None
 
 
-def _warn_salvage(loaded) -> None:
-    sv = loaded.trace.salvage
+def _warn_salvage(tr) -> None:
+    sv = tr.salvage
     if sv:
         print(f"hvdbg: warning: salvaged: {sv.get('message') or sv.get('reason')}", file=sys.stderr)
 
 
-def cmd_replay(args, out) -> int:
-
-    from .report import build_report, render
-    loaded = _load_trace(args)
-    _warn_salvage(loaded)
-    tl = loaded.timeline
+def _verdict_status(path, loaded) -> int:
+    """Divergence -> one line on stderr, 4; a salvaged file -> one warning line, 8; else 0."""
+    from .safe import printable
     if loaded.divergence is not None:
         step, why = loaded.divergence
-        print(f"hvdbg: {args.trace}: diverged at step {step}: {why}", file=sys.stderr)
+        print(f"hvdbg: {printable(path)}: diverged at step {step}: {why}", file=sys.stderr)
         return EXIT_DIVERGE
-    if args.verify:
-        part = " (the recovered prefix of a salvaged trace)" if loaded.trace.salvage else ""
-        msg = (f"identical{part}: {tl.length} events re-executed, {len(loaded.trace.checkpoints)} checkpoint digests "
-               f"and every per-event check match; outcome {tl.result.outcome}")
-        if args.json:
-            out.write(json.dumps({"identical": True, "steps": tl.length, "outcome": tl.result.outcome,
-                                  "checkpoints": len(loaded.trace.checkpoints)}) + "\n")
-        else:
-            out.write(msg + "\n")
-        return EXIT_OK
-    _emit(args, out, build_report(tl.e, tl.result), render)
+    if loaded.trace.salvage:
+        _warn_salvage(loaded.trace)
+        return EXIT_SALVAGED
     return EXIT_OK
 
 
+def cmd_replay(args, out) -> int:
+    from .report import build_report, render
+    loaded = _load_trace(args.trace, journal=not args.verify, branches=False)
+    status = _verdict_status(args.trace, loaded)
+    tr, res = loaded.trace, loaded.result
+    if status == EXIT_DIVERGE:
+        if args.json:
+            out.write(json.dumps({"identical": False, "status": "diverged", "step": loaded.divergence[0],
+                                  "why": loaded.divergence[1]}) + "\n")
+        return status
+    n = len(tr.events)
+    if status == EXIT_SALVAGED:
+        sv = tr.salvage
+        msg = (f"salvaged: {n} recovered events re-executed, {loaded.verified} of them checked against their "
+               f"per-event checks, {len(tr.checkpoints)} checkpoint digests matched; lost: everything after byte "
+               f"{sv['offset']} ({sv['reason']}), including the recorded outcome - NOT a whole-file verification")
+        data = {"identical": False, "status": "salvaged", "events_recovered": n, "events_checked": loaded.verified,
+                "checkpoints": len(tr.checkpoints), "lost_after_byte": sv["offset"], "reason": sv["reason"]}
+    else:
+        msg = (f"identical: {n} events re-executed, {len(tr.checkpoints)} checkpoint digests and every per-event check "
+               f"match; outcome {res.outcome} at step {n}, as recorded")
+        data = {"identical": True, "status": "identical", "steps": n, "outcome": res.outcome,
+                "checkpoints": len(tr.checkpoints)}
+    if loaded.program_note:
+        msg += f"; note: {loaded.program_note}"
+        data["program_note"] = loaded.program_note
+    if args.verify or args.json:
+        out.write((json.dumps(data) if args.json else msg) + "\n")
+    else:
+        _emit(args, out, build_report(loaded.engine, res), render)
+        out.write(msg + "\n")
+    return status
+
+
 def cmd_info(args, out) -> int:
-    from .trace.reader import load_trace
+    from .recording import open_trace
+    from .safe import printable
     try:
-        tr = load_trace(args.trace)
+        tr, scn, cfg = open_trace(args.trace)
     except OSError as e:
-        raise UsageError(f"hvdbg: {args.trace}: cannot read: {e.strerror or e}") from None
+        raise UsageError(f"hvdbg: {printable(args.trace)}: cannot read: {getattr(e, 'why', None) or e.strerror or e}") \
+            from None
     h = tr.header
-    info = {"file": args.trace, "bytes": tr.size, "tool": h.get("tool"), "scenario": h.get("scenario"),
-            "config": h.get("config"), "events": len(tr.events),
+    info = {"file": args.trace, "bytes": tr.size, "tool": h.get("tool"), "scenario": scn.name,
+            "config": cfg.as_dict(), "events": len(tr.events),
             "outcome": (tr.footer or {}).get("outcome"), "steps": (tr.footer or {}).get("steps"),
             "checkpoints": [{"step": c[0], "digest": c[1], "offset": c[3]} for c in tr.checkpoints],
             "branches": [{k: b.get(k) for k in ("name", "parent", "fork_step", "edit")} for b in tr.branches],
-            "salvaged": tr.salvage, "bytes_per_event": round(tr.size / max(1, len(tr.events)), 2)}
-    if tr.salvage:
-        print(f"hvdbg: warning: salvaged: {tr.salvage.get('message') or tr.salvage.get('reason')}", file=sys.stderr)
+            "salvaged": tr.salvage, "bytes_per_event": round(tr.size / max(1, len(tr.events)), 2),
+            "verified": False}
+    _warn_salvage(tr)
     if args.json:
         out.write(json.dumps(info, default=str) + "\n")
         return EXIT_OK
-    c = info["config"] or {}
-    out.write(f"{args.trace}: {info['tool']} trace of {info['scenario']}, {info['bytes']} bytes, "
-              f"{info['bytes_per_event']} bytes/event\n")
-    out.write("config: " + ", ".join(f"{k}={v}" for k, v in c.items()) + "\n")
-    out.write(f"events: {info['events']}; outcome: {info['outcome'] or 'none recorded (no footer)'}\n")
-    out.write(f"checkpoints: {len(info['checkpoints'])}"
-              + (f" (steps {info['checkpoints'][0]['step']}..{info['checkpoints'][-1]['step']})" if info['checkpoints'] else "") + "\n")
-    out.write("branches: " + (", ".join(f"{b['name']} (from {b['parent'] or 'main'} at step {b['fork_step']})"
-                                        for b in info["branches"]) or "none") + "\n")
-    out.write("salvaged: " + (f"yes, at byte {tr.salvage.get('offset')}: {tr.salvage.get('reason')}" if tr.salvage else "no")
-              + "\n")
+    from rich.text import Text
+    c = info["config"]
+    con = _console(out)
+    for line in (
+        f"{printable(args.trace)}: {printable(info['tool'])} trace of {scn.name}, {info['bytes']} bytes, "
+        f"{info['bytes_per_event']} bytes/event",
+        "config: " + ", ".join(f"{k}={v}" for k, v in c.items()),
+        f"events: {info['events']}; outcome: {info['outcome'] or 'none recorded (no footer)'}",
+        f"checkpoints: {len(info['checkpoints'])}"
+        + (f" (steps {info['checkpoints'][0]['step']}..{info['checkpoints'][-1]['step']})" if info['checkpoints'] else ""),
+        "branches: " + (", ".join(f"{b['name']} (from {b['parent'] or 'main'} at step {b['fork_step']})"
+                                  for b in info["branches"]) or "none"),
+        "salvaged: " + (f"yes, at byte {tr.salvage.get('offset')}: {tr.salvage.get('reason')}" if tr.salvage else "no"),
+        "verified: no (info reads the file without re-executing it; `hvdbg replay --verify` checks every event)",
+    ):
+        con.print(Text(line), soft_wrap=True)
     return EXIT_OK
 
 
 def cmd_show(args, out) -> int:
-
     from .report import render_state, state_report
-    loaded = _load_trace(args)
-    _warn_salvage(loaded)
-    tl = loaded.timeline
-    if args.branch != "main":
+    from .safe import printable
+    main_only = args.branch == "main"
+    loaded = _load_trace(args.trace, journal=not main_only, upto=args.step if main_only else None,
+                         branches=not main_only)
+    n = len(loaded.trace.events)
+    if args.step is not None and main_only and not 0 <= args.step <= n:
+        raise UsageError(f"hvdbg: --step {args.step}: the main branch has steps 0..{n}")
+    if loaded.divergence is not None:
+        step, why = loaded.divergence
+        print(f"hvdbg: {printable(args.trace)}: diverged at step {step}: {why}; `show` shows only states the trace "
+              "reproduces", file=sys.stderr)
+        return EXIT_DIVERGE
+    _warn_salvage(loaded.trace)
+    if main_only:
+        eng, step = loaded.engine, loaded.engine.step
+    else:
         if args.branch not in loaded.branches:
-            raise UsageError(f"hvdbg: {args.trace}: no branch {args.branch!r} "
+            raise UsageError(f"hvdbg: {printable(args.trace)}: no branch {printable(repr(args.branch))} "
                              f"(branches: main{''.join(', ' + b for b in loaded.branches)})")
         tl = loaded.branches[args.branch]
-    step = tl.length if args.step is None else args.step
-    if not 0 <= step <= tl.length:
-        raise UsageError(f"hvdbg: --step {step}: the {args.branch} branch has steps 0..{tl.length}")
-    tl.goto(step)
-    _emit(args, out, state_report(tl.e, step, args.branch), render_state)
+        step = tl.length if args.step is None else args.step
+        if not 0 <= step <= tl.length:
+            raise UsageError(f"hvdbg: --step {step}: the {args.branch} branch has steps 0..{tl.length}")
+        tl.goto(step)
+        eng = tl.e
+    _emit(args, out, state_report(eng, step, args.branch), render_state)
     return EXIT_OK
 
 
 def cmd_sweep(args, out) -> int:
-
     from .core.engine import Engine
     from .report import render_sweep
     scn, cfg = _load(args)
@@ -283,15 +384,15 @@ def cmd_sweep(args, out) -> int:
     first: dict[str, int] = {}
     stats: Counter = Counter()
     t0 = time.perf_counter()
-    for seed in range(cfg.seed, cfg.seed + args.seeds):
-        cfg.seed = seed
-        eng = Engine(scn, cfg)
+    base = cfg.seed
+    for seed in range(base, base + args.seeds):
+        cfg.seed = seed & ((1 << 64) - 1)
+        eng = Engine(scn, cfg, journal=False)      # a sweep keeps no journal: memory is flat
         res = eng.run()
         hist[res.outcome] += 1
         first.setdefault(res.outcome, seed)
         stats["runs_with_assisted_eoi_before_offline"] += 1 if res.stats.get("eoi_assisted_before_offline") else 0
         stats["runs_with_stale_eoi_skip"] += 1 if res.stats.get("eoi_skipped_stale") else 0
-    base = cfg.seed - args.seeds + 1
     rep = {"scenario": scn.name, "hypervisor": cfg.hypervisor, "overlay": cfg.overlay, "fix": cfg.fix,
            "garbage": cfg.garbage, "first_seed": base, "seeds": args.seeds,
            "histogram": dict(sorted(hist.items())), "first_seed_of": first,
@@ -314,17 +415,58 @@ def cmd_scenarios(args, out) -> int:
     return EXIT_OK
 
 
-def crash_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "hvdbg" / "crash"
+class _Stdout:
+    """stdout for the commands: a reader that went away (``hvdbg run | head -1``) ends the
+    output quietly - later writes go nowhere - and the command still returns its own status."""
+
+    def __init__(self, f):
+        self._f = f
+        self.closed_pipe = False
+
+    def _gone(self) -> None:
+        self.closed_pipe = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._f.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, s: str) -> int:
+        if self.closed_pipe:
+            return len(s)
+        try:
+            return self._f.write(s)
+        except BrokenPipeError:
+            self._gone()
+            return len(s)
+
+    def flush(self) -> None:
+        if self.closed_pipe:
+            return
+        try:
+            self._f.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     from .core.engine import RunError
     from .core.program import ProgramError
     from .core.scenario import ScenarioError
+    from .safe import printable
     from .trace.format import TraceError
-    out = sys.stdout
+    out = _Stdout(sys.stdout)
+    old_term = None
+    if threading_main():
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         argv = list(argv if argv is not None else sys.argv[1:])
         args = make_parser().parse_args(argv)
@@ -333,29 +475,50 @@ def main(argv: list[str] | None = None) -> int:
             interactive = (sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("HVDBG_HEADLESS")
                            and not {"--json", "--record"} & {a.split("=")[0] for a in argv})
             args = make_parser().parse_args((["tui"] if interactive else ["run"]) + argv)
-        return {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "replay": cmd_replay,
+        code = {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "replay": cmd_replay,
                 "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script,
                 "tui": cmd_tui}[args.cmd](args, out)
+        out.flush()
+        return code
     except UsageError as e:
-        print(str(e), file=sys.stderr)
+        print(printable(str(e), 600), file=sys.stderr)
         return EXIT_USAGE
     except (ScenarioError, ProgramError, RunError, TraceError) as e:
-        print(f"hvdbg: {e}", file=sys.stderr)
+        print(f"hvdbg: {printable(str(e), 600)}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("hvdbg: terminated (SIGTERM); files were flushed and closed (a recording keeps FILE.partial)",
+              file=sys.stderr)
+        return EXIT_TERM
     except KeyboardInterrupt:
-        print("hvdbg: interrupted", file=sys.stderr)
+        print("hvdbg: interrupted; files were flushed and closed (a recording keeps FILE.partial)", file=sys.stderr)
         return EXIT_INTR
     except BrokenPipeError:
+        out._gone()
         return EXIT_OK
     except Exception:
-        try:
-            d = crash_dir()
-            d.mkdir(parents=True, exist_ok=True)
-            fd, path = tempfile.mkstemp(prefix="crash-", suffix=".txt", dir=d)
-        except OSError:
-            fd, path = tempfile.mkstemp(prefix="hvdbg-crash-", suffix=".txt")
-        with os.fdopen(fd, "w") as f:
-            f.write(f"hvdbg crash report\nargv: {sys.argv!r}\n\n")
-            traceback.print_exc(file=f)
+        from .crash import write_crash_report
+        path = write_crash_report()
         print(f"hvdbg: internal error; crash report written to {path}", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def threading_main() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def entry() -> None:
+    """The console script: main(), then a fast exit. A session of millions of events would
+    otherwise spend seconds freeing its journal at interpreter shutdown (after Ctrl-C too);
+    everything the process wrote is flushed first."""
+    code = main()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

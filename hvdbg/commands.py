@@ -143,6 +143,7 @@ class Session:
         self.marks: dict[str, int] = {}
         self.source = source
         self.trace_path: str | None = None
+        self.salvaged: dict | None = None       # the salvage report of a cut or damaged trace
         self._n = 0
 
     @property
@@ -150,22 +151,34 @@ class Session:
         return self.branches[self.current]
 
     @classmethod
-    def open(cls, spec: str | None = None, **options) -> "Session":
-        """A built-in scenario, a scenario file, or a trace file (*.hvt or anything with the magic)."""
-        from .core.scenario import load_scenario
-        if spec and os.path.isfile(spec) and _is_trace(spec):
+    def open(cls, spec: str | None = None, memory: int | None = None, **options) -> "Session":
+        """A built-in scenario, a scenario file, or a trace file (anything with the trace magic).
+        A trace is re-executed and verified; one that diverges is refused, a salvaged one opens
+        with ``salvaged`` set (scripts then exit 8). A scenario's step budget must fit the
+        memory budget of a recorded session (timeline.journal_problem)."""
+        from .core.scenario import ScenarioError, load_scenario
+        from .core.timeline import journal_problem, memory_budget
+        if spec and is_trace_file(spec):
             from .recording import load
+            from .safe import printable
             loaded = load(spec)
             if loaded.divergence is not None:
-                raise CommandError(f"{spec}: diverged at step {loaded.divergence[0]}: {loaded.divergence[1]}")
+                raise CommandError(f"{printable(spec)}: diverged at step {loaded.divergence[0]}: {loaded.divergence[1]}")
             s = cls(loaded.timeline, spec)
             s.branches.update(loaded.branches)
             s.trace_path = spec
             s.scenario = loaded.scenario
+            s.salvaged = loaded.trace.salvage
             _freeze()
             return s
         scn = load_scenario(spec)
-        cfg = scn.config(**{k: v for k, v in options.items() if v is not None})
+        try:
+            cfg = scn.config(**{k: v for k, v in options.items() if v is not None})
+        except ScenarioError as e:
+            raise CommandError(str(e)) from None
+        why = journal_problem(cfg.max_steps, memory_budget(memory))
+        if why:
+            raise CommandError(why)
         tl = Timeline.record(scn, cfg)
         s = cls(tl, spec or "cpu-offline")
         s.scenario = scn
@@ -213,13 +226,24 @@ def _freeze() -> None:
     gc.freeze()
 
 
-def _is_trace(path: str) -> bool:
+def is_trace_file(path) -> bool:
+    """Does `path` name a regular file that starts with the trace magic? Never blocks: a FIFO
+    or device is not a trace (the loader then refuses it with a reason)."""
+    import stat
+
     from .trace.format import MAGIC
     try:
-        with open(path, "rb") as f:
-            return f.read(len(MAGIC)) == MAGIC
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, ValueError, TypeError):
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return os.read(fd, len(MAGIC)) == MAGIC
     except OSError:
         return False
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- completion helpers
@@ -554,7 +578,11 @@ def _branch_out(s: Session, name: str, child: Timeline, what: str) -> Output:
 
 
 def _edit_branch(s: Session, stem: str, edit: tuple, stop=None) -> Output:
+    from .core.engine import edit_problem
     tl = s.tl
+    why = edit_problem(edit, tl.e.n)
+    if why:
+        raise CommandError(why)
     name = s.new_branch_name(stem)
     try:
         child = tl.branch(name, tl.pos, edit, stop=stop)

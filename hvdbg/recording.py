@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import zlib
 from dataclasses import dataclass
 
 import msgpack
 
-from .core.engine import E_ACT, E_WRITES, Config, Engine, RunError
+from .core.engine import E_ACT, E_WRITES, FIXES, Config, Engine, RunError, act_text, edit_problem
+from .core.hypervisor import HYPERVISORS, POLICIES
 from .core.program import Program, ProgramError
-from .core.scenario import ScenarioError, parse_scenario
+from .core.scenario import ScenarioError, check_config_values, parse_scenario
 from .core.timeline import Timeline
-from .trace.format import TraceError
+from .safe import open_partial, output_target, printable
+from .trace.format import MAGIC, TraceError
 from .trace.reader import Trace, load_trace
 from .trace.writer import TraceWriter
 
@@ -84,110 +87,247 @@ def record(scn, cfg: Config, path, stop=None, checkpoint_every: int = 1000) -> T
     flushed at least every 1,000 events or 100 ms), closed with a footer at the outcome - a
     hang included - and then renamed over PATH atomically, so an existing PATH is replaced
     only by a complete trace. A killed recording leaves PATH.partial, loadable up to the
-    last flush."""
+    last flush. PATH must be new, or a regular file that is an hvdbg trace (a symlink to one
+    is written through); anything else is refused before the run starts (safe.output_target)."""
+    target = output_target(path, MAGIC)
     eng = Engine(scn, cfg)
     tl = Timeline(eng, checkpoint_every)
-    tmp = partial_path(path)
-    w = TraceWriter(tmp, header_for(scn, cfg))
+    tmp = partial_path(target)
+    w = TraceWriter(open_partial(tmp), header_for(scn, cfg), owns=True)
     rec = _Recorder(w, lambda step: eng.m.digest(), on_event=tl._hook)
     try:
         tl.result = eng.run(stop=stop, hook=rec.hook)
         tl.pos = eng.step
         rec.finish(eng.step)
         w.close(tl.result.outcome, eng.step)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         w.abandon()
         raise
     return tl
 
 
+# Outcomes a recording can end with (the footer's "outcome").
+OUTCOMES = ("ok", "hang", "timeout", "stopped")
+HEADER_FIELDS = {"tool": str, "scenario": str, "scenario_file": str, "scenario_text": str, "config": dict,
+                 "program_digest": str, "program": dict, "check_every": int}
+
+
 @dataclass
 class Loaded:
+    """A trace read, validated and re-executed with its recorded choices.
+
+    status: "identical" (every event of a complete file re-executed, every per-event check
+    and checkpoint digest matched, the recorded outcome reproduced at the recorded step),
+    "diverged" (``divergence`` = (first differing step, why)) or "salvaged" (a cut or
+    damaged file: only the recovered prefix was checked; ``verified`` events of it)."""
     trace: Trace
     scenario: object
     config: Config
-    timeline: Timeline
+    timeline: Timeline | None
     divergence: tuple | None   # (step, why) or None
     branches: dict
+    engine: Engine | None = None
+    status: str = "identical"
+    verified: int = 0          # events re-executed that matched their per-event checks
+    program_note: str = ""     # how the trace's program listing compares with this hvdbg's built-in one
+
+    @property
+    def result(self):
+        return self.engine._last_result if self.engine is not None else None
 
 
 def _scenario_and_config(tr: Trace, path) -> tuple:
+    """The header, checked field by field with the rules a scenario file obeys (one schema,
+    scenario.check_config_values), before anything is allocated for the machine."""
     h = tr.header
-    text, cfgd = h.get("scenario_text"), h.get("config")
-    if not isinstance(text, str) or not isinstance(cfgd, dict):
-        raise TraceError(path, 12, "header lacks the scenario text or the resolved config")
+    for k, t in HEADER_FIELDS.items():
+        if not isinstance(h.get(k), t) or (t is int and type(h.get(k)) is not int):
+            raise TraceError(path, 12, f"header field {k} is missing or not a {t.__name__}")
+    cfgd = h["config"]
+
+    def fail(k, msg):
+        raise TraceError(path, 12, f"header config: {k}: {msg}")
+    check_config_values(cfgd, fail, complete=True)
     try:
-        base = Program.from_data(h["program"]) if isinstance(h.get("program"), dict) else None
-        scn = parse_scenario(text, str(h.get("scenario_file") or "<trace scenario>"), base=base)
-        cfg = Config(**{k: cfgd[k] for k in Config().as_dict() if k in cfgd})
-    except (ScenarioError, ProgramError, TypeError, KeyError, ValueError) as e:
-        raise TraceError(path, 12, f"header scenario or program does not load: {e}") from None
+        base = Program.from_data(h["program"])
+    except ProgramError as e:
+        raise TraceError(path, 12, f"header program: {e}") from None
+    digest = hashlib.blake2b(msgpack.packb(h["program"], use_bin_type=True), digest_size=12).hexdigest()
+    if digest != h["program_digest"]:
+        raise TraceError(path, 12, "header program_digest does not match the program listing it carries "
+                                   "(the listing was changed after recording)")
+    try:
+        scn = parse_scenario(h["scenario_text"], str(h["scenario_file"]), base=base)
+        cfg = Config(**cfgd)
+        scn.check(cfg)
+        scn.program.select(cfg.fix)
+    except (ScenarioError, ProgramError) as e:
+        raise TraceError(path, 12, f"header scenario does not load: {e}") from None
+    if scn.name != cfg.scenario:
+        raise TraceError(path, 12, f"header config names scenario {printable(cfg.scenario)}, its text is "
+                                   f"{printable(scn.name)}")
     return scn, cfg
 
 
-def load(path, verify: bool = True, checkpoint_every: int = 1000, stop=None) -> Loaded:
-    """Load a trace and re-execute it with its recorded choices. Divergence (a recorded
-    choice that is not enabled, a differing per-event check or checkpoint digest) is
-    reported as (first differing step, why), and the timeline stops there."""
-    tr = load_trace(path)
+def _check_content(tr: Trace, cfg: Config, path) -> None:
+    """Every number in the records, against the model: recorded choices name existing vCPUs
+    and vectors 16..255, branch edits are in range (bit < 8, 64-bit values, ...), branch
+    switches name known fixes / hypervisors / policies, the footer's outcome is one the
+    engine produces, and checkpoints carry one check per event."""
+    n = cfg.vcpus
+    for d in tr.events.distinct():
+        cpus, vecs = d[1:-1] if d[0] != "op" else d[1:], d[-1:] if d[0] != "op" else ()
+        if not all(0 <= c < n for c in cpus) or not all(16 <= v <= 255 for v in vecs):
+            raise TraceError(path, 12, f"recorded choice '{act_text(d)}' is not an action of this {n}-vCPU machine")
+    for b in tr.branches:
+        if b["edit"] is not None:
+            why = edit_problem(b["edit"], n)
+            if why:
+                raise TraceError(path, b["offset"], f"branch {b['name']}: {why}")
+        for k, v in (b["switch"] or {}).items():
+            known = {"fix": FIXES, "hypervisor": HYPERVISORS, "overlay": tuple(POLICIES)}[k]
+            if v not in known:
+                raise TraceError(path, b["offset"], f"branch {b['name']}: unknown {k} {printable(repr(v), 40)}")
+    if tr.footer is not None and tr.footer["outcome"] not in OUTCOMES:
+        raise TraceError(path, tr.footer_offset, f"footer outcome {printable(repr(tr.footer['outcome']), 40)} is not "
+                                                 f"one of {', '.join(OUTCOMES)}")
+    for (step, _d, _s, off), chk in zip(tr.checkpoints, tr.checkpoint_checks):
+        if chk is None:
+            raise TraceError(path, off, f"checkpoint at step {step} carries no per-event checks")
+    if tr.footer is not None and len(tr.events) and (not tr.checkpoints or tr.checkpoints[-1][0] != len(tr.events)):
+        raise TraceError(path, tr.footer_offset, "the last checkpoint does not cover the last event: "
+                                                 "not every event can be verified")
+
+
+def open_trace(path, max_bytes: int | None = None) -> tuple:
+    """Read and validate a trace without executing it: (trace, scenario, config)."""
+    tr = load_trace(path, max_bytes)
     scn, cfg = _scenario_and_config(tr, path)
-    eng = Engine(scn, cfg)
-    eng.schedule = list(tr.events)
-    tl = Timeline(eng, checkpoint_every)
-    checks = {}
-    ends = {}
-    for (step, digest, _snap, _off), ev_n, chk in zip(tr.checkpoints, tr.checkpoint_events, tr.checkpoint_checks):
-        ends[step] = digest
-        if chk:
-            start = step - len(chk) // 2
-            for i in range(len(chk) // 2):
-                checks[start + i] = int.from_bytes(chk[2 * i:2 * i + 2], "little")
-    divergence = []
+    _check_content(tr, cfg, path)
+    return tr, scn, cfg
+
+
+def builtin_program_note(tr: Trace, scn) -> str:
+    """'' when the trace's program is what this hvdbg builds for its scenario text, else which
+    routines differ (the trace replays with its own listing either way)."""
+    try:
+        mine = parse_scenario(tr.header["scenario_text"], "<builtin>").program.to_data()["routines"]
+    except (ScenarioError, ProgramError):
+        return "this hvdbg's built-in program does not load the trace's scenario"
+    theirs = scn.program.to_data()["routines"]
+    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if not diff:
+        return ""
+    return (f"the trace's program listing differs from this hvdbg's built-in one in {len(diff)} routine(s): "
+            + ", ".join(diff[:5]) + (", ..." if len(diff) > 5 else ""))
+
+
+def load(path, verify: bool = True, checkpoint_every: int = 1000, stop=None, journal: bool = True,
+         upto: int | None = None, branches: bool = True) -> Loaded:
+    """Load a trace and re-execute it with its recorded choices (docs/security.md says what
+    this proves). Divergence - a recorded choice that is not enabled, a differing per-event
+    check or checkpoint digest, an outcome reached before the last event, or a final state
+    that is not the recorded outcome - is reported as (first differing step, why) and the
+    re-execution stops there. journal=False keeps no per-event journal (verify, show: memory
+    flat in the number of events); upto=N stops after N events (show --step N)."""
+    tr, scn, cfg = open_trace(path)
+    eng = Engine(scn, cfg, journal=journal)
+    eng.schedule = tr.events
+    eng.schedule_ends_run = True
+    tl = Timeline(eng, checkpoint_every) if journal else None
+    all_checks = b"".join(c for c in tr.checkpoint_checks)
+    n_checked = len(all_checks) // 2
+    ends = {step: digest for step, digest, _s, _o in tr.checkpoints}
+    divergence: list = []
+    unpack = memoryview(all_checks).cast("H") if all_checks and sys.byteorder == "little" else None
 
     def hook(ev):
-        tl._hook(ev)
+        if tl is not None:
+            tl._hook(ev)
         if divergence:
             return
         i = ev[0]
-        want = checks.get(i)
-        if want is not None and want != event_check(ev[E_WRITES]):
-            divergence.append((i, f"event {i} ({ev[E_ACT]}) wrote different values than when it was recorded"))
+        if i < n_checked:
+            want = unpack[i] if unpack is not None else int.from_bytes(all_checks[2 * i:2 * i + 2], "little")
+            if want != event_check(ev[E_WRITES]):
+                divergence.append((i, f"event {i} ({act_text(ev[E_ACT])}) wrote different values than when it was recorded"))
+                return
         d = ends.get(i + 1)
         if d is not None and d != eng.m.digest():
             divergence.append((i, f"state digest after event {i} differs from the recorded checkpoint"))
+    limit = cfg.max_steps if upto is None else min(upto, len(tr.events))
     try:
-        tl.result = eng.run(max_steps=len(tr.events), stop=(lambda: bool(divergence)) if stop is None else
-                            (lambda: bool(divergence) or stop()), hook=hook)
+        res = eng.run(max_steps=limit, stop=(lambda: bool(divergence)) if stop is None else
+                      (lambda: bool(divergence) or stop()), hook=hook)
     except RunError as e:
         divergence.append((eng.step, str(e)))
-    tl.pos = eng.step
+        res = eng._result("stopped", "diverged")
+    if tl is not None:
+        tl.result = res
+        tl.pos = eng.step
     div = divergence[0] if divergence else None
-    if div is None and eng.step < len(tr.events):
-        div = (eng.step, f"the re-execution reached '{tl.result.outcome}' after {eng.step} events; "
-                         f"the trace has {len(tr.events)}")
-    if div is None and tr.footer and tr.footer.get("outcome") not in (None, tl.result.outcome) and eng.step == len(tr.events):
-        if not (tr.footer.get("outcome") in ("hang", "ok") and tl.result.outcome == "timeout"):
-            div = (eng.step, f"recorded outcome {tr.footer.get('outcome')}, replayed {tl.result.outcome}")
-    # branches: re-simulated from their records (deterministic)
-    branches = {}
-    if div is None:
-        for b in tr.branches:
-            parent = branches.get(b.get("parent"), tl) if b.get("parent") not in (None, "main") else tl
-            sw = b.get("switch") or {}
-            try:
-                branches[b["name"]] = parent.branch(b["name"], b["fork_step"], b.get("edit"),
-                                                    fix=sw.get("fix"), hypervisor=sw.get("hypervisor"),
-                                                    overlay=sw.get("overlay"))
-            except ValueError as e:
-                raise TraceError(path, b.get("offset", 0), f"branch {b['name']!r} does not re-simulate: {e}") from None
-    return Loaded(tr, scn, cfg, tl, div, branches)
+    if div is None and upto is None:
+        div = _outcome_divergence(tr, eng, res)
+    if div is None and upto is not None and eng.step < limit and res.outcome != "stopped":
+        div = (eng.step, f"the re-execution reached '{res.outcome}' after {eng.step} events; the trace has "
+                         f"{len(tr.events)}")
+    if res.outcome == "end":
+        if div is None and tr.footer is not None:
+            res.outcome, res.reason = tr.footer["outcome"], f"as recorded ({tr.footer['outcome']}), confirmed on the " \
+                                                            "re-executed final state"
+        else:
+            res.outcome, res.reason = "stopped", "the recording ends here"
+    loaded = Loaded(tr, scn, cfg, tl, div, {}, engine=eng,
+                    status="diverged" if div else ("salvaged" if tr.salvage else "identical"),
+                    verified=min(div[0] if div else eng.step, n_checked),
+                    program_note=builtin_program_note(tr, scn))
+    if div is None and tl is not None and branches:
+        loaded.branches = _load_branches(tr, tl, path)
+    return loaded
 
 
-def outcome_of(loaded: Loaded) -> str:
-    """The recorded outcome (footer), else the replayed one."""
-    f = loaded.trace.footer
-    return (f or {}).get("outcome") or (loaded.timeline.result.outcome if loaded.timeline.result else "unknown")
+def _outcome_divergence(tr: Trace, eng: Engine, res) -> tuple | None:
+    """After the last recorded choice: does the re-execution end as the recording did?"""
+    n = len(tr.events)
+    if eng.step < n:
+        return (eng.step, f"the re-execution reached '{res.outcome}' after {eng.step} events; the trace has {n}")
+    if tr.footer is None:                      # salvaged: the recorded outcome is lost
+        return None
+    want, got = tr.footer["outcome"], res.outcome
+    if got == "end":
+        if want == "stopped":
+            return None
+        if want == "hang":
+            # the state after the last event must be a hang by the engine's own definition
+            # (design §3): nothing enabled changes anything, or every reachable state was
+            # explored and none reaches the goal
+            if eng.quiescent(eng.enabled()) or eng.unreachable() is True:
+                return None
+            return (n, "the recording ends with a hang, but in the re-executed final state the goal is still reachable")
+        return (n, f"the recording ends with '{want}' after {n} events, but the re-execution needs more events "
+                   "to reach an outcome")
+    if got != want:
+        return (n, f"recorded outcome {want}, replayed {got}")
+    return None
+
+
+def _load_branches(tr: Trace, tl: Timeline, path) -> dict:
+    """Re-simulate the branch records (deterministic) in file order; a parent is main or an
+    earlier branch (the reader checked names, parents and fork steps)."""
+    branches: dict = {}
+    for b in tr.branches:
+        parent = tl if b["parent"] in (None, "main") else branches[b["parent"]]
+        if b["fork_step"] > parent.length:
+            raise TraceError(path, b["offset"], f"branch {b['name']} forks at step {b['fork_step']}, but its parent "
+                                                f"{parent.name} has {parent.length} events")
+        sw = b.get("switch") or {}
+        try:
+            branches[b["name"]] = parent.branch(b["name"], b["fork_step"], b.get("edit"), fix=sw.get("fix"),
+                                                hypervisor=sw.get("hypervisor"), overlay=sw.get("overlay"))
+        except (ValueError, ProgramError, RunError) as e:
+            raise TraceError(path, b["offset"], f"branch {b['name']!r} does not re-simulate: {e}") from None
+    return branches
 
 
 def save_session(session, path) -> int:
@@ -197,8 +337,9 @@ def save_session(session, path) -> int:
     main = session.branches["main"]
     e = main.e
     scn = getattr(session, "scenario", None) or e.scn
-    tmp = partial_path(path)
-    w = TraceWriter(tmp, header_for(scn, e.cfg))
+    target = output_target(path, MAGIC)
+    tmp = partial_path(target)
+    w = TraceWriter(open_partial(tmp), header_for(scn, e.cfg), owns=True)
     def digest_at(step: int) -> str:
         here = main.pos
         main.goto(step)
@@ -226,10 +367,15 @@ def save_session(session, path) -> int:
                 switch["overlay"] = b.e.cfg.overlay
             w.branch(b.name, b.parent.name, b.fork, edit, switch or None)
             n += 1
-        w.close(main.result.outcome if main.result else "unknown", main.length)
-        os.replace(tmp, path)
+        out = main.result.outcome if main.result and main.result.outcome in OUTCOMES else "stopped"
+        w.close(out, main.length)
+        os.replace(tmp, target)
     except BaseException:
         w.abandon()
+        try:                        # an unfinished save is of no use: the partial file is ours, remove it
+            os.unlink(tmp)
+        except OSError:
+            pass
         raise
     return n
 

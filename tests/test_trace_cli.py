@@ -82,8 +82,12 @@ def test_a_choice_that_is_not_enabled_diverges(tmp_path):
     w = TraceWriter(tmp_path / "b.hvt", tr.header)
     evs = list(tr.events)
     evs[5] = ("deliver", 1, 0x30)
-    for d in evs:
-        w.event(d)
+    done = 0
+    for (step, digest, snap, _), chk in zip(tr.checkpoints, tr.checkpoint_checks):
+        for d in evs[done:step]:
+            w.event(d)
+        done = step
+        w.checkpoint(step, digest, snap, chk)
     w.close(tr.footer["outcome"], len(evs))
     p = hv("replay", str(tmp_path / "b.hvt"), "--verify")
     assert p.returncode == 4 and "diverged at step 5" in p.stderr
@@ -130,14 +134,17 @@ def test_salvaged_trace_info_and_replay(tmp_path):
     p = hv("info", str(cut))
     assert p.returncode == 0 and "salvaged: yes, at byte" in p.stdout and "warning: salvaged" in p.stderr
     p = hv("replay", str(cut), "--verify")
-    assert p.returncode == 0 and "salvaged" in p.stdout
+    assert p.returncode == 8 and "salvaged" in p.stdout and "NOT a whole-file verification" in p.stdout
+    assert len(p.stderr.strip().splitlines()) == 1 and "warning: salvaged" in p.stderr
 
 
 def test_sigkill_while_recording_leaves_a_loadable_file(tmp_path):
     final = tmp_path / "soak.hvt"
-    final.write_bytes(b"an older file that must survive")
+    older = (ROOT / "traces" / "seed-hang.hvt").read_bytes()     # an older trace that must survive
+    final.write_bytes(older)
     f = tmp_path / "soak.hvt.partial"
-    proc = subprocess.Popen([sys.executable, "-m", "hvdbg", "run", "soak", "--max-steps", "100000000", "--record", str(final)],
+    proc = subprocess.Popen([sys.executable, "-m", "hvdbg", "run", "soak", "--max-steps", "100000000", "--memory", "64G",
+                             "--record", str(final)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -152,8 +159,8 @@ def test_sigkill_while_recording_leaves_a_loadable_file(tmp_path):
     info = json.loads(p.stdout)
     assert info["salvaged"] and info["events"] > 1000 and info["outcome"] is None
     p = hv("replay", str(f), "--verify")
-    assert p.returncode == 0, p.stderr
-    assert final.read_bytes() == b"an older file that must survive"    # replaced only by a complete trace
+    assert p.returncode == 8, p.stderr
+    assert final.read_bytes() == older    # replaced only by a complete trace
 
 
 def _base():

@@ -54,7 +54,7 @@ def one_line_with_offset(e: TraceError):
 
 def record_small(path, events_per_flush=40, n=200):
     """A small complete recording (< 4 KB) with several frames of every kind."""
-    evs = synth(n, seed=3) + [("edit", "drop_ipi", 1, 0xFB), ("op", 300), ("land", 0, 1, 4096)]
+    evs = synth(n, seed=3)
     w = TraceWriter(path, HEADER)
     for i, e in enumerate(evs):
         w.event(e)
@@ -93,7 +93,7 @@ def load_bytes(data, **kw):
 
 def test_round_trip(tmp_path):
     p = tmp_path / "t.hvt"
-    evs = synth(2500, seed=1) + [("edit", "set_irr", 2, 0xFC), ("deliver", 1, 256), ("op", -1), ("edit", "noop")]
+    evs = synth(2500, seed=1)
     with TraceWriter(p, HEADER) as w:
         for i, e in enumerate(evs):
             w.event(e)
@@ -102,7 +102,7 @@ def test_round_trip(tmp_path):
         off_b = w.branch("b1", "main", 1200, ("edit", "drop_ipi", 0, 0xFB))
         w.branch("root", None, 0, None)
         w.branch("to-kvm", "main", 7, None, {"hypervisor": "kvm"})
-        w.close("deadlock at step 2504", len(evs))
+        w.close("hang", len(evs))
     tr = load_trace(p)
     assert tr.salvage is None and tr.complete
     assert tr.header == HEADER
@@ -112,10 +112,10 @@ def test_round_trip(tmp_path):
     assert isinstance(tr.checkpoints[0][2], bytes) and len(tr.checkpoints[0][2]) == 300
     assert tr.checkpoints[1][2] is None
     assert tr.branches[0] == {"name": "b1", "parent": "main", "fork_step": 1200,
-                              "edit": ("edit", "drop_ipi", 0, 0xFB), "event": 2504, "offset": off_b, "switch": None}
+                              "edit": ("edit", "drop_ipi", 0, 0xFB), "event": 2500, "offset": off_b, "switch": None}
     assert tr.branches[1]["parent"] is None and tr.branches[1]["edit"] is None
     assert tr.branches[2]["switch"] == {"hypervisor": "kvm"}
-    assert tr.footer["outcome"] == "deadlock at step 2504" and tr.footer["events"] == len(evs)
+    assert tr.footer["outcome"] == "hang" and tr.footer["events"] == len(evs)
     assert tr.footer["checkpoints"] == [c[3] for c in tr.checkpoints]
     # index access without a scan
     assert read_footer(p) == tr.footer
@@ -384,34 +384,64 @@ def test_error_cases(tmp_path):
     one_line_with_offset(ei.value)
 
 
-def test_salvage_cases():
+def test_salvage_and_refusal_cases():
+    """Damage (cut, CRC, absurd length, unknown kind) is salvaged; a frame whose CRC holds but
+    whose content is wrong is refused whole, naming its byte."""
     ev0 = F.frame(F.K_EVENTS, msgpack.packb((0, (16, 24))))
     base = F.FILE_HEAD_SIZE + len(_hdr())
     after = base + len(ev0)
-    cases = {
+    salvaged = {
         "4GiB frame": (struct.pack("<IIB", 0xFFFFFFFF, 0, F.K_EVENTS) + b"\0" * 64, "over the"),
         "long frame": (struct.pack("<IIB", 1000, 0, F.K_EVENTS) + b"\0" * 64, "truncated events frame"),
         "unknown kind": (F.frame(77, msgpack.packb({"future": 1})), "unknown record kind 77"),
         "crc": (ev0[:-1] + b"\x11", "CRC mismatch in events frame"),
-        "ext type": (F.frame(F.K_EVENTS, msgpack.packb((2, (msgpack.ExtType(1, b"x"),)))), "undecodable events"),
-        "timestamp": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": msgpack.Timestamp(1, 0)})), "undecodable checkpoint"),
-        "bad desc": (F.frame(F.K_EVENTS, msgpack.packb((2, (7,)))), "undecodable events"),
-        "bad desc2": (F.frame(F.K_EVENTS, msgpack.packb((2, ({"a": 1},)))), "undecodable events"),
-        "gap": (F.frame(F.K_EVENTS, msgpack.packb((5, (16,)))), "expected 2"),
-        "array bomb": (F.frame(F.K_EVENTS, b"\x92\x02\xdd\xff\xff\xff\xff"), "undecodable events"),
-        "nesting": (F.frame(F.K_BRANCH, b"\x91" * 5000), "undecodable branch"),
-        "second header": (_hdr(), "second header"),
-        "ckpt position": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 1, "digest": "a", "snapshot": None, "event": 9})), "checkpoint taken at event 9"),
-        "footer mismatch": (F.frame(F.K_FOOTER, msgpack.packb({"events": 3, "checkpoints": [], "branches": []})), "footer says 3"),
     }
-    for name, (tail, text) in cases.items():
+    for name, (tail, text) in salvaged.items():
         tr = load_bytes(_file(_hdr(), ev0, tail))
         assert tr.events == [("op", 2), ("op", 3)], name
         assert tr.salvage["offset"] == after, (name, tr.salvage)
         assert text in tr.salvage["reason"], (name, tr.salvage)
         assert f"byte {after}:" in tr.salvage["message"]
+    refused = {
+        "ext type": (F.frame(F.K_EVENTS, msgpack.packb((2, (msgpack.ExtType(1, b"x"),)))), "invalid events record"),
+        "timestamp": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": msgpack.Timestamp(1, 0)})), "invalid checkpoint"),
+        "bad desc": (F.frame(F.K_EVENTS, msgpack.packb((2, (7,)))), "invalid events record"),
+        "bad desc2": (F.frame(F.K_EVENTS, msgpack.packb((2, ({"a": 1},)))), "invalid events record"),
+        "edit in events": (F.frame(F.K_EVENTS, msgpack.packb((2, ((5, "flip", -1, 0, 3),)))), "not a packed model action"),
+        "huge arg": (F.frame(F.K_EVENTS, msgpack.packb((2, ((0, 300),)))), "not a packed model action"),
+        "gap": (F.frame(F.K_EVENTS, msgpack.packb((5, (16,)))), "expected 2"),
+        "array bomb": (F.frame(F.K_EVENTS, b"\x92\x02\xdd\xff\xff\xff\xff"), "invalid events record"),
+        "nesting": (F.frame(F.K_BRANCH, b"\x91" * 5000), "invalid branch record"),
+        "second header": (_hdr(), "second header"),
+        "ckpt position": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 1, "digest": "a" * 32, "snapshot": None,
+                                                                 "event": 9})), "but 2 events precede it"),
+        "ckpt future": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 10 ** 8, "digest": "a" * 32, "snapshot": None,
+                                                               "event": 2})), "but 2 events precede it"),
+        "ckpt checks": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 2, "digest": "a" * 32, "snapshot": None,
+                                                               "event": 2, "checks": b"\0" * 6})), "3 event checks"),
+        "footer mismatch": (F.frame(F.K_FOOTER, msgpack.packb({"outcome": "ok", "steps": 3, "events": 3,
+                                                               "checkpoints": [], "branches": []})), "step count"),
+        "branch main": (F.frame(F.K_BRANCH, msgpack.packb({"name": "main", "parent": None, "fork_step": 0})),
+                        "may not be named main"),
+        "branch parent": (F.frame(F.K_BRANCH, msgpack.packb({"name": "b", "parent": "nope", "fork_step": 0})),
+                          "neither main nor an earlier branch"),
+        "branch fork": (F.frame(F.K_BRANCH, msgpack.packb({"name": "b", "parent": None, "fork_step": 3})),
+                        "outside 0..2"),
+        "branch name": (F.frame(F.K_BRANCH, msgpack.packb({"name": "a\u202eb", "parent": None, "fork_step": 0})),
+                        "is not a name"),
+    }
+    for name, (tail, text) in refused.items():
+        with pytest.raises(TraceError) as ei:
+            load_bytes(_file(_hdr(), ev0, tail))
+        msg = one_line_with_offset(ei.value)
+        assert ei.value.offset == after, (name, msg)
+        assert text in msg, (name, msg)
+    b1 = F.frame(F.K_BRANCH, msgpack.packb({"name": "b", "parent": None, "fork_step": 0}))
+    with pytest.raises(TraceError, match="a second branch named b"):
+        load_bytes(_file(_hdr(), ev0, b1, b1))
     # footer good, then junk after the tail
-    good = F.frame(F.K_FOOTER, msgpack.packb({"events": 2, "checkpoints": [], "branches": []}))
+    good = F.frame(F.K_FOOTER, msgpack.packb({"outcome": "ok", "steps": 2, "events": 2, "checkpoints": [],
+                                              "branches": []}))
     tail = F.TAIL.pack(after, F.TAIL_MAGIC)
     assert load_bytes(_file(_hdr(), ev0, good) + tail).salvage is None
     tr = load_bytes(_file(_hdr(), ev0, good) + tail + b"\0")

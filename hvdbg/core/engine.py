@@ -41,11 +41,17 @@ FIXES = ("none", "gfp-zero", "clear-bit")
 
 _CMP = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
         ">": operator.gt, ">=": operator.ge}
+# Shift counts are masked to 6 bits as x86-64 SHL/SHR do (SDM vol.2 "SAL/SAR/SHL/SHR": the count
+# is masked to 6 bits in 64-bit mode), so a listing cannot ask for a negative or huge shift.
 _ALU = {"add": operator.add, "sub": operator.sub, "and": operator.and_, "or": operator.or_,
-        "xor": operator.xor, "shl": lambda a, b: a << b, "shr": lambda a, b: a >> b,
+        "xor": operator.xor, "shl": lambda a, b: a << (b & 63), "shr": lambda a, b: a >> (b & 63),
         "andn": lambda a, b: a & ~b, "eq": lambda a, b: int(a == b), "ne": lambda a, b: int(a != b),
         "lt": lambda a, b: int(a < b), "ge": lambda a, b: int(a >= b)}
 MASK64 = (1 << 64) - 1
+# A kernel stack holds a bounded number of frames; deeper nesting is a stack overflow (the
+# vCPU takes a fault and stops, see Engine._overflow). 64 call frames is far above any
+# listing's real depth and keeps the per-event frame tuples small.
+MAX_CALL_DEPTH = 64
 
 
 class RunError(Exception):
@@ -141,6 +147,50 @@ def edit_text(a: tuple) -> str:
     return " ".join(str(v) for v in a[1:])
 
 
+# What-if edit kinds and their integer fields, each with its range (checked for edits typed by a
+# user and for edits read from a trace, before anything changes). CPU fields are 0..vcpus-1.
+_U64 = (0, (1 << 64) - 1)
+EDIT_FIELDS: dict[str, tuple] = {
+    "mem": (("space", "space"), ("addr", _U64), ("size", (1, 8)), ("value", "by-size")),
+    "flip": (("space", "space"), ("addr", _U64), ("bit", (0, 7))),
+    "msr": (("cpu", "cpu"), ("msr", (0, (1 << 32) - 1)), ("value", _U64)),
+    "reg": (("cpu", "cpu"), ("register", (0, 3)), ("value", _U64)),
+    "if": (("cpu", "cpu"), ("value", (0, 1))),
+    "inject": (("cpu", "cpu"), ("vector", (16, 255))),
+    "drop_irr": (("cpu", "cpu"), ("vector", (16, 255))),
+    "drop_ipi": (("src", "cpu"), ("dst", "cpu"), ("vector", (16, 255))),
+}
+
+
+def edit_problem(desc, ncpu: int) -> str | None:
+    """Why `desc` is not a valid what-if edit for a machine of `ncpu` vCPUs, or None."""
+    if not isinstance(desc, tuple) or len(desc) < 2 or desc[0] != "edit" or desc[1] not in EDIT_FIELDS:
+        return f"unknown edit {str(desc)[:80]} (kinds: {', '.join(EDIT_FIELDS)})"
+    fields = EDIT_FIELDS[desc[1]]
+    args = desc[2:]
+    if len(args) != len(fields):
+        return f"edit {desc[1]} takes {len(fields)} numbers ({', '.join(f for f, _ in fields)}), got {len(args)}"
+    for (name, rng), x in zip(fields, args):
+        if type(x) is not int:
+            return f"edit {desc[1]}: {name} must be an integer"
+        if rng == "cpu":
+            lo, hi = 0, ncpu - 1
+        elif rng == "space":
+            lo, hi = -1, ncpu - 1
+        elif rng == "by-size":
+            size = args[2]
+            if size not in (1, 2, 4, 8):
+                return f"edit {desc[1]}: size must be 1, 2, 4 or 8, got {size}"
+            lo, hi = 0, (1 << (8 * size)) - 1
+        else:
+            lo, hi = rng
+        if not lo <= x <= hi:
+            what = {"space": "-1 (RAM) or a vCPU's overlay"}.get(rng, "")
+            return f"edit {desc[1]}: {name} {x if abs(x) < 1 << 70 else 'of ' + str(x.bit_length()) + ' bits'} " \
+                   f"is out of range {lo}..{hi}{' ' + what if what else ''}"
+    return None
+
+
 def parse_action(text: str) -> tuple:
     """Inverse of act_text (used by scenario schedules): 'op 1', 'deliver 1 0xfd', 'land 0 1 RESCHEDULE'."""
     parts = text.replace("cpu", "").replace("->", " ").split()
@@ -179,8 +229,11 @@ class Result:
 
 
 class Engine:
-    def __init__(self, scenario, cfg: Config):
+    def __init__(self, scenario, cfg: Config, journal: bool = True):
         self.scn = scenario
+        # journal=False: events are passed to the run's hook but not kept (replay --verify,
+        # show, sweep: memory stays flat in the number of events).
+        self.journal = journal
         self.cfg = cfg
         if cfg.overlay not in POLICIES:
             raise ValueError(f"unknown overlay policy {cfg.overlay!r}")
@@ -232,7 +285,12 @@ class Engine:
         w = dict(DEFAULT_WEIGHTS)
         w.update(scenario.weights)
         self.weights = w
+        # The schedule is read through a cursor (never popped from the front): a scenario's
+        # schedule or a trace's recorded choices. schedule_ends_run: when the choices run out
+        # the run ends ("end") instead of continuing with the PRNG (exact replay of a trace).
         self.schedule = list(scenario.schedule)
+        self.sched_i = 0
+        self.schedule_ends_run = False
         self.replay: deque = deque()
         self.replay_diverged = -1
         self.events: list[tuple] = []
@@ -400,10 +458,15 @@ class Engine:
             return f
         if k == "call":
             tgt = op[1]
+            overflow = self._overflow
 
             def f(c, b):
                 S = m.S
-                mset(b + F_FRAMES, S[b + F_FRAMES] + ((0, S[b + F_RT], nxt),))
+                fr = S[b + F_FRAMES]
+                if len(fr) >= MAX_CALL_DEPTH:
+                    overflow(c, b, tgt)
+                    return
+                mset(b + F_FRAMES, fr + ((0, S[b + F_RT], nxt),))
                 mset(b + F_RT, tgt)
                 mset(b + PC, 0)
             return f
@@ -638,8 +701,9 @@ class Engine:
         return -1
 
     def pick(self, acts: list[tuple]) -> tuple:
-        if self.schedule:
-            want = self.schedule.pop(0)
+        if self.sched_i < len(self.schedule):
+            want = self.schedule[self.sched_i]
+            self.sched_i += 1
             if want not in acts:
                 raise RunError(f"schedule entry '{act_text(want)}' is not enabled at step {self.step} "
                                f"(enabled: {', '.join(act_text(a) for a in acts)})")
@@ -706,23 +770,25 @@ class Engine:
         writes = self.apply(a)
         notes = self._notes
         ev = (self.step, a, c, rt, pc, writes, tuple(notes) if notes else ())
-        self.events.append(ev)
+        if self.journal:
+            self.events.append(ev)
         self._account(ev)
         self.step += 1
         return ev
 
     _KIND_STAT = {"deliver": "deliveries", "land": "ipis_landed", "timer": "timer_fires", "traffic": "ipis_sent"}
 
-    EDIT_KINDS = {"mem": 4, "flip": 3, "msr": 3, "reg": 3, "if": 2, "inject": 2, "drop_irr": 2, "drop_ipi": 3}
+    EDIT_KINDS = EDIT_FIELDS
 
     def execute_edit(self, desc: tuple) -> tuple:
         """Record a what-if edit as an event of its own kind: ("edit", kind, *ints).
         mem SPACE ADDR SIZE VALUE | flip SPACE ADDR BIT | msr CPU MSR VALUE | reg CPU N VALUE |
         if CPU VALUE | inject CPU VECTOR | drop_irr CPU VECTOR | drop_ipi SRC DST VECTOR.
-        SPACE is -1 for guest RAM or a vCPU number for its overlay page."""
-        if len(desc) < 2 or desc[0] != "edit" or desc[1] not in self.EDIT_KINDS or \
-                len(desc) != 2 + self.EDIT_KINDS[desc[1]] or not all(isinstance(x, int) for x in desc[2:]):
-            raise ValueError(f"bad edit {desc!r}")
+        SPACE is -1 for guest RAM or a vCPU number for its overlay page. Every field is
+        range-checked (edit_problem) before anything changes."""
+        why = edit_problem(desc, self.n)
+        if why:
+            raise ValueError(why)
         m = self.m
         m.w = []
         self._notes = []
@@ -840,6 +906,9 @@ class Engine:
         elif k == "wait":
             pass
         elif k == "call":
+            if len(S[b + F_FRAMES]) >= MAX_CALL_DEPTH:
+                self._overflow(c, b, op[1])
+                return
             m.set(b + F_FRAMES, S[b + F_FRAMES] + ((0, rt, pc + 1),))
             m.set(b + F_RT, op[1])
             nxt = 0
@@ -893,6 +962,15 @@ class Engine:
         m.set(b + F_PC, nxt)
         if exiting and not S[b + F_HALT]:
             self.hv.on_entry(c)
+
+    def _overflow(self, c: int, b: int, target: int) -> None:
+        """A call past MAX_CALL_DEPTH: the kernel stack would overflow. On real hardware the
+        guard page faults (a double fault, then a panic); here the vCPU stops with IRQs off
+        and the fault is noted, so the run ends as a hang whose explanation names it."""
+        self.note("fault", f"kernel stack overflow: call to {self.rnames[target]} at depth {MAX_CALL_DEPTH} "
+                           f"(recursion?)")
+        self.m.set(b + F_IF, 0)
+        self.m.set(b + F_HALT, 1)
 
     def _mem_op(self, c: int, b: int, op: tuple) -> None:
         m = self.m
@@ -956,7 +1034,7 @@ class Engine:
             self.hv.on_assist_msr(c, old, val)
 
     def _send_ipi(self, c: int, dst: int, vec: int) -> None:
-        if not 0 <= dst < self.n or vec < 16:
+        if not 0 <= dst < self.n or not 16 <= vec <= 255:
             self.note("fault", f"IPI to cpu{dst} vector 0x{vec:02x} is invalid")
             return
         self.m.set(0, self.m.S[0] + ((c, dst, vec),))
@@ -1066,7 +1144,8 @@ class Engine:
         samples: dict[int, int] = {}
         next_sample = 1024
         self._vars_changed = True
-        scheduled = bool(self.schedule) or bool(self.replay)
+        schedule = self.schedule
+        scheduled = self.sched_i < len(schedule) or bool(self.replay)
         while True:
             acts = self._enabled_incremental(last, flat=scheduled)
             if self._vars_changed and self.goal_reached():   # the goal reads only variables
@@ -1077,7 +1156,11 @@ class Engine:
                 return self._result("stopped", "stopped by request")
             if scheduled:
                 a = self.pick(acts) if acts else None
-                scheduled = bool(self.schedule) or bool(self.replay)
+                scheduled = self.sched_i < len(schedule) or bool(self.replay)
+            elif self.schedule_ends_run:
+                if not (self._cwsum + self._ow):
+                    return self._result("hang", "no action is enabled")
+                return self._result("end", "the recorded choices end here")
             else:
                 a = self._pick_cached()
             if a is None:
@@ -1090,14 +1173,14 @@ class Engine:
                 noop = 0
             else:
                 noop += 1
-                if noop >= 8 and not self.schedule:
+                if noop >= 8 and self.sched_i >= len(schedule):
                     if self.quiescent(self.enabled()):
                         return self._result("hang", "quiescent: no enabled action changes the state")
                     last = None
             if self.step >= next_sample:
                 next_sample += 1024
                 z = self.m.zob
-                if z in samples and not self.schedule:
+                if z in samples and self.sched_i >= len(schedule):
                     verdict = self.unreachable()
                     last = None
                     if verdict:

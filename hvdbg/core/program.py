@@ -56,6 +56,29 @@ SHAPES: dict[str, str] = {
 EXITING_OPS = frozenset({"rdmsr", "wrmsr", "hlt", "safe_halt", "ipi", "init_sipi"})
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VARIANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+
+
+def _table(data: dict, key: str, value_type, what: str = "") -> dict:
+    """data[key] as a map with str keys and values of value_type (routine names for str)."""
+    t = data.get(key, {})
+    label = what or key
+    if not isinstance(t, dict):
+        raise ProgramError(f"{label} must be a map, got {type(t).__name__}")
+    if len(t) > 4 * MAX_ROUTINES:
+        raise ProgramError(f"{label} has {len(t)} entries (at most {4 * MAX_ROUTINES})")
+    for k, v in t.items():
+        if not isinstance(k, str) or len(k) > 128:
+            raise ProgramError(f"{label}: key {str(k)[:40]!r} is not a name")
+        if value_type is int:
+            if type(v) is not int or not INT_MIN <= v <= INT_MAX:
+                raise ProgramError(f"{label}.{k[:40]}: expected a 64-bit integer")
+        elif value_type is str:
+            if not isinstance(v, str) or not _IDENT.match(v):
+                raise ProgramError(f"{label}.{k[:40]}: expected a routine name")
+        elif not isinstance(v, value_type):
+            raise ProgramError(f"{label}.{k[:40]}: expected a {value_type.__name__}")
+    return t
 
 
 class ProgramError(ValueError):
@@ -67,16 +90,42 @@ class ProgramError(ValueError):
         self.msg = msg
 
 
+# Immediates are 64-bit (signed or unsigned); listings are bounded so that a file cannot
+# make a huge program (limits checked in Routine.from_data / Program.from_data).
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+MAX_ROUTINES = 1024
+MAX_OPS = 4096              # per routine
+MAX_TEXT = 1024             # characters in an op text, C line, file or function name
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def parse_int(text: str) -> int | None:
     t = text.strip().lower()
+    if len(t) > 24:
+        return None
     try:
         if t.startswith(("0x", "-0x")):
-            return int(t, 16)
-        if re.fullmatch(r"-?\d+", t):
-            return int(t, 10)
+            v = int(t, 16)
+        elif re.fullmatch(r"-?\d+", t):
+            v = int(t, 10)
+        else:
+            return None
     except ValueError:
         return None
-    return None
+    return v if INT_MIN <= v <= INT_MAX else None
+
+
+def check_text(value, what: str, where: str = "") -> str:
+    """A string field of a listing: a str of at most MAX_TEXT characters with nothing that
+    would garble a terminal (control characters, bidi overrides)."""
+    if not isinstance(value, str):
+        raise ProgramError(f"{what} must be a string, got {type(value).__name__}", where)
+    if len(value) > MAX_TEXT:
+        raise ProgramError(f"{what} is {len(value)} characters (at most {MAX_TEXT})", where)
+    m = _UNSAFE.search(value)
+    if m:
+        raise ProgramError(f"{what} contains the control character U+{ord(m.group()):04X}", where)
+    return value
 
 
 def parse_operand(text: str) -> tuple:
@@ -87,6 +136,8 @@ def parse_operand(text: str) -> tuple:
     v = parse_int(t)
     if v is not None:
         return ("i", v)
+    if re.fullmatch(r"-?(0x[0-9a-fA-F]+|\d+)", t):
+        raise ProgramError(f"integer {t[:30]!r} is out of the 64-bit range")
     if t in REGS:
         return ("r", REGS[t])
     if t == "cpu":
@@ -224,6 +275,15 @@ class Routine:
         raw = data.get("ops")
         if not isinstance(raw, list) or not raw:
             raise ProgramError("'ops' must be a non-empty list", name)
+        if len(raw) > MAX_OPS:
+            raise ProgramError(f"{len(raw)} ops (at most {MAX_OPS} per routine)", name)
+        check_text(file, "'file'", name)
+        unknown = set(data) - {"file", "doc", "ops"}
+        if unknown:
+            raise ProgramError(f"unknown key {sorted(map(str, unknown))[0]!r} (allowed: doc, file, ops)", name)
+        doc = data.get("doc", "")
+        if not isinstance(doc, str) or len(doc) > 16 * MAX_TEXT:
+            raise ProgramError("'doc' must be a string", name)
         ops: list[Op] = []
         labels: dict[str, int] = {}
         for i, item in enumerate(raw):
@@ -237,8 +297,12 @@ class Routine:
             c = item[2] if len(item) > 2 else ""
             func = item[3] if len(item) > 3 else name
             ofile = item[4] if len(item) > 4 else file
-            if not isinstance(line, int) or not isinstance(c, str) or not isinstance(func, str) or not isinstance(ofile, str):
+            if type(line) is not int or not isinstance(c, str) or not isinstance(func, str) or not isinstance(ofile, str):
                 raise ProgramError("op must be [text:str, line:int, c_text:str, func?:str, file?:str]", where)
+            if not 0 <= line <= 10_000_000:
+                raise ProgramError(f"line {line} is out of range 0..10000000", where)
+            for val, what in ((text, "op text"), (c, "C text"), (func, "function name"), (ofile, "file name")):
+                check_text(val, what, where)
             try:
                 label, opcode, args = parse_op(text)
             except ProgramError as e:
@@ -253,7 +317,7 @@ class Routine:
                 lab = op.args[-1]
                 if lab not in labels:
                     raise ProgramError(f"unknown label {lab!r}", f"{name}[{i}]")
-        return cls(name, file, ops, labels, data.get("doc", ""))
+        return cls(name, file, ops, labels, doc)
 
     def to_data(self) -> dict:
         return {"file": self.file, "doc": self.doc,
@@ -277,17 +341,39 @@ class Program:
 
     @classmethod
     def from_data(cls, data: dict) -> "Program":
-        routines = {n: Routine.from_data(n, d) for n, d in data.get("routines", {}).items()}
+        """A program from plain data (a built-in listing or a trace header): every field is
+        type- and range-checked; ProgramError names the first problem."""
+        if not isinstance(data, dict):
+            raise ProgramError(f"program must be a map, got {type(data).__name__}")
+        unknown = set(data) - {"name", "routines", "idt", "variants", "start", "vars", "percpu"}
+        if unknown:
+            raise ProgramError(f"program: unknown key {sorted(map(str, unknown))[0]!r}")
+        raw = _table(data, "routines", dict)
+        if len(raw) > MAX_ROUTINES:
+            raise ProgramError(f"program has {len(raw)} routines (at most {MAX_ROUTINES})")
+        routines = {}
+        for n, d in raw.items():
+            if not isinstance(n, str) or not _IDENT.match(n) or len(n) > 128:
+                raise ProgramError(f"routine name {str(n)[:40]!r} is not an identifier")
+            routines[n] = Routine.from_data(n, d)
         idt = {}
-        for k, v in data.get("idt", {}).items():
-            vec = parse_operand(str(k))
-            if vec[0] != "i":
-                raise ProgramError(f"idt key {k!r} is not a vector")
+        for k, v in _table(data, "idt", str).items():
+            vec = parse_operand(str(k)) if isinstance(k, str) and len(k) <= 40 else ("?",)
+            if vec[0] != "i" or not 16 <= vec[1] <= 255:
+                raise ProgramError(f"idt key {str(k)[:40]!r} is not a vector 0x10..0xff")
             idt[vec[1]] = v
-        p = cls(routines, idt, {k: dict(v) for k, v in data.get("variants", {}).items()},
-                dict(data.get("start", {})), dict(data.get("vars", {})), dict(data.get("percpu", {})),
-                data.get("name", ""))
-        return p
+        variants = {}
+        for k, v in _table(data, "variants", dict).items():
+            if not isinstance(k, str) or not _VARIANT.match(k):
+                raise ProgramError(f"variant name {str(k)[:40]!r} is not a name like gfp-zero")
+            variants[k] = _table({"v": v}, "v", str, f"variant {k}")
+        start = _table(data, "start", str)
+        ivars = _table(data, "vars", int)
+        ipcpu = _table(data, "percpu", int)
+        name = data.get("name", "")
+        if not isinstance(name, str):
+            raise ProgramError("program name must be a string")
+        return cls(routines, idt, variants, start, ivars, ipcpu, check_text(name, "program name"))
 
     def to_data(self) -> dict:
         return {"name": self.name,

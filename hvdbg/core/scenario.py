@@ -12,16 +12,24 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+from ..safe import printable, read_text
 from .defs import VECTORS
 from .engine import DEFAULT_WEIGHTS, FIXES, Config, parse_action, parse_garbage
 from .hypervisor import HYPERVISORS, POLICIES
-from .program import Program, ProgramError, Routine, load_builtin_program, parse_cond
+from .program import INT_MAX, INT_MIN, Program, ProgramError, Routine, check_text, load_builtin_program, parse_cond
 
 MIN_VCPUS, MAX_VCPUS = 2, 64
+MAX_SCENARIO_BYTES = 1 << 20        # a scenario file (TOML) is read only up to this size
+MAX_GPA = (1 << 52) - 4096          # x86-64 physical address width (52 bits), last page
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 class ScenarioError(ValueError):
+    """One line: FILE[:LINE]: problem. Every part that came from a file is escaped."""
+
     def __init__(self, file: str, line: int | None, msg: str):
+        file, msg = printable(file, 200), printable(msg, 300)
         self.file, self.line, self.msg = file, line, msg
         super().__init__(f"{file}:{line}: {msg}" if line else f"{file}: {msg}")
 
@@ -47,11 +55,29 @@ class Scenario:
     text: str = ""
 
     def config(self, **over) -> Config:
-        """Resolved run configuration: scenario defaults, then explicit overrides (None = keep)."""
+        """Resolved run configuration: scenario defaults, then explicit overrides (None = keep),
+        checked against this scenario's machine (ScenarioError, one line)."""
         d = dict(self.defaults)
         d.update({k: v for k, v in over.items() if v is not None})
         d.setdefault("vcpus", self.vcpus)
-        return Config(scenario=self.name, **d)
+        cfg = Config(scenario=self.name, **d)
+        self.check(cfg)
+        return cfg
+
+    def check(self, cfg: Config) -> None:
+        """Does this scenario run with `cfg`? Every value is in range (check_config_values)
+        and the machine fits: the offlined CPU and every traffic source exist."""
+        def fail(k, msg):
+            raise ScenarioError(self.source or self.name, None, f"{k}: {msg}")
+        check_config_values(cfg.as_dict(), fail, complete=True)
+        if not 1 <= self.target < cfg.vcpus:
+            fail("vcpus", f"{cfg.vcpus} vCPUs, but scenario {self.name} offlines cpu{self.target}")
+        for i, t in enumerate(self.traffic):
+            for key in ("from", "to"):
+                if t[key] >= cfg.vcpus:
+                    fail(f"traffic[{i}].{key}", f"cpu{t[key]} does not exist with {cfg.vcpus} vCPUs")
+        if cfg.fix != "none" and cfg.fix not in self.program.variants:
+            fail("fix", f"unknown fix {cfg.fix!r} (this program has: none, {', '.join(sorted(self.program.variants))})")
 
 
 _TOP = {"scenario", "defaults", "vars", "percpu", "traffic", "weights", "schedule", "routines", "idt"}
@@ -105,7 +131,8 @@ class _V:
         self.file, self.text = file, text
 
     def err(self, path: list, msg: str):
-        raise ScenarioError(self.file, _line_of(self.text, path), f"{'.'.join(str(p) for p in path)}: {msg}")
+        where = ".".join(printable(p, 40) for p in path)
+        raise ScenarioError(self.file, _line_of(self.text, path), f"{where}: {msg}")
 
     def keys(self, d: dict, allowed: set, path: list) -> None:
         for k in d:
@@ -119,14 +146,21 @@ class _V:
             return None
         v = d[k]
         if t is int and (isinstance(v, bool) or not isinstance(v, int)):
-            self.err(path + [k], f"expected an integer, got {type(v).__name__} {v!r}")
+            self.err(path + [k], f"expected an integer, got {type(v).__name__} {printable(repr(v), 40)}")
+        if t is int and not INT_MIN <= v <= INT_MAX:
+            self.err(path + [k], "integer out of the 64-bit range")
         if t is str and not isinstance(v, str):
-            self.err(path + [k], f"expected a string, got {type(v).__name__} {v!r}")
+            self.err(path + [k], f"expected a string, got {type(v).__name__} {printable(repr(v), 40)}")
         if t is dict and not isinstance(v, dict):
             self.err(path + [k], f"expected a table, got {type(v).__name__}")
         if t is list and not isinstance(v, list):
             self.err(path + [k], f"expected an array, got {type(v).__name__}")
         return v
+
+    def var(self, k, x, path: list) -> None:
+        if not _VAR.match(k):
+            self.err(path + [k], "expected a variable name (letters, digits, _; at most 64)")
+        self.typ({k: x}, k, int, path)
 
     def vector(self, v, path: list) -> int:
         if isinstance(v, str):
@@ -136,27 +170,38 @@ class _V:
                 try:
                     v = int(v, 0)
                 except ValueError:
-                    self.err(path, f"unknown vector {v!r} (a number or one of {', '.join(VECTORS)})")
+                    self.err(path, f"unknown vector {printable(repr(v), 40)} (a number or one of {', '.join(VECTORS)})")
         if isinstance(v, bool) or not isinstance(v, int):
-            self.err(path, f"expected a vector, got {v!r}")
+            self.err(path, f"expected a vector, got {printable(repr(v), 40)}")
         if not 16 <= v <= 255:
-            self.err(path, f"vector 0x{v:x} is out of range: vectors 0-15 are reserved (SDM 10.5.2), maximum 255")
+            shown = f"0x{v:x}" if abs(v) < 1 << 64 else "value"
+            self.err(path, f"vector {shown} is out of range: vectors 0-15 are reserved (SDM 10.5.2), maximum 255")
         return v
 
 
 def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = None) -> Scenario:
     v = _V(file, text)
+    if len(text) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(file, None, f"{len(text)} characters, over the {MAX_SCENARIO_BYTES} limit for a scenario")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
         raise ScenarioError(file, int(m.group(1)) if m else None, f"TOML syntax error: {msg}") from None
+    except RecursionError:
+        raise ScenarioError(file, None, "TOML nesting too deep (a scenario needs at most a few levels)") from None
     v.keys(data, _TOP, [])
     sc = v.typ(data, "scenario", dict, [], required=True)
     v.keys(sc, _SCEN, ["scenario"])
     name = v.typ(sc, "name", str, ["scenario"], required=True)
+    if not _NAME.match(name):
+        v.err(["scenario", "name"], "expected a name of letters, digits, '-', '_' or '.' (at most 64)")
     desc = v.typ(sc, "description", str, ["scenario"]) or ""
+    try:
+        check_text(desc, "description")
+    except ProgramError as e:
+        v.err(["scenario", "description"], e.msg)
     vcpus = v.typ(sc, "vcpus", int, ["scenario"], required=True)
     if not MIN_VCPUS <= vcpus <= MAX_VCPUS:
         v.err(["scenario", "vcpus"], f"{vcpus} vCPUs: expected {MIN_VCPUS}..{MAX_VCPUS}")
@@ -170,9 +215,10 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
     except ProgramError as e:
         v.err(["scenario", "goal"], e.msg)
     tv = v.vector(sc.get("timer_vector", "LOCAL_TIMER"), ["scenario", "timer_vector"])
-    alloc_base = v.typ(sc, "alloc_base", int, ["scenario"]) or 0x10000000
-    if alloc_base % 4096:
-        v.err(["scenario", "alloc_base"], "must be page aligned")
+    alloc_base = v.typ(sc, "alloc_base", int, ["scenario"])
+    alloc_base = 0x10000000 if alloc_base is None else alloc_base
+    if not 0 < alloc_base <= MAX_GPA or alloc_base % 4096:
+        v.err(["scenario", "alloc_base"], f"expected a page-aligned guest physical address 0x1000..0x{MAX_GPA:x}")
 
     defaults = {}
     d = v.typ(data, "defaults", dict, []) or {}
@@ -187,11 +233,11 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
 
     init_vars = {}
     for k, x in (v.typ(data, "vars", dict, []) or {}).items():
-        v.typ({k: x}, k, int, ["vars"])
+        v.var(k, x, ["vars"])
         init_vars[k] = x
     init_pcpu = {}
     for k, x in (v.typ(data, "percpu", dict, []) or {}).items():
-        v.typ({k: x}, k, int, ["percpu"])
+        v.var(k, x, ["percpu"])
         init_pcpu[k] = x
     init_vars.setdefault("target", target)
 
@@ -217,10 +263,10 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
         cnt = t.get("count", "periodic")
         if cnt == "periodic":
             ent["count"] = -1
-        elif isinstance(cnt, int) and not isinstance(cnt, bool) and cnt >= 0:
+        elif isinstance(cnt, int) and not isinstance(cnt, bool) and 0 <= cnt <= 10 ** 9:
             ent["count"] = cnt
         else:
-            v.err(p + ["count"], f"expected a count >= 0 or \"periodic\", got {cnt!r}")
+            v.err(p + ["count"], f"expected a count 0..1000000000 or \"periodic\", got {printable(cnt, 40)}")
         if "when" in t:
             w = v.typ(t, "when", str, p)
             try:
@@ -250,6 +296,8 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
     program = base or load_builtin_program()
     over = {}
     for rname, rdata in (v.typ(data, "routines", dict, []) or {}).items():
+        if not _VAR.match(rname) or len(over) >= 1024:
+            v.err(["routines", rname], "expected a routine name (letters, digits, _; at most 64), at most 1024 routines")
         try:
             over[rname] = Routine.from_data(rname, rdata)
         except ProgramError as e:
@@ -276,14 +324,40 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
                     init_vars, init_pcpu, weights, schedule, alloc_base, file, text)
 
 
-def check_config_values(d: dict, fail) -> None:
-    """Validate run options (scenario defaults or CLI) with one message each."""
+# One schema for a run configuration, wherever it comes from: a scenario's [defaults], the
+# command line, or a trace header's resolved config (complete=True: every key present).
+CONFIG_TYPES = {"scenario": str, "hypervisor": str, "overlay": str, "fix": str, "garbage": str,
+                "seed": int, "vcpus": int, "max_steps": int}
+
+
+def check_config_values(d, fail, complete: bool = False) -> None:
+    """Validate run options with one message each: `fail(key, message)` is called (and is
+    expected to raise) for the first problem. Types first, then ranges and names."""
+    if not isinstance(d, dict):
+        fail("config", f"expected a map, got {type(d).__name__}")
+        return
+    for k, v in d.items():
+        if k not in CONFIG_TYPES:
+            fail(printable(k, 40), f"unknown setting (known: {', '.join(CONFIG_TYPES)})")
+        t = CONFIG_TYPES[k]
+        if t is int and (type(v) is not int):
+            fail(k, f"expected an integer, got {type(v).__name__} {printable(repr(v), 40)}")
+        if t is str and not isinstance(v, str):
+            fail(k, f"expected a string, got {type(v).__name__} {printable(repr(v), 40)}")
+        if t is str and len(v) > 64:
+            fail(k, f"{len(v)} characters is too long for a {k} name")
+    if complete:
+        for k in CONFIG_TYPES:
+            if k not in d:
+                fail(k, "missing")
+    if "scenario" in d and not _NAME.match(d["scenario"]):
+        fail("scenario", f"{printable(repr(d['scenario']), 60)} is not a scenario name")
     if "hypervisor" in d and d["hypervisor"] not in HYPERVISORS:
-        fail("hypervisor", f"unknown hypervisor {d['hypervisor']!r} (expected {' or '.join(HYPERVISORS)})")
+        fail("hypervisor", f"unknown hypervisor {printable(repr(d['hypervisor']), 60)} (expected {' or '.join(HYPERVISORS)})")
     if "overlay" in d and d["overlay"] not in POLICIES:
-        fail("overlay", f"unknown overlay policy {d['overlay']!r} (expected {', '.join(POLICIES)})")
+        fail("overlay", f"unknown overlay policy {printable(repr(d['overlay']), 60)} (expected {', '.join(POLICIES)})")
     if "fix" in d and d["fix"] not in FIXES:
-        fail("fix", f"unknown fix {d['fix']!r} (expected {', '.join(FIXES)})")
+        fail("fix", f"unknown fix {printable(repr(d['fix']), 60)} (expected {', '.join(FIXES)})")
     if "garbage" in d:
         try:
             parse_garbage(d["garbage"])
@@ -291,8 +365,8 @@ def check_config_values(d: dict, fail) -> None:
             fail("garbage", str(e))
     if "seed" in d and not 0 <= d["seed"] < 2 ** 64:
         fail("seed", "expected 0 <= seed < 2**64")
-    if "max_steps" in d and not 1 <= d["max_steps"] <= 10 ** 9:
-        fail("max_steps", "expected 1..1000000000")
+    if "max_steps" in d and not 0 <= d["max_steps"] <= 10 ** 9:
+        fail("max_steps", "expected 0..1000000000")
     if "vcpus" in d and not MIN_VCPUS <= d["vcpus"] <= MAX_VCPUS:
         fail("vcpus", f"{d['vcpus']} vCPUs: expected {MIN_VCPUS}..{MAX_VCPUS}")
 
@@ -302,7 +376,8 @@ def builtin_names() -> list[str]:
 
 
 def load_scenario(spec: str | None) -> Scenario:
-    """A built-in scenario name or a path to a .toml file."""
+    """A built-in scenario name or a path to a .toml file (a regular file of at most
+    MAX_SCENARIO_BYTES: FIFOs and devices are refused before a byte is read)."""
     spec = spec or "cpu-offline"
     if spec in builtin_names():
         text = files("hvdbg.scenarios").joinpath(spec + ".toml").read_text()
@@ -311,7 +386,9 @@ def load_scenario(spec: str | None) -> Scenario:
     if not p.exists():
         raise ScenarioError(spec, None, f"no such scenario or file (built-ins: {', '.join(builtin_names())})")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(spec, None, f"cannot read: {e}") from None
+        text = read_text(p, MAX_SCENARIO_BYTES, "scenario file")
+    except UnicodeDecodeError as e:
+        raise ScenarioError(spec, None, f"not UTF-8 text (byte {e.start}); a scenario is a TOML file") from None
+    except OSError as e:
+        raise ScenarioError(spec, None, f"cannot read: {getattr(e, 'why', None) or e.strerror or e}") from None
     return parse_scenario(text, spec)

@@ -12,6 +12,7 @@ callback. What-if edits create branches (:meth:`Timeline.branch`).
 from __future__ import annotations
 
 import bisect
+import os
 from dataclasses import dataclass
 
 from .defs import PAGE_SHIFT, vector_names
@@ -19,6 +20,63 @@ from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_STEP, E_WRITES, Config,
 from .machine import F_FRAMES, F_IRR, F_ISR, F_PC, F_RT, MSR_OFF, RAM
 
 STOP_POLL = 4096
+# A what-if branch re-simulates at most this many events past its fork, or twice the
+# parent's length if that is more (never past the configuration's max_steps): a branch
+# whose future never settles ends as a timeout instead of running for minutes.
+BRANCH_MIN_BUDGET = 100_000
+
+
+# ---------------------------------------------------------------- memory budget
+# A recorded (journaled) session keeps every event's writes: measured ~500 bytes per event
+# (bench/timeline.py). A session whose step budget cannot fit the memory budget is refused
+# up front instead of being OOM-killed hours later.
+JOURNAL_BYTES_PER_EVENT = 600
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'512M', '4G', '1073741824' -> bytes (ValueError otherwise)."""
+    t = str(text).strip().lower().removesuffix("b").removesuffix("i")
+    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
+    num = t[:-1] if unit else t
+    try:
+        v = float(num)
+    except ValueError:
+        raise ValueError(f"expected a size like 512M or 4G, got {text!r:.40}") from None
+    if not 0 < v < 1 << 50:
+        raise ValueError(f"expected a size like 512M or 4G, got {text!r:.40}")
+    return int(v * _UNITS[unit])
+
+
+def memory_budget(explicit: int | None = None) -> int:
+    """Bytes a journaled session may use: --memory, else $HVDBG_MEMORY, else 75% of the
+    memory the kernel reports available (4 GiB when it cannot be read)."""
+    if explicit:
+        return explicit
+    env = os.environ.get("HVDBG_MEMORY")
+    if env:
+        try:
+            return parse_size(env)
+        except ValueError:
+            pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 * 3 // 4
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 << 30
+
+
+def journal_problem(max_steps: int, budget: int) -> str | None:
+    """Why a journaled session of `max_steps` events does not fit `budget` bytes, or None."""
+    need = max_steps * JOURNAL_BYTES_PER_EVENT
+    if need <= budget:
+        return None
+    return (f"a step budget of {max_steps} events needs up to {need / (1 << 30):.1f} GiB for the journal "
+            f"(about {JOURNAL_BYTES_PER_EVENT} bytes per event), over the memory budget of "
+            f"{budget / (1 << 30):.1f} GiB; lower --max-steps or raise --memory")
 
 
 # ---------------------------------------------------------------- breakpoints and watchpoints
@@ -431,7 +489,8 @@ class Timeline:
             skip = 0
         eng.replay.extend(ev[E_ACT] for ev in self.e.events[at + skip:] if ev[E_ACT][0] != "edit")
         child.pos = eng.step
-        child.run(stop=stop)
+        budget = min(cfg.max_steps, eng.step + max(BRANCH_MIN_BUDGET, 2 * self.length))
+        child.run(max_steps=budget, stop=stop)
         self.goto(here)
         return child
 

@@ -154,6 +154,12 @@ class Repl:
             self.console.print("interrupted", style="yellow", highlight=False)
             self._remember(line)
             return
+        except Exception:                   # one bad command never ends the session (or loses its branches)
+            from ..crash import write_crash_report
+            path = write_crash_report(f"repl: {line}")
+            self.console.print(f"internal error in this command; crash report written to {escape(path)}; "
+                               "the session goes on", style="red", highlight=False, soft_wrap=True)
+            return
         finally:
             if in_main:
                 signal.signal(signal.SIGINT, old)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from array import array
 from operator import itemgetter
 from typing import Any
 
@@ -91,12 +92,14 @@ def display_name(path: Any) -> str:
         name = getattr(path, "name", None) or "<trace>"
     if isinstance(name, bytes):
         name = name.decode("utf-8", "backslashreplace")
-    name = str(name)
-    return one_line(name) if name.isprintable() else repr(name)
+    from ..safe import printable
+    return printable(str(name), 200)
 
 
 def one_line(s: str) -> str:
-    return " ".join(str(s).split())
+    """One visible line: whitespace runs collapsed, control and bidi characters escaped, cut."""
+    from ..safe import printable
+    return printable(" ".join(str(s).split()), 300)
 
 
 # ---------------------------------------------------------------- descriptors
@@ -198,6 +201,68 @@ class DescriptorDecoder:
             if x not in table:
                 table[x] = decode_descriptor(x)
         return [table[x] for x in batch]
+
+
+class Choices:
+    """A trace's recorded choices, 4 bytes each: the packed descriptor codes in an
+    ``array('I')`` (every valid model action packs: CPUs < 64, vectors < 256), decoded to
+    descriptor tuples on access through a small interning table. Indexable, iterable,
+    sized - the engine reads it through a cursor."""
+
+    __slots__ = ("codes", "_table")
+
+    def __init__(self, codes: array | None = None):
+        self.codes = codes if codes is not None else array("I")
+        self._table: dict = {}
+
+    def _decode(self, code: int) -> tuple:
+        t = self._table.get(code)
+        if t is None:
+            t = self._table[code] = decode_descriptor(code)
+        return t
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._decode(c) for c in self.codes[i]]
+        return self._decode(self.codes[i])
+
+    def __iter__(self):
+        dec = self._decode
+        for c in self.codes:
+            yield dec(c)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Choices):
+            return self.codes == other.codes
+        try:
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        except TypeError:
+            return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Choices({len(self)} events)"
+
+    def distinct(self) -> list[tuple]:
+        """Each distinct descriptor once (for validation against the model)."""
+        return [self._decode(c) for c in set(self.codes)]
+
+    def extend_batch(self, batch) -> None:
+        """Append an events batch (a tuple of encoded descriptors): every entry must be a
+        packed code of a non-edit kind, else ValueError."""
+        try:
+            arr = array("I", batch)
+        except (TypeError, OverflowError):
+            bad = next((x for x in batch if type(x) is not int or not 0 <= x < 1 << 32), None)
+            raise ValueError(f"event {str(bad)[:40]} is not a packed model action (edits and out-of-range "
+                             "arguments cannot be recorded choices)") from None
+        for code in set(arr) - self._table.keys():
+            self._decode(code)           # validates (ValueError) and interns
+        self.codes.extend(arr)
 
 
 class DescriptorEncoder(dict):

@@ -1,29 +1,49 @@
 """Trace reader: recovers every complete record, reports where and why it stopped.
 
-Errors (``TraceError``, one line naming the byte offset) only when nothing can be
-trusted: empty file, bad magic, unsupported version, missing/damaged header
-record. Anything wrong after a valid header (cut, CRC mismatch, absurd length,
-undecodable payload, unknown record kind, missing footer, ...) stops the scan and
-is returned as ``Trace.salvage``, with every complete record before it.
+Two kinds of trouble, told apart by the frame checksum:
+
+* **Damage** (the bytes are not what the writer wrote): a cut, a CRC mismatch, an absurd
+  length, a missing footer, trailing bytes, an unknown record kind. The scan stops and
+  ``Trace.salvage`` says where and why; every complete record before it is kept.
+* **Invalid content** (a frame whose CRC holds but whose content is wrong: an undecodable
+  payload, wrong types, a checkpoint at a step the events do not reach, a check count that
+  is not the event count, a gap between event frames, a branch named ``main``, a duplicate
+  branch, a branch whose parent is unknown, a second header): ``TraceError``, one line
+  naming the byte offset. Such a file claims something false and is refused whole.
+
+Also refused (``TraceError``): a file that is not a regular file (FIFO, device, directory),
+larger than ``MAX_TRACE_BYTES``, empty, with a bad magic, an unsupported version or a
+missing/damaged header. The recorded choices are kept compactly (``format.Choices``,
+4 bytes per event), so memory is a small multiple of the file size.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..safe import UnsafeFile, read_regular
 from . import format as F
 
+
+
+#: A trace file is read whole (it holds choices only: a few bytes per event); larger files are
+#: refused before they are read. Override per call with ``max_bytes``.
+MAX_TRACE_BYTES = 1 << 30
+_DIGEST = re.compile(r"^[0-9a-f]{16,128}$")
+_BRANCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 
 @dataclass
 class Trace:
     header: dict
-    events: list = field(default_factory=list)  # descriptor tuples, in order
+    events: F.Choices = field(default_factory=F.Choices)  # the recorded choices (descriptor tuples on access)
     checkpoints: list = field(default_factory=list)  # (step, digest, snapshot | None, offset)
     branches: list = field(default_factory=list)  # dicts: name, parent, fork_step, edit, event, offset
     footer: dict | None = None
+    footer_offset: int = 0
     salvage: dict | None = None  # None = complete and intact; else {offset, reason, events_recovered, message}
     size: int = 0  # bytes in the file when read
     #: event index at which each checkpoint was taken (parallel to ``checkpoints``)
@@ -43,19 +63,16 @@ class _Stop(Exception):
 
 
 def _read_bytes(path: Any, max_bytes: int | None) -> bytes:
+    limit = MAX_TRACE_BYTES if max_bytes is None else max_bytes
     if hasattr(path, "read"):
-        data = path.read() if max_bytes is None else path.read(max_bytes + 1)
+        data = path.read(limit + 1)
     else:
-        with open(path, "rb") as f:
-            if max_bytes is not None:
-                size = os.fstat(f.fileno()).st_size
-                if size > max_bytes:
-                    raise F.TraceError(path, 0, f"file is {size} bytes, over the max_bytes limit {max_bytes}")
-                data = f.read(max_bytes + 1)
-            else:
-                data = f.read()
-    if max_bytes is not None and len(data) > max_bytes:
-        raise F.TraceError(path, 0, f"file is over the max_bytes limit {max_bytes}")
+        try:
+            data = read_regular(path, limit, "trace")
+        except UnsafeFile as e:
+            raise F.TraceError(path, 0, e.why) from None
+    if len(data) > limit:
+        raise F.TraceError(path, 0, f"file is over the {limit}-byte limit for a trace")
     return data
 
 
@@ -125,8 +142,6 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
     header, pos = _decode_header(path, buf)
     tr = Trace(header=header, size=len(buf))
     events = tr.events
-    extend = events.extend
-    decode_batch = F.DescriptorDecoder().decode_batch
     unpack = F.unpack_payload
     stop: _Stop | None = None
     end = pos
@@ -134,22 +149,37 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
         for off, kind, payload in _frames(buf, pos):
             try:
                 if kind == F.K_EVENTS:
-                    start, batch = unpack(payload, use_list=False)
+                    rec = unpack(payload, use_list=False)
+                    if type(rec) is not tuple or len(rec) != 2:
+                        raise ValueError("events record is not [start, batch]")
+                    start, batch = rec
                     if start != len(events):
-                        raise _Stop(off, f"events frame starts at event {start}, expected {len(events)} (frame lost?)")
+                        raise ValueError(f"events frame starts at event {F.one_line(str(start))[:30]}, expected "
+                                         f"{len(events)} (frame lost?)")
                     if type(batch) is not tuple:
                         raise ValueError("events batch is not an array")
-                    extend(decode_batch(batch))
+                    events.extend_batch(batch)
                 elif kind == F.K_CHECKPOINT:
                     rec = unpack(payload, use_list=True)
+                    if not isinstance(rec, dict):
+                        raise ValueError("checkpoint record is not a map")
                     step, digest, snap, ev = rec["step"], rec["digest"], rec["snapshot"], rec["event"]
                     if type(step) is not int or not isinstance(digest, str) or not (snap is None or isinstance(snap, bytes)):
                         raise ValueError("checkpoint fields have wrong types")
-                    if ev != len(events):
-                        raise _Stop(off, f"checkpoint taken at event {ev}, but {len(events)} events precede it")
+                    if ev != len(events) or step != len(events):
+                        raise ValueError(f"checkpoint claims step {F.one_line(str(step))[:30]} (event "
+                                         f"{F.one_line(str(ev))[:30]}), but {len(events)} events precede it")
+                    if not _DIGEST.match(digest):
+                        raise ValueError("checkpoint digest is not 16..128 hex digits")
                     checks = rec.get("checks")
                     if not (checks is None or isinstance(checks, bytes)):
                         raise ValueError("checkpoint checks are not bytes")
+                    prev = tr.checkpoints[-1][0] if tr.checkpoints else 0
+                    if tr.checkpoints and step <= prev:
+                        raise ValueError(f"checkpoint at step {step} does not follow the one at step {prev}")
+                    if checks is not None and len(checks) != 2 * (step - prev):
+                        raise ValueError(f"checkpoint at step {step} carries {len(checks) // 2} event checks for "
+                                         f"the {step - prev} events since step {prev}")
                     tr.checkpoints.append((step, digest, snap, off))
                     tr.checkpoint_events.append(ev)
                     tr.checkpoint_checks.append(checks)
@@ -159,6 +189,13 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
                         raise ValueError("branch record is not a map with a name")
                     if not (rec.get("parent") is None or isinstance(rec["parent"], str)) or type(rec.get("fork_step")) is not int:
                         raise ValueError("branch fields have wrong types")
+                    for key in ("name", "parent"):
+                        if rec.get(key) is not None and not _BRANCH_NAME.match(rec[key]):
+                            raise ValueError(f"branch {key} {F.one_line(repr(rec[key]))[:40]} is not a name of letters, "
+                                             "digits and _ . + - (at most 64)")
+                    if not 0 <= rec["fork_step"] <= len(events):
+                        raise ValueError(f"branch fork step {F.one_line(str(rec['fork_step']))[:30]} is outside "
+                                         f"0..{len(events)}")
                     edit = rec.get("edit")
                     b = {
                         "name": rec["name"],
@@ -169,26 +206,38 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
                         "offset": off,
                         "switch": None,
                     }
+                    if b["name"] == "main":
+                        raise ValueError("a branch may not be named main (main is the recorded run)")
+                    if any(x["name"] == b["name"] for x in tr.branches):
+                        raise ValueError(f"a second branch named {b['name']}")
+                    if b["parent"] not in (None, "main") and not any(x["name"] == b["parent"] for x in tr.branches):
+                        raise ValueError(f"branch {b['name']}: its parent {b['parent']} is neither main nor an earlier branch")
                     sw = rec.get("switch")
                     if sw is not None:
-                        if not isinstance(sw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in sw.items()):
-                            raise ValueError("branch switch is not a map of strings")
+                        if not isinstance(sw, dict) or not all(k in ("fix", "hypervisor", "overlay") and isinstance(v, str)
+                                                               and len(v) <= 64 for k, v in sw.items()):
+                            raise ValueError("branch switch is not a map of fix / hypervisor / overlay names")
                         b["switch"] = dict(sw)
                     tr.branches.append(b)
                 elif kind == F.K_FOOTER:
                     rec = unpack(payload, use_list=True)
                     if not isinstance(rec, dict):
                         raise ValueError("footer record is not a map")
+                    if not isinstance(rec.get("outcome"), str) or not _BRANCH_NAME.match(rec["outcome"]) \
+                            or rec.get("steps") != len(events):
+                        raise ValueError("footer outcome is not a name or its step count is not the number of events")
                     _check_footer(tr, rec, off)
                     tr.footer = rec
+                    tr.footer_offset = off
                 elif kind == F.K_HEADER:
-                    raise _Stop(off, "second header record")
+                    raise ValueError("second header record")
                 else:
                     raise _Stop(off, f"unknown record kind {kind} (written by a newer hvdbg?)")
             except _Stop:
                 raise
-            except Exception as e:  # untrusted payload that passed the CRC: stop, keep what came before
-                raise _Stop(off, f"undecodable {_kind_name(kind)} record ({type(e).__name__}: {F.one_line(str(e))[:120]})") from None
+            except Exception as e:  # a payload whose CRC holds but whose content is wrong: refused
+                why = f"missing field {e}" if isinstance(e, KeyError) else F.one_line(str(e))[:160] or type(e).__name__
+                raise F.TraceError(path, off, f"invalid {_kind_name(kind)} record: {why}") from None
             end = off + F.FRAME_HEAD_SIZE + len(payload)
             if kind == F.K_FOOTER:
                 end = _check_tail(buf, end, off)
@@ -210,11 +259,11 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
 
 def _check_footer(tr: Trace, f: dict, off: int) -> None:
     if f.get("events") != len(tr.events):
-        raise _Stop(off, f"footer says {f.get('events')} events, found {len(tr.events)}")
+        raise ValueError(f"footer says {f.get('events')} events, found {len(tr.events)}")
     if list(f.get("checkpoints") or ()) != [c[3] for c in tr.checkpoints]:
-        raise _Stop(off, "footer checkpoint index does not match the checkpoint records")
+        raise ValueError("footer checkpoint index does not match the checkpoint records")
     if list(f.get("branches") or ()) != [b["offset"] for b in tr.branches]:
-        raise _Stop(off, "footer branch index does not match the branch records")
+        raise ValueError("footer branch index does not match the branch records")
 
 
 def _check_tail(buf: memoryview, pos: int, footer_off: int) -> int:

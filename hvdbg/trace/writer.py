@@ -17,6 +17,7 @@ import tempfile
 import time
 from typing import Any, BinaryIO, Callable
 
+from ..safe import open_partial
 from . import format as F
 
 monotonic = time.monotonic  # module attribute so tests can drive the flush clock
@@ -25,7 +26,7 @@ monotonic = time.monotonic  # module attribute so tests can drive the flush cloc
 class TraceWriter:
     """Write one trace. ``path`` is a filesystem path (created/truncated) or a writable binary file."""
 
-    def __init__(self, path: Any, header: dict, *, durable: bool = False, overwrite: bool = True):
+    def __init__(self, path: Any, header: dict, *, durable: bool = False, overwrite: bool = True, owns: bool = False):
         self._packer = F.make_packer()
         header_payload = F.check_header_dict(header)  # validate before touching the disk
         self.durable = durable
@@ -39,10 +40,13 @@ class TraceWriter:
         self._closed = False
         if hasattr(path, "write"):
             self._f: BinaryIO = path
-            self._owns = False
+            self._owns = owns                   # close it at the end (a file opened for us)
             self.name = F.display_name(getattr(path, "name", None))
         else:
-            self._f = open(path, "wb" if overwrite else "xb")
+            if overwrite:
+                self._f = open_partial(os.fspath(path))   # regular files only, never through a symlink
+            else:
+                self._f = open(path, "xb")
             self._owns = True
             self.name = F.display_name(path)
         try:

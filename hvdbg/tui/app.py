@@ -300,7 +300,11 @@ class HvdbgApp(App):
             self.refresh_all()
             return False
         except Exception as e:  # never let a command take the UI down
-            self.notify(f"internal error: {type(e).__name__}: {e}", severity="error", timeout=10)
+            from ..crash import write_crash_report
+            from ..safe import printable
+            path = write_crash_report(f"tui: {line}")
+            self.notify(f"internal error ({type(e).__name__}: {printable(str(e), 80)}); crash report written to "
+                        f"{path}; the session goes on", severity="error", timeout=10)
             self.refresh_all()
             return False
         for ln in out.lines:
