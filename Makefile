@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench sweep traces screenshots clean
+.PHONY: run test fuzz bench sweep traces screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,7 +15,11 @@ run: $(STAMP)
 	$(VENV)/bin/hvdbg $(ARGS) || [ $$? -eq 3 ]
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -p no:cacheprovider
+	$(PY) -m pytest -n 2 -p no:cacheprovider -m "not slow"
+
+# The long hostile-input runs (issue 8): hundreds of mutated traces and scenarios through the CLI.
+fuzz: $(STAMP)
+	$(PY) -m pytest -n 2 -p no:cacheprovider -m slow
 
 bench: $(STAMP)
 	$(PY) bench/engine.py

@@ -198,12 +198,15 @@ def cmd_run(args, out) -> int:
             raise UsageError("hvdbg: --record: the scenario is already a trace (use `hvdbg replay`)")
         return _rerun_trace(args, out)
     scn, cfg = _load(args)
-    why = journal_problem(cfg.max_steps, _memory(args))
-    if why:
-        raise UsageError(f"hvdbg: {why}")
+    budget = _memory(args)
+    note = ""
     if args.record:
         from .recording import record
         from .safe import printable
+        why = journal_problem(cfg.max_steps, budget)
+        if why:
+            where = "--max-steps" if args.max_steps is not None else f"{printable(scn.source)}: max_steps"
+            raise UsageError(f"hvdbg: {where}: {why}")
         try:
             eng = record(scn, cfg, args.record).e
         except OSError as e:
@@ -211,9 +214,25 @@ def cmd_run(args, out) -> int:
                 from None
         res = eng._last_result
     else:
-        eng = Engine(scn, cfg)
+        # Without --record nothing needs the journal but a hang's explanation: run without one
+        # (memory flat in the number of events), and on a hang re-run the same choices - the
+        # run is a pure function of (scenario, config) - with a journal up to the hang.
+        eng = Engine(scn, cfg, journal=False)
         res = eng.run()
-    _emit(args, out, build_report(eng, res), render)
+        if res.outcome == "hang":
+            why = journal_problem(res.steps, budget)
+            if why:
+                note = f"explanation skipped: {why}"
+            else:
+                again = Engine(scn, cfg)
+                again.run(max_steps=res.steps)
+                if again.step == res.steps and again.m.digest() == eng.m.digest():
+                    again._last_result = res
+                    eng = again
+    rep = build_report(eng, res)
+    if note:
+        rep["explanation_note"] = note
+    _emit(args, out, rep, render)
     return OUTCOME_EXIT.get(res.outcome, EXIT_OK)
 
 

@@ -87,6 +87,8 @@ def render(rep: dict, console: Console) -> None:
                   f"EOIs skipped on a stale bit {st.get('eoi_skipped_stale', 0)}, collapsed {st.get('collapsed', 0)}")
     console.print(Text.assemble("outcome: ", (rep["outcome"].upper(), OUTCOME_STYLE.get(rep["outcome"], "")),
                                 f" after {rep['steps']} steps ({rep['reason']})"))
+    if rep.get("explanation_note"):
+        console.print(Text(rep["explanation_note"], style="yellow"))
     if rep["explanation"]:
         console.print("[bold]why:[/bold]")
         for i, lk in enumerate(rep["explanation"], 1):

@@ -1143,6 +1143,7 @@ class Engine:
         last = None
         samples: dict[int, int] = {}
         next_sample = 1024
+        backoff = 1
         self._vars_changed = True
         schedule = self.schedule
         scheduled = self.sched_i < len(schedule) or bool(self.replay)
@@ -1186,7 +1187,10 @@ class Engine:
                     if verdict:
                         return self._result("hang", "cycle: every reachable state was explored and none reaches the goal")
                     samples.clear()
-                    next_sample += 4096
+                    # an exploration cut by its budget (None) says the reachable set is large:
+                    # retrying soon would cost as much for the same answer, so back off
+                    backoff = backoff * 2 if verdict is None else 1
+                    next_sample += 4096 * min(backoff, 1024)
                 if len(samples) > 4096:
                     samples.clear()
                 samples[z] = self.step

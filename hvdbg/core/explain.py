@@ -94,10 +94,15 @@ def explain_hang(eng: Engine) -> list[Link]:
             continue
         if S[b + F_HALT]:
             ev, w = last_write(eng, lambda loc, o, n, i=b + F_HALT: loc == i and n == 1, now)
-            state = "halted with IRQs on, waiting for an interrupt" if S[b + F_IF] else "halted with IRQs off"
-            prev = op_at(eng, rt, pc - 1)
-            at = where(eng, rt, pc - 1) if prev else eng.rnames[rt]
-            links.append(Link(ev[E_STEP] if ev else 0, f"cpu{c} is {state} in {at}", w[0] if w else None, "wait"))
+            fault = next((n[1] for n in ev[E_NOTES] if n[0] == "fault"), None) if ev else None
+            if fault is not None:
+                links.append(Link(ev[E_STEP], f"cpu{c} stopped with IRQs off after a fault in {eng.rnames[ev[E_RT]]}: "
+                                  f"{fault}", w[0], "fault"))
+            else:
+                state = "halted with IRQs on, waiting for an interrupt" if S[b + F_IF] else "halted with IRQs off"
+                prev = op_at(eng, rt, pc - 1)
+                at = where(eng, rt, pc - 1) if prev else eng.rnames[rt]
+                links.append(Link(ev[E_STEP] if ev else 0, f"cpu{c} is {state} in {at}", w[0] if w else None, "wait"))
         elif op is not None and op.opcode == "wait" and not eng.holds(c, b, eng.code[rt][pc][1]):
             ev, w = last_write(eng, lambda loc, o, n, i=b + F_PC, p=pc: loc == i and n == p, now)
             cond = op.text.split(None, 1)[1]

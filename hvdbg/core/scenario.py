@@ -67,15 +67,17 @@ class Scenario:
     def check(self, cfg: Config) -> None:
         """Does this scenario run with `cfg`? Every value is in range (check_config_values)
         and the machine fits: the offlined CPU and every traffic source exist."""
-        def fail(k, msg):
-            raise ScenarioError(self.source or self.name, None, f"{k}: {msg}")
+        def fail(k, msg, path=None):
+            line = _line_of(self.text, path) if path else None
+            raise ScenarioError(self.source or self.name, line, f"{k}: {msg}")
         check_config_values(cfg.as_dict(), fail, complete=True)
         if not 1 <= self.target < cfg.vcpus:
             fail("vcpus", f"{cfg.vcpus} vCPUs, but scenario {self.name} offlines cpu{self.target}")
         for i, t in enumerate(self.traffic):
             for key in ("from", "to"):
                 if t[key] >= cfg.vcpus:
-                    fail(f"traffic[{i}].{key}", f"cpu{t[key]} does not exist with {cfg.vcpus} vCPUs")
+                    fail(f"traffic.{i}.{key}", f"cpu{t[key]} does not exist with {cfg.vcpus} vCPUs",
+                         ["traffic", i, key])
         if cfg.fix != "none" and cfg.fix not in self.program.variants:
             fail("fix", f"unknown fix {cfg.fix!r} (this program has: none, {', '.join(sorted(self.program.variants))})")
 
