@@ -36,13 +36,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _session_options(p: argparse.ArgumentParser, traces: bool = True) -> None:
-    from .core.hypervisor import HYPERVISORS, POLICIES
+    from .core import hypervisors, packs
     p.add_argument("scenario", nargs="?", default=None,
-                   help="built-in scenario, FILE.toml" + (" or a recorded trace" if traces else "")
-                   + " (default cpu-offline)")
-    p.add_argument("--hypervisor", choices=HYPERVISORS)
-    p.add_argument("--overlay", choices=tuple(POLICIES), help="hyperv only")
-    p.add_argument("--fix", choices=("none", "gfp-zero", "clear-bit"))
+                   help="built-in scenario, bug pack, FILE.toml" + (" or a recorded trace" if traces else "")
+                   + f" (default {packs.get(packs.DEFAULT_PACK).default_scenario}; `hvdbg bugs` lists the packs)")
+    p.add_argument("--hypervisor", choices=hypervisors.names())
+    p.add_argument("--overlay", choices=hypervisors.option_values("overlay"),
+                   help=f"overlay content policy ({', '.join(hypervisors.models_with('overlay'))} only)")
+    p.add_argument("--fix", choices=packs.fix_names(), help="a fix variant of the scenario's pack")
     p.add_argument("--garbage", metavar="SPEC", help="fill byte (0xa5; bit0 must be 1 for the stale-bit bugs) or "
                                                      "random:SEED for pages allocated without __GFP_ZERO")
     p.add_argument("--seed", type=_int, help="PRNG seed of the default choice policy")
@@ -55,9 +56,12 @@ def _session_options(p: argparse.ArgumentParser, traces: bool = True) -> None:
 def _options(args) -> dict:
     """The run options given on the command line, validated (one message, exit 2)."""
     from .core.scenario import check_config_values
+    from .core import hypervisors
     opts = {k: getattr(args, k, None) for k in RUN_OPTIONS}
-    if opts.get("overlay") and opts.get("hypervisor") == "kvm":
-        raise UsageError("hvdbg: --overlay applies to --hypervisor hyperv only (kvm has no overlay)")
+    hv = opts.get("hypervisor")
+    if opts.get("overlay") and hv and hv not in hypervisors.models_with("overlay"):
+        raise UsageError(f"hvdbg: --overlay applies to --hypervisor {' or '.join(hypervisors.models_with('overlay'))} "
+                         f"only ({hv} has no overlay)")
     check_config_values({k: v for k, v in opts.items() if v is not None},
                         lambda k, msg: (_ for _ in ()).throw(UsageError(f"hvdbg: --{k.replace('_', '-')}: {msg}")))
     return opts
@@ -179,10 +183,11 @@ def make_parser() -> _Parser:
 def _load(args):
     from .core.scenario import load_scenario
     over = _options(args)
+    from .core import hypervisors
     scn = load_scenario(args.scenario)
+    if over.get("hypervisor") and over["hypervisor"] not in hypervisors.models_with("overlay") and not over.get("overlay"):
+        over["overlay"] = hypervisors.default_option("overlay")      # the scenario's policy does not apply
     cfg = scn.config(**over)
-    if cfg.hypervisor == "kvm" and args.overlay is None:
-        cfg.overlay = "uncover-stale"
     return scn, cfg
 
 
@@ -402,6 +407,7 @@ def cmd_sweep(args, out) -> int:
     hist: Counter = Counter()
     first: dict[str, int] = {}
     stats: Counter = Counter()
+    per_run = scn.pack.sweep_stats if scn.pack is not None else {}
     t0 = time.perf_counter()
     base = cfg.seed
     for seed in range(base, base + args.seeds):
@@ -410,13 +416,12 @@ def cmd_sweep(args, out) -> int:
         res = eng.run()
         hist[res.outcome] += 1
         first.setdefault(res.outcome, seed)
-        stats["runs_with_assisted_eoi_before_offline"] += 1 if res.stats.get("eoi_assisted_before_offline") else 0
-        stats["runs_with_stale_eoi_skip"] += 1 if res.stats.get("eoi_skipped_stale") else 0
+        for k in per_run:
+            stats[k] += 1 if res.stats.get(k) else 0
     rep = {"scenario": scn.name, "hypervisor": cfg.hypervisor, "overlay": cfg.overlay, "fix": cfg.fix,
            "garbage": cfg.garbage, "first_seed": base, "seeds": args.seeds,
            "histogram": dict(sorted(hist.items())), "first_seed_of": first,
-           "runs_with_assisted_eoi_before_offline": stats["runs_with_assisted_eoi_before_offline"],
-           "runs_with_stale_eoi_skip": stats["runs_with_stale_eoi_skip"],
+           "runs_with": {label: stats[k] for k, label in per_run.items()},
            "seconds": round(time.perf_counter() - t0, 3)}
     _emit(args, out, rep, render_sweep)
     if hist.get("hang"):

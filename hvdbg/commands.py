@@ -12,12 +12,13 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .core.defs import HP_NAMES, MSR_NAMES, MSRS, PAGE_SHIFT, VECTORS, vector_name
-from .core.engine import E_CPU, E_NOTES, E_WRITES, FIXES
-from .core.explain import describe, explain_hang, where
-from .core.hypervisor import HYPERVISORS
-from .core.machine import F_IRR, F_ISR, F_PC, F_RT, MSR_OFF, RAM
+from .core import hypervisors, packs
+from .core.defs import VECTORS, vector_name
+from .core.explain import describe, explain, where
+from .core.machine import RAM
+from .core.msr import MSR_NAMES, MSRS
 from .core.timeline import Timeline
+from .core.why import CellError, cell_value, why_bit, why_cell, why_mem
 
 
 class CommandError(Exception):
@@ -211,9 +212,8 @@ class Session:
     # where are we
     def where_line(self) -> str:
         tl = self.tl
-        e = tl.e
-        S, b = e.m.S, e.bases[tl.focus]
-        at = where(e, S[b + F_RT], S[b + F_PC], c_text=False)
+        cv = tl.view().cpu(tl.focus)
+        at = where(tl.e, cv.routine_id, cv.pc, c_text=False)
         out = tl.result.outcome if tl.result else "?"
         return f"[{self.current}] step {tl.pos}/{tl.length} ({out})  cpu{tl.focus} at {at}"
 
@@ -498,7 +498,7 @@ def _watch(s, args, stop=None):
 
 def _checked_msr(word: str) -> int:
     m = parse_msr(word)
-    if m not in MSR_OFF:
+    if m not in MSR_NAMES:
         raise CommandError(f"MSR 0x{m:x} is not modelled")
     return m
 
@@ -555,7 +555,7 @@ def _diff(s, args, stop=None):
     if not 0 <= k <= tl.length:
         raise CommandError(f"step {k} is outside 0..{tl.length}")
     from .core.timeline import diff_states
-    lines = diff_states(tl.e, tl.snapshot_at(k), tl.e.m.snapshot(), "->")
+    lines = diff_states(tl.e, tl.snapshot_at(k), tl.snapshot_at(tl.pos), "->")
     return Output([f"changes from step {k} to step {tl.pos}:"] + (lines or ["no difference"]), {"diff": lines})
 
 
@@ -693,29 +693,41 @@ def _switch_branch(s, what: str, value: str, choices, args, stop) -> Output:
     return _branch_out(s, name, child, f"{what} {value}")
 
 
-@command("fix", "fix none|gfp-zero|clear-bit [from STEP|here]", "Re-run with another fix variant, from step 0 by "
-         "default (a new branch).", complete=lambda s, a: list(FIXES) if not a else ["from", "here"], category="what-if")
+def _fixes(s) -> list[str]:
+    """The fix variants of the current branch's program (the pack's [fixes])."""
+    return ["none", *sorted(s.tl.e.scn.program.variants)]
+
+
+@command("fix", "fix FIX [from STEP|here]", "Re-run with another fix variant of this bug's pack (`bugs` lists them), "
+         "from step 0 by default (a new branch).", complete=lambda s, a: _fixes(s) if not a else ["from", "here"],
+         category="what-if")
 def _fix(s, args, stop=None):
     need(args, 1, "fix VARIANT [from STEP|here]")
-    return _switch_branch(s, "fix", args[0], FIXES, args, stop)
+    return _switch_branch(s, "fix", args[0], _fixes(s), args, stop)
 
 
-@command("hypervisor", "hypervisor hyperv|kvm [from STEP|here]", "Re-run with another hypervisor model (a new branch).",
-         complete=lambda s, a: list(HYPERVISORS) if not a else ["from", "here"], category="what-if")
+@command("hypervisor", "hypervisor MODEL [from STEP|here]", "Re-run with another hypervisor model (a new branch); "
+         "the models: " + "the registered ones (completion lists them)",
+         complete=lambda s, a: list(hypervisors.names()) if not a else ["from", "here"], category="what-if")
 def _hypervisor(s, args, stop=None):
     need(args, 1, "hypervisor MODEL [from STEP|here]")
-    return _switch_branch(s, "hypervisor", args[0], HYPERVISORS, args, stop)
+    return _switch_branch(s, "hypervisor", args[0], list(hypervisors.names()), args, stop)
 
 
-@command("overlay", "overlay uncover-stale|copy-back|restore [from STEP|here]", "Re-run with another Hyper-V overlay "
-         "content policy (a new branch).", complete=lambda s, a: ["uncover-stale", "copy-back", "restore"] if not a
-         else ["from", "here"], category="what-if")
+def _overlays(s) -> list[str]:
+    spec = hypervisors.HYPERVISORS.get(s.tl.e.cfg.hypervisor)
+    return list(spec.options.get("overlay", {})) if spec else []
+
+
+@command("overlay", "overlay POLICY [from STEP|here]", "Re-run with another overlay content policy of this branch's "
+         "hypervisor model (a new branch).", complete=lambda s, a: _overlays(s) if not a else ["from", "here"],
+         category="what-if")
 def _overlay(s, args, stop=None):
-    from .core.hypervisor import POLICIES
     need(args, 1, "overlay POLICY [from STEP|here]")
-    if s.tl.e.cfg.hypervisor != "hyperv":
-        raise CommandError("overlay policies apply to the hyperv model (this branch runs kvm)")
-    return _switch_branch(s, "overlay", args[0], list(POLICIES), args, stop)
+    if not _overlays(s):
+        raise CommandError(f"the {s.tl.e.cfg.hypervisor} model has no overlay policies (they apply to "
+                           f"{', '.join(hypervisors.models_with('overlay'))})")
+    return _switch_branch(s, "overlay", args[0], _overlays(s), args, stop)
 
 
 BRANCH_USAGE = "branch list | branch switch NAME | branch compare NAME [NAME] | branch save FILE"
@@ -782,102 +794,34 @@ def _c_why(s, args):
          "current step.", complete=_c_why, category="inspect")
 def _why(s, args, stop=None):
     tl = s.tl
-    e = tl.e
     if not args:
-        here = tl.pos
-        tl.goto(tl.length)
         outcome = tl.result.outcome if tl.result else "?"
-        links = explain_hang(e) if outcome == "hang" else []
-        tl.goto(here)
+        links = explain(tl.engine_at(tl.length), outcome)
         if not links:
             return Output([f"the run's outcome is {outcome}: no hang to explain"], {"outcome": outcome, "chain": []})
         return Output([f"{i}. step {lk.step}: {lk.text}" for i, lk in enumerate(links, 1)],
                       {"outcome": outcome, "chain": [lk.as_dict() for lk in links]})
     k = args[0]
-    if k in ("isr", "irr"):
-        need(args, 3, WHY_USAGE)
-        c, v = parse_cpu(s, args[1]), parse_vector(args[2])
-        slot = e.bases[c] + (F_ISR if k == "isr" else F_IRR)
-        return _why_bit(s, slot, v, f"{vector_name(v)} in cpu{c}'s {k.upper()}")
-    if k == "msr":
-        need(args, 3, WHY_USAGE)
-        c, msr = parse_cpu(s, args[1]), _checked_msr(args[2])
-        slot = e.bases[c] + MSR_OFF[msr]
-        return _why_slot(s, slot, f"cpu{c} {MSR_NAMES.get(msr, hex(msr))}")
-    if k == "mem":
-        need(args, 2, WHY_USAGE)
-        addr = parse_int(args[1], "an address")
-        space = parse_space(s, args[2] if len(args) > 2 else None)
-        return _why_mem(s, space, addr)
+    try:
+        if k in ("isr", "irr"):
+            need(args, 3, WHY_USAGE)
+            c, v = parse_cpu(s, args[1]), parse_vector(args[2])
+            lines, data = why_bit(tl, c, k, v)
+            return Output(lines, data)
+        if k == "msr":
+            need(args, 3, WHY_USAGE)
+            c, msr = parse_cpu(s, args[1]), _checked_msr(args[2])
+            lines, data = why_cell(tl, ("msr", c, msr), f"cpu{c} {MSR_NAMES.get(msr, hex(msr))}")
+            return Output(lines, data)
+        if k == "mem":
+            need(args, 2, WHY_USAGE)
+            addr = parse_int(args[1], "an address")
+            space = parse_space(s, args[2] if len(args) > 2 else None)
+            lines, data = why_mem(tl, space, addr)
+            return Output(lines, data)
+    except CellError as e:
+        raise CommandError(str(e)) from None
     raise CommandError(f"unknown why target '{k}'{_closest(k, ['isr', 'irr', 'mem', 'msr'])}; usage: {WHY_USAGE}")
-
-
-def _event_line(tl: Timeline, i: int) -> str:
-    ev = tl.events[i]
-    return f"step {i}: {describe(tl.e, ev)}"
-
-
-def _why_bit(s, slot: int, bit: int, label: str) -> Output:
-    tl = s.tl
-    val = tl.e.m.S[slot] >> bit & 1
-    lines = [f"{label} is {'set' if val else 'clear'} at step {tl.pos}"]
-    # the newest event before now that changed this bit
-    i = tl.last_write(slot)
-    while i is not None:
-        w = next(w for w in tl.events[i][E_WRITES] if w[0] == slot)
-        if ((w[1] ^ w[2]) >> bit) & 1:
-            break
-        i = tl.last_write(slot, before=i)
-    if i is None:
-        lines.append("it has had this value since the start")
-        return Output(lines, {"value": val, "step": None})
-    lines.append(f"set by {_event_line(tl, i)}" if val else f"cleared by {_event_line(tl, i)}")
-    chain = [i]
-    if val and slot % 1 == 0:
-        # an ISR bit that stays set: show the EOI path that did not clear it
-        ev_after = [j for j in range(i + 1, tl.pos) if any(n[0] == "stale_assist" for n in tl.events[j][E_NOTES])
-                    and tl.events[j][E_CPU] == tl.events[i][E_CPU]]
-        if ev_after:
-            j = ev_after[0]
-            nt = next(n for n in tl.events[j][E_NOTES] if n[0] == "stale_assist")
-            lines.append(f"its EOI was skipped at {_event_line(tl, j)}: apic_assist read 0x{nt[3]:08x} (bit0 = 1) "
-                         f"from {'guest RAM' if nt[1] == RAM else 'the overlay'}")
-            src = tl.last_write(("mem", nt[1], nt[2]), before=j)
-            if src is not None:
-                lines.append(f"that bit0 was written by {_event_line(tl, src)}")
-                chain += [j, src]
-    return Output(lines, {"value": val, "steps": chain})
-
-
-def _why_slot(s, slot: int, label: str) -> Output:
-    tl = s.tl
-    val = tl.e.m.S[slot]
-    i = tl.last_write(slot)
-    lines = [f"{label} = {_short(val)} at step {tl.pos}"]
-    lines.append(f"last written by {_event_line(tl, i)}" if i is not None else "unchanged since the start")
-    return Output(lines, {"value": val if isinstance(val, int) else repr(val), "step": i})
-
-
-def _why_mem(s, space: int, addr: int) -> Output:
-    tl = s.tl
-    cur = tl.e.m.read_mem(space, addr, 1)
-    sp = "RAM" if space == RAM else f"overlay(cpu{space})"
-    if cur is None:
-        raise CommandError(f"no {sp} page at 0x{addr:x} at step {tl.pos}")
-    lines = [f"{sp}[0x{addr:x}] = 0x{cur:02x} at step {tl.pos}"]
-    i = tl.last_write(("mem", space, addr))
-    chain = []
-    while i is not None and len(chain) < 6:
-        chain.append(i)
-        lines.append(f"{'written' if len(chain) == 1 else 'before that'} by {_event_line(tl, i)}")
-        ev = tl.events[i]
-        if any(isinstance(w[0], tuple) and w[0][0] in ("pg", "ov") for w in ev[E_WRITES]):
-            allocs = [n for n in ev[E_NOTES] if n[0] == "alloc"]
-            if allocs:
-                lines.append(f"  the page was allocated {'zeroed' if allocs[0][2] else 'without __GFP_ZERO (garbage)'}")
-            break
-        i = tl.last_write(("mem", space, addr), before=i)
-    return Output(lines, {"value": cur, "steps": chain})
 
 
 # ---------------------------------------------------------------- info and x
@@ -911,11 +855,11 @@ def _info(s, args, stop=None):
         lines = []
         for c in range(tl.e.n):
             v = rep["vcpus"][c]
-            lines.append(f"cpu{c} IF={v['IF']} IRR {' '.join(v['IRR']) or '-'}  ISR {' '.join(v['ISR']) or '-'}  "
-                         f"assist bit ovl/RAM {v['apic_assist_overlay'] or '-'}/{v['apic_assist_ram'] or '-'}")
+            hint = "  ".join(f"{x['field']} ovl/RAM {x['overlay'] or '-'}/{x['ram'] or '-'}" for x in v["shared"])
+            lines.append(f"cpu{c} IF={v['IF']} IRR {' '.join(v['IRR']) or '-'}  ISR {' '.join(v['ISR']) or '-'}  {hint}")
         ipis = rep["in_flight_ipis"]
         lines.append("in flight: " + (", ".join(f"cpu{a}->cpu{b} 0x{x:02x}" for a, b, x in ipis) or "none"))
-        timers = [f"cpu{c}" for c in range(tl.e.n) if tl.e.m.S[tl.e.bases[c] + tl.e.L.P_TIMER]]
+        timers = [f"cpu{cv.c}" for cv in tl.view().cpus() if cv.timer]
         lines.append("LAPIC timers armed: " + (", ".join(timers) or "none"))
         return Output(lines, {"vcpus": [{k: rep["vcpus"][c][k] for k in ("IRR", "ISR", "IF")} for c in range(tl.e.n)],
                               "in_flight": ipis})
@@ -923,11 +867,13 @@ def _info(s, args, stop=None):
         lines = []
         for c in cpus:
             v = rep["vcpus"][c]
-            lines.append(f"cpu{c} VP_ASSIST_PAGE={v['vp_assist_page_msr']}")
-            for where_, hx in v["assist_page"].items():
-                lines.append(f"  {where_}:")
-                lines += [f"    {h}" for h in hx]
-        return Output(lines, {"assist": {c: rep["vcpus"][c]["assist_page"] for c in cpus}})
+            for x in v["shared"]:
+                lines.append(f"cpu{c} {x['title']}: {x['msr']}={x['msr_value']}")
+            for name, views in v["pages"].items():
+                for where_, hx in views.items():
+                    lines.append(f"  {name} {where_}:")
+                    lines += [f"    {h}" for h in hx]
+        return Output(lines, {"assist": {c: rep["vcpus"][c]["pages"] for c in cpus}})
     if sub == "branches":
         return _branch(s, ["list"])
     if sub == "trace":
@@ -949,8 +895,7 @@ def _x(s, args, stop=None):
     need(args, 1, "x/N ADDR [ram|overlay[:CPU]]")
     addr = parse_int(args[0], "an address")
     space = parse_space(s, args[1] if len(args) > 1 else None)
-    m = s.tl.e.m
-    pg = m.ram.get(addr >> PAGE_SHIFT) if space == RAM else m.ovl.get(space)
+    pg = s.tl.view().page(space, addr)
     if pg is None:
         raise CommandError(f"no {'RAM' if space == RAM else f'overlay(cpu{space})'} page at 0x{addr:x} at step {s.tl.pos}")
     off = addr & 0xFFF
@@ -986,7 +931,8 @@ def _load(s, args, stop=None):
 
 
 # ---------------------------------------------------------------- expectations (scripts)
-EXPECT_USAGE = ("expect outcome ok|hang|timeout | expect isr|irr CPU has|lacks VECTOR | expect msr CPU MSR OP VALUE | "
+OUTCOMES = ("ok", "hang", "timeout", "corruption", "stopped")
+EXPECT_USAGE = ("expect outcome ok|hang|corruption|timeout | expect isr|irr CPU has|lacks VECTOR | expect msr CPU MSR OP VALUE | "
                 "expect mem ADDR OP VALUE [ram|overlay[:CPU]] | expect var NAME OP VALUE | expect step OP N | "
                 "expect hotplug CPU STATE | expect branch NAME outcome OUTCOME")
 
@@ -1011,18 +957,19 @@ def _cmp(found, op: str, want, what: str) -> None:
                                                             "hotplug", "branch"] if not a else [], category="scripts")
 def _expect(s, args, stop=None):
     need(args, 2, EXPECT_USAGE)
-    tl, e = s.tl, s.tl.e
+    tl = s.tl
     k = args[0]
     if k == "outcome":
         found = tl.result.outcome if tl.result else None
-        if args[1] not in ("ok", "hang", "timeout"):
-            raise CommandError(f"outcome is ok, hang or timeout, got '{args[1]}'")
+        if args[1] not in OUTCOMES:
+            raise CommandError(f"outcome is {', '.join(OUTCOMES)}; got '{args[1]}'")
         if found != args[1]:
             raise ExpectationFailed(f"outcome of branch {s.current}: found {found}, expected {args[1]}")
     elif k in ("isr", "irr"):
         need(args, 4, EXPECT_USAGE)
         c, v = parse_cpu(s, args[1]), parse_vector(args[3])
-        bits = e.m.S[e.bases[c] + (F_ISR if k == "isr" else F_IRR)]
+        cv = tl.view().cpu(c)
+        bits = cv.isr if k == "isr" else cv.irr
         has = bool(bits >> v & 1)
         if args[2] not in ("has", "lacks"):
             raise CommandError(f"expected has or lacks, got '{args[2]}'")
@@ -1031,7 +978,7 @@ def _expect(s, args, stop=None):
     elif k == "msr":
         need(args, 5, EXPECT_USAGE)
         c, msr = parse_cpu(s, args[1]), _checked_msr(args[2])
-        _cmp(e.m.S[e.bases[c] + MSR_OFF[msr]], args[3], parse_int(args[4], "a value"),
+        _cmp(tl.view().cpu(c).msr(msr), args[3], parse_int(args[4], "a value"),
              f"cpu{c} {MSR_NAMES.get(msr, hex(msr))} at step {tl.pos}")
     elif k == "mem":
         need(args, 4, EXPECT_USAGE)
@@ -1044,16 +991,17 @@ def _expect(s, args, stop=None):
     elif k == "var":
         need(args, 4, EXPECT_USAGE)
         name = args[1].lstrip("$")
-        if name not in e.L.gvar:
-            raise CommandError(f"no variable ${name}{_closest(name, e.L.gvar)}")
-        _cmp(e.m.S[e.L.gvar[name]], args[2], parse_int(args[3], "a value"), f"${name} at step {tl.pos}")
+        val = tl.view().var(name)
+        if val is None:
+            raise CommandError(f"no variable ${name}{_closest(name, tl.view().global_vars())}")
+        _cmp(val, args[2], parse_int(args[3], "a value"), f"${name} at step {tl.pos}")
     elif k == "step":
         need(args, 3, EXPECT_USAGE)
         _cmp(tl.pos, args[1], parse_int(args[2], "a step"), "the current step")
     elif k == "hotplug":
         need(args, 3, EXPECT_USAGE)
         c = parse_cpu(s, args[1])
-        found = HP_NAMES.get(e.m.S[e.bases[c] + e.L.P_HP])
+        found = tl.view().cpu(c).hotplug
         if found != args[2]:
             raise ExpectationFailed(f"cpu{c} hotplug state at step {tl.pos}: found {found}, expected {args[2]}")
     elif k == "branch":

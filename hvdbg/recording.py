@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import msgpack
 
-from .core.engine import E_ACT, E_WRITES, FIXES, Config, Engine, RunError, act_text, edit_problem
-from .core.hypervisor import HYPERVISORS, POLICIES
+from .core import hypervisors
+from .core.engine import E_ACT, E_WRITES, Config, Engine, RunError, act_text, edit_problem
 from .core.program import Program, ProgramError
 from .core.scenario import ScenarioError, check_config_values, parse_scenario
 from .core.timeline import Timeline
@@ -170,7 +170,7 @@ def _scenario_and_config(tr: Trace, path) -> tuple:
     return scn, cfg
 
 
-def _check_content(tr: Trace, cfg: Config, path) -> None:
+def _check_content(tr: Trace, scn, cfg: Config, path) -> None:
     """Every number in the records, against the model: recorded choices name existing vCPUs
     and vectors 16..255, branch edits are in range (bit < 8, 64-bit values, ...), branch
     switches name known fixes / hypervisors / policies, the footer's outcome is one the
@@ -186,7 +186,8 @@ def _check_content(tr: Trace, cfg: Config, path) -> None:
             if why:
                 raise TraceError(path, b["offset"], f"branch {b['name']}: {why}")
         for k, v in (b["switch"] or {}).items():
-            known = {"fix": FIXES, "hypervisor": HYPERVISORS, "overlay": tuple(POLICIES)}[k]
+            known = {"fix": ("none", *scn.program.variants), "hypervisor": hypervisors.names(),
+                     "overlay": hypervisors.option_values("overlay")}[k]
             if v not in known:
                 raise TraceError(path, b["offset"], f"branch {b['name']}: unknown {k} {printable(repr(v), 40)}")
     if tr.footer is not None and tr.footer["outcome"] not in OUTCOMES:
@@ -204,7 +205,7 @@ def open_trace(path, max_bytes: int | None = None) -> tuple:
     """Read and validate a trace without executing it: (trace, scenario, config)."""
     tr = load_trace(path, max_bytes)
     scn, cfg = _scenario_and_config(tr, path)
-    _check_content(tr, cfg, path)
+    _check_content(tr, scn, cfg, path)
     return tr, scn, cfg
 
 

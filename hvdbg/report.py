@@ -1,4 +1,9 @@
-"""Run reports: one data model (dict) rendered as JSON or with rich."""
+"""Run reports: one data model (dict) rendered as JSON or with rich.
+
+Everything here reads the machine through a read-only view (core/view.py); the shared
+structures and their layouts come from the hypervisor model, the statistics worth naming
+from the scenario's bug pack.
+"""
 from __future__ import annotations
 
 from rich.console import Console
@@ -6,52 +11,53 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .core.defs import HP_NAMES, MSR_VP_ASSIST_PAGE, vector_names
 from .core.engine import Engine, Result
-from .core.explain import explain_hang, where
-from .core.machine import F_HALT, F_IF, F_IRR, F_ISR, F_PC, F_RT, F_TPR, MSR_OFF, RAM
+from .core.explain import explain, where
+from .core.machine import RAM
+from .core.view import MachineView, msr_label, vec_list
 
 
-def vec_list(bits: int) -> list[str]:
-    return vector_names(bits, with_number=True)
-
-
-def vcpu_summary(eng: Engine) -> list[dict]:
-    S, L = eng.m.S, eng.L
+def shared_summary(mv: MachineView, c: int) -> list[dict]:
+    """Each shared structure of vCPU c: the MSR pointing at it, where it is, and its first
+    word as the guest sees it in the overlay (if any) and in RAM."""
     out = []
-    for c in range(eng.n):
-        b = L.base(c)
-        assist = S[b + MSR_OFF[MSR_VP_ASSIST_PAGE]]
-        gpa = (assist >> 12) << 12
-        ram = eng.m.read_mem(RAM, gpa, 4) if gpa else None
-        ovl = eng.m.read_mem(c, 0, 4) if c in eng.m.ovl else None
-        page = S[b + L.pvar["hv_vp_assist_page"]] if "hv_vp_assist_page" in L.pvar else 0
-        if not gpa and page:
-            ram = eng.m.read_mem(RAM, page, 4)
+    for sp in mv.shared_pages(c):
+        _, gpa = mv.structure_page(c, sp.structure.name)
+        ovl = mv.read(c, 0, 4) if sp.space != RAM else None
+        ram = mv.read(RAM, gpa, 4) if gpa > 0 else None
+        f0 = sp.structure.fields[0][2] if sp.structure.fields else "word0"
+        out.append({"structure": sp.structure.name, "title": sp.structure.title, "msr": msr_label(sp.msr),
+                    "msr_value": f"0x{mv.cpu(c).msr(sp.msr) or 0:x}", "gpa": f"0x{gpa:x}" if gpa > 0 else None,
+                    "enabled": sp.enabled, "field": f0,
+                    "overlay": None if ovl is None else f"0x{ovl:08x}", "ram": None if ram is None else f"0x{ram:08x}"})
+    return out
+
+
+def vcpu_summary(mv: MachineView) -> list[dict]:
+    out = []
+    for cv in mv.cpus():
         out.append({
-            "cpu": c,
-            "hotplug": HP_NAMES.get(S[b + L.P_HP], str(S[b + L.P_HP])),
-            "at": where(eng, S[b + F_RT], S[b + F_PC], c_text=False),
-            "routine": eng.rnames[S[b + F_RT]], "pc": S[b + F_PC],
-            "IF": S[b + F_IF], "halted": S[b + F_HALT],
-            "IRR": vec_list(S[b + F_IRR]), "ISR": vec_list(S[b + F_ISR]), "TPR": S[b + F_TPR],
-            "vp_assist_page_msr": f"0x{assist:x}",
-            "apic_assist_overlay": None if ovl is None else f"0x{ovl:08x}",
-            "apic_assist_ram": None if ram is None else f"0x{ram:08x}",
+            "cpu": cv.c, "hotplug": cv.hotplug,
+            "at": where(mv.e, cv.routine_id, cv.pc, c_text=False),
+            "routine": cv.routine, "pc": cv.pc, "IF": cv.IF, "halted": cv.halted,
+            "IRR": vec_list(cv.irr), "ISR": vec_list(cv.isr), "TPR": cv.tpr,
+            "shared": shared_summary(mv, cv.c),
         })
     return out
 
 
 def build_report(eng: Engine, res: Result) -> dict:
-    expl = explain_hang(eng) if res.outcome == "hang" else []
+    expl = explain(eng, res.outcome)
     cfg = eng.cfg
+    pack = eng.pack
     return {
         "scenario": cfg.scenario,
+        "pack": pack.name if pack is not None else None,
         "outcome": res.outcome,
         "reason": res.reason,
         "steps": res.steps,
         "hypervisor": cfg.hypervisor,
-        "overlay": cfg.overlay if cfg.hypervisor == "hyperv" else None,
+        "overlay": cfg.overlay if "overlay" in _options(cfg.hypervisor) else None,
         "fix": cfg.fix,
         "garbage": cfg.garbage,
         "seed": cfg.seed,
@@ -59,13 +65,20 @@ def build_report(eng: Engine, res: Result) -> dict:
         "max_steps": cfg.max_steps,
         "digest": eng.m.digest(),
         "explanation": [lk.as_dict() for lk in expl],
-        "vcpus": vcpu_summary(eng),
+        "vcpus": vcpu_summary(MachineView(eng)),
         "statistics": dict(sorted(res.stats.items())),
-        "first_assist_disable_step": eng.first_disable_step,
+        "pack_statistics": {k: lab for k, lab in (pack.stats.items() if pack is not None else ())},
     }
 
 
-OUTCOME_STYLE = {"ok": "bold green", "hang": "bold red", "timeout": "bold yellow", "stopped": "yellow"}
+def _options(hv: str) -> dict:
+    from .core import hypervisors
+    spec = hypervisors.HYPERVISORS.get(hv)
+    return spec.options if spec else {}
+
+
+OUTCOME_STYLE = {"ok": "bold green", "hang": "bold red", "corruption": "bold magenta", "timeout": "bold yellow",
+                 "stopped": "yellow"}
 
 
 def render(rep: dict, console: Console) -> None:
@@ -73,18 +86,20 @@ def render(rep: dict, console: Console) -> None:
     console.print(Text.assemble(("hvdbg ", "bold"), f"{rep['scenario']}: hypervisor {hv}, fix {rep['fix']}, "
                                 f"garbage {rep['garbage']}, seed {rep['seed']}, {rep['vcpus_count']} vCPUs"))
     t = Table(title=None, show_edge=False, pad_edge=False, header_style="bold")
-    for col in ("cpu", "hotplug", "at", "IF", "IRR", "ISR", "assist MSR", "apic_assist ovl/RAM"):
+    for col in ("cpu", "hotplug", "at", "IF", "IRR", "ISR", "shared page MSR", "first word ovl/RAM"):
         t.add_column(col, overflow="fold")
     for v in rep["vcpus"]:
+        sh = v["shared"][0] if v["shared"] else None
         t.add_row(str(v["cpu"]), v["hotplug"] + (" (halted)" if v["halted"] else ""), escape(v["at"]), str(v["IF"]),
-                  " ".join(v["IRR"]) or "-", " ".join(v["ISR"]) or "-", v["vp_assist_page_msr"],
-                  f"{v['apic_assist_overlay'] or '-'} / {v['apic_assist_ram'] or '-'}")
+                  " ".join(v["IRR"]) or "-", " ".join(v["ISR"]) or "-", sh["msr_value"] if sh else "-",
+                  f"{sh['overlay'] or '-'} / {sh['ram'] or '-'}" if sh else "-")
     console.print(t)
     st = rep["statistics"]
-    console.print(f"events {st.get('events', 0)}, deliveries {st.get('deliveries', 0)}, "
-                  f"EOIs via MSR {st.get('eoi_msr_writes', 0)}, EOIs done by EOI assist {st.get('eoi_assisted', 0)} "
-                  f"({st.get('eoi_assisted_before_offline', 0)} before the overlay was disabled), "
-                  f"EOIs skipped on a stale bit {st.get('eoi_skipped_stale', 0)}, collapsed {st.get('collapsed', 0)}")
+    line = (f"events {st.get('events', 0)}, deliveries {st.get('deliveries', 0)}, EOIs via MSR {st.get('eoi_msr_writes', 0)}, "
+            f"EOIs done by the hypervisor's hint {st.get('eoi_assisted', 0)}, EOIs skipped {st.get('eoi_skipped', 0)}, "
+            f"collapsed {st.get('collapsed', 0)}")
+    extra = [f"{lab}: {st.get(k, 0)}" for k, lab in rep.get("pack_statistics", {}).items() if k != "eoi_skipped"]
+    console.print(Text(line + ("; " + "; ".join(extra) if extra else "")))
     console.print(Text.assemble("outcome: ", (rep["outcome"].upper(), OUTCOME_STYLE.get(rep["outcome"], "")),
                                 f" after {rep['steps']} steps ({rep['reason']})"))
     if rep.get("explanation_note"):
@@ -92,12 +107,12 @@ def render(rep: dict, console: Console) -> None:
     if rep["explanation"]:
         console.print("[bold]why:[/bold]")
         for i, lk in enumerate(rep["explanation"], 1):
-            console.print(f"  {i}. [cyan]step {lk['step']}[/cyan] {escape(lk['text'])}", highlight=False)
+            console.print(Text.assemble(f"  {i}. ", (f"step {lk['step']}", "cyan"), f" {lk['text']}"))
 
 
 def render_sweep(rep: dict, console: Console) -> None:
-    console.print(f"sweep {rep['scenario']}: hypervisor {rep['hypervisor']}, fix {rep['fix']}, "
-                  f"seeds {rep['first_seed']}..{rep['first_seed'] + rep['seeds'] - 1}")
+    console.print(Text(f"sweep {rep['scenario']}: hypervisor {rep['hypervisor']}, fix {rep['fix']}, "
+                       f"seeds {rep['first_seed']}..{rep['first_seed'] + rep['seeds'] - 1}"))
     t = Table(show_edge=False, header_style="bold")
     t.add_column("outcome")
     t.add_column("runs", justify="right")
@@ -106,9 +121,9 @@ def render_sweep(rep: dict, console: Console) -> None:
     for k, n in rep["histogram"].items():
         t.add_row(Text(k, OUTCOME_STYLE.get(k, "")), str(n), f"{100 * n / rep['seeds']:.1f}%", str(rep["first_seed_of"][k]))
     console.print(t)
-    console.print(f"runs where EOI assist completed an EOI before the overlay was disabled: "
-                  f"{rep['runs_with_assisted_eoi_before_offline']}/{rep['seeds']}; runs where an EOI was skipped on a "
-                  f"stale apic_assist bit: {rep['runs_with_stale_eoi_skip']}/{rep['seeds']} ({rep['seconds']} s)")
+    for label, n in rep.get("runs_with", {}).items():
+        console.print(Text(f"{label}: {n}/{rep['seeds']}"))
+    console.print(Text(f"({rep['seconds']} s)", style="dim"))
 
 
 def hexdump(data: bytes, base: int, length: int = 64) -> list[str]:
@@ -119,54 +134,55 @@ def hexdump(data: bytes, base: int, length: int = 64) -> list[str]:
     return out
 
 
-def state_report(eng, step: int | None = None, branch: str = "main") -> dict:
+def state_report(eng, step: int | None = None, branch: str = "main", mv: MachineView | None = None) -> dict:
     """The full machine state (what `hvdbg show` and the REPL's `info` print)."""
-    from .core.defs import ASSIST_FIELDS, MSR_NAMES, msr_reset_value
-    from .core.machine import F_FRAMES, F_HV, MSR_LIST, MSR_OFF
-    S, L = eng.m.S, eng.L
+    mv = mv or MachineView(eng, step=step)
     vcpus = []
-    for v, c in zip(vcpu_summary(eng), range(eng.n)):
-        b = L.base(c)
-        msrs = {MSR_NAMES.get(msr, hex(msr)): f"0x{S[b + MSR_OFF[msr]]:x}" for msr in MSR_LIST}
-        changed = [MSR_NAMES.get(msr, hex(msr)) for msr in MSR_LIST
-                   if S[b + MSR_OFF[msr]] != msr_reset_value(msr, c) or msr == 0x40000073]
-        frames = []
-        for fr in reversed(S[b + F_FRAMES]):
-            if fr[0] == 0:
-                frames.append(f"call from {eng.rnames[fr[1]]}+{fr[2]}")
-            else:
-                frames.append(f"interrupt 0x{fr[8]:02x} in {eng.rnames[fr[1]]}+{fr[2]} (IF={fr[3]})")
-        regs = {f"r{i}": f"0x{S[b + 4 + i]:x}" for i in range(4)}
-        pvars = {name: S[b + off] for name, off in L.pvar.items()}
-        gpa = (S[b + MSR_OFF[0x40000073]] >> 12) << 12 or S[b + L.pvar["hv_vp_assist_page"]] if "hv_vp_assist_page" in L.pvar else 0
-        page = {}
-        if c in eng.m.ovl:
-            page["overlay"] = hexdump(bytes(eng.m.ovl[c]), 0, 32)
-        if gpa and (gpa >> 12) in eng.m.ram:
-            page["ram"] = hexdump(bytes(eng.m.ram[gpa >> 12]), gpa, 32)
-        v.update({"msrs_changed": changed, "registers": regs, "frames": frames, "msrs": msrs, "percpu": pvars, "hv_private": S[b + F_HV],
-                  "assist_page": page})
+    for v, cv in zip(vcpu_summary(mv), mv.cpus()):
+        msrs = {msr_label(m): f"0x{val:x}" for m, val in cv.msrs().items()}
+        shared_msrs = {p.msr for p in mv.shared_pages(cv.c)}
+        changed = [msr_label(m) for m, val in cv.msrs().items() if m in cv.msrs(changed_only=True) or m in shared_msrs]
+        frames = [f"call from {f.routine}+{f.pc}" if f.kind == "call" else
+                  f"interrupt 0x{f.vector:02x} in {f.routine}+{f.pc} (IF={f.IF})" for f in cv.frames()]
+        regs = {f"r{i}": f"0x{x:x}" for i, x in enumerate(cv.regs)}
+        pvars = {name: cv.percpu(name) for name in mv.e.L.pvar}
+        pages = {}
+        for sp in mv.shared_pages(cv.c):
+            _, gpa = mv.structure_page(cv.c, sp.structure.name)
+            page = {}
+            if sp.space != RAM and mv.page(cv.c) is not None:
+                page["overlay"] = hexdump(mv.page(cv.c), 0, 32)
+            if gpa > 0 and mv.page(RAM, gpa) is not None:
+                page["ram"] = hexdump(mv.page(RAM, gpa), gpa, 32)
+            pages[sp.structure.name] = page
+        v.update({"msrs_changed": changed, "registers": regs, "frames": frames, "msrs": msrs, "percpu": pvars,
+                  "hv_private": cv.hv_private, "pages": pages})
         vcpus.append(v)
-    gvars = {n[1:]: S[i] for n, i in L.gindex.items() if n.startswith("$")}
-    return {"branch": branch, "step": eng.step if step is None else step, "vcpus": vcpus,
-            "in_flight_ipis": [list(t) for t in S[0]], "globals": gvars,
-            "assist_layout": [{"offset": o, "size": z, "field": f} for o, z, f in ASSIST_FIELDS[:4]],
-            "digest": eng.m.digest()}
+    owners = {f"0x{pfn << 12:x}": {"generation": o[0], "purpose": o[1], "cpu": o[2]}
+              for pfn, o in sorted(mv.m.own.items())}
+    return {"branch": branch, "step": mv.step if step is None else step, "vcpus": vcpus,
+            "in_flight_ipis": [list(t) for t in mv.in_flight()], "globals": mv.global_vars(),
+            "page_owners": owners, "digest": mv.digest()}
 
 
 def render_state(rep: dict, console: Console) -> None:
-    console.print(f"[bold]state at step {rep['step']}[/bold] (branch {rep['branch']}, digest {rep['digest']})")
+    console.print(Text(f"state at step {rep['step']} (branch {rep['branch']}, digest {rep['digest']})", style="bold"))
     for v in rep["vcpus"]:
-        console.print(f"[bold]cpu{v['cpu']}[/bold] {v['hotplug']}{' halted' if v['halted'] else ''} IF={v['IF']} "
-                      f"at {escape(v['at'])}")
-        console.print(f"  regs {' '.join(f'{k}={x}' for k, x in v['registers'].items())}  TPR={v['TPR']}")
-        console.print(f"  IRR {' '.join(v['IRR']) or '-'}   ISR {' '.join(v['ISR']) or '-'}   hv={v['hv_private']}")
+        console.print(Text.assemble((f"cpu{v['cpu']}", "bold"), f" {v['hotplug']}{' halted' if v['halted'] else ''} "
+                                    f"IF={v['IF']} at {v['at']}"))
+        console.print(Text(f"  regs {' '.join(f'{k}={x}' for k, x in v['registers'].items())}  TPR={v['TPR']}"))
+        console.print(Text(f"  IRR {' '.join(v['IRR']) or '-'}   ISR {' '.join(v['ISR']) or '-'}   hv={v['hv_private']}"))
         for f in v["frames"]:
-            console.print(f"  frame: {escape(f)}")
-        console.print("  MSRs (not at reset value) " + ", ".join(f"{k}={v['msrs'][k]}" for k in v["msrs_changed"]))
-        for view, lines in v["assist_page"].items():
-            console.print(f"  assist page ({view}):")
-            for ln in lines:
-                console.print(f"    {ln}")
-    console.print("in-flight IPIs: " + (", ".join(f"cpu{s}->cpu{d} 0x{x:02x}" for s, d, x in rep["in_flight_ipis"]) or "none"))
-    console.print("globals: " + ", ".join(f"${k}={x}" for k, x in rep["globals"].items()))
+            console.print(Text(f"  frame: {f}"))
+        console.print(Text("  MSRs (not at reset value) " + ", ".join(f"{k}={v['msrs'][k]}" for k in v["msrs_changed"])))
+        for name, views in v["pages"].items():
+            for view, lines in views.items():
+                console.print(Text(f"  {name} ({view}):"))
+                for ln in lines:
+                    console.print(Text(f"    {ln}"))
+    console.print(Text("in-flight IPIs: " + (", ".join(f"cpu{s}->cpu{d} 0x{x:02x}" for s, d, x in rep["in_flight_ipis"])
+                                            or "none")))
+    console.print(Text("globals: " + ", ".join(f"${k}={x}" for k, x in rep["globals"].items())))
+    if rep["page_owners"]:
+        console.print(Text("page owners: " + ", ".join(f"{a}={o['purpose']}/cpu{o['cpu']}/gen{o['generation']}"
+                                                       for a, o in rep["page_owners"].items())))

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-GOOD = open(__file__.replace("tests/test_cli_errors.py", "hvdbg/scenarios/cpu-offline.toml")).read()
+GOOD = open(__file__.replace("tests/test_cli_errors.py", "hvdbg/packs/vp_assist_offline/scenarios/cpu-offline.toml")).read()
 
 
 def hv(*args, cwd=None):
@@ -87,7 +87,7 @@ ops = [
     (["run", "--vcpus", "65"], "expected 2..64"),
     (["run", "--garbage", "0x1ff"], "fill byte is 0..255"),
     (["run", "--garbage", "random:x"], "random:SEED needs an integer"),
-    (["run", "no-such-scenario"], "no such scenario or file"),
+    (["run", "no-such-scenario"], "no such scenario, pack or file"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_options(args, msg):
@@ -126,8 +126,9 @@ def test_core_imports_no_ui():
 def test_listings_round_trip_msgpack():
     import msgpack
 
-    from hvdbg.core.program import Program, load_builtin_program
-    p = load_builtin_program()
+    from hvdbg.core.packs import get
+    from hvdbg.core.program import Program
+    p = get("vp-assist-offline").program()
     data = msgpack.unpackb(msgpack.packb(p.to_data()), raw=False, strict_map_key=True)
     q = Program.from_data(data)
     assert q.to_data() == p.to_data()

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from fuzzkit import MB, check_contract, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-GOOD = (ROOT / "hvdbg" / "scenarios" / "cpu-offline.toml").read_text()
+GOOD = (ROOT / "hvdbg" / "packs" / "vp_assist_offline" / "scenarios" / "cpu-offline.toml").read_text()
 LINES = GOOD.splitlines()
 ASSIGN = [i for i, ln in enumerate(LINES) if re.match(r"\s*[A-Za-z_]+\s*=", ln)]
 

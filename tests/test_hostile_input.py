@@ -29,7 +29,7 @@ from hvdbg.trace.writer import TraceWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "traces" / "seed-hang.hvt"
-GOOD = (ROOT / "hvdbg" / "scenarios" / "cpu-offline.toml").read_text()
+GOOD = (ROOT / "hvdbg" / "packs" / "vp_assist_offline" / "scenarios" / "cpu-offline.toml").read_text()
 
 
 def hv(*args, **kw):

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from hvdbg.core.defs import MSR_EOI, MSR_VP_ASSIST_PAGE, VECTORS
+from hvdbg.core.defs import VECTORS
+from hvdbg.core.hypervisors.hyperv import MSR_EOI, MSR_VP_ASSIST_PAGE
 from hvdbg.core.engine import Engine
 from hvdbg.core.machine import F_HV, F_IF, F_ISR, RAM
 from hvdbg.core.scenario import load_scenario
@@ -197,7 +198,8 @@ def test_kvm_remote_irr_update_kicks_running_vcpu():
 
 
 def test_exiting_ops_list():
-    from hvdbg.core.program import EXITING_OPS
+    from hvdbg.core.ops import exiting_ops
+    EXITING_OPS = exiting_ops()
     assert {"wrmsr", "rdmsr", "hlt", "safe_halt", "ipi"} <= EXITING_OPS
     assert not {"xchg", "load", "store", "mov", "cli", "sti"} & EXITING_OPS
 
@@ -205,7 +207,7 @@ def test_exiting_ops_list():
 # ---------------------------------------------------------------- schedules and garbage
 def test_scenario_schedule_is_followed(tmp_path):
     from hvdbg.core.engine import RunError, act_text
-    text = 'schedule = ["op 0", "timer 1 0xec", "op 0", "timer 0 0xec"]\n' + (Path(__file__).parent.parent / "hvdbg/scenarios/cpu-offline.toml").read_text()
+    text = 'schedule = ["op 0", "timer 1 0xec", "op 0", "timer 0 0xec"]\n' + (Path(__file__).parent.parent / "hvdbg/packs/vp_assist_offline/scenarios/cpu-offline.toml").read_text()
     f = tmp_path / "sched.toml"
     f.write_text(text)
     from hvdbg.core.scenario import load_scenario as ls

@@ -8,7 +8,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from apic_checker import check_apic, check_events
-from hvdbg.core.engine import E_STEP, E_WRITES, FIXES, Engine
+from hvdbg.core.engine import E_STEP, E_WRITES, Engine
+from hvdbg.core.packs import get as get_pack
+
+FIXES = ("none", *get_pack("vp-assist-offline").fixes)
 from hvdbg.core.explain import explain_hang
 from hvdbg.core.machine import F_IF, F_IRR, F_ISR, F_TPR
 from hvdbg.core.scenario import load_scenario

@@ -35,7 +35,7 @@ def test_a_failing_expectation_exits_6_with_line_and_found(tmp_path):
     ("focus cpu9", "no cpu9"),
     ("inject cpu1 RESCHEDUL", "did you mean 'RESCHEDULE'?"),
     ("goto 99999999", "outside 0.."),
-    ("expect outcome maybe", "outcome is ok, hang or timeout"),
+    ("expect outcome maybe", "outcome is ok, hang, timeout, corruption, stopped"),
     ("flip 0x10001000 9", "BIT is 0..7"),
 ])
 def test_malformed_lines_exit_2_with_file_line(tmp_path, line, msg):

@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvdbg.core.defs import MSRS, VECTORS
+from hvdbg.core.defs import VECTORS
+from hvdbg.core.msr import MSRS
 from hvdbg.core.engine import E_ACT, E_WRITES, Engine
 from hvdbg.core.explain import explain_hang
 from hvdbg.core.machine import F_ISR
@@ -123,8 +124,8 @@ def test_msr_breakpoint_finds_the_disabling_wrmsr():
     tl.add_break("msr", MSRS["HV_X64_MSR_VP_ASSIST_PAGE"], "wr", 0, cpu=1)
     s = tl.continue_()
     assert s.brk is not None
-    assert tl.e.m.S[tl.e.bases[1] + __import__("hvdbg.core.machine", fromlist=["MSR_OFF"]).MSR_OFF[MSRS["HV_X64_MSR_VP_ASSIST_PAGE"]]] == 0
-    assert tl.e.first_disable_step == tl.pos - 1
+    assert tl.view().cpu(1).msr(MSRS["HV_X64_MSR_VP_ASSIST_PAGE"]) == 0
+    assert tl.e.pack_state["first_disable_step"] == tl.pos - 1
 
 
 def test_isr_watchpoint_and_stop_callback():
@@ -145,7 +146,7 @@ def test_branch_flip_fixes_the_hang_and_parent_is_untouched():
     assert tl.result.outcome == "hang"
     before = [(ev[0], ev[1], ev[5]) for ev in tl.events]
     page = 0x10001000
-    dis = tl.e.first_disable_step
+    dis = tl.e.pack_state["first_disable_step"]
     child = tl.branch("flip-bit0", dis, ("edit", "flip", -1, page, 0))
     assert child.result.outcome == "ok"
     assert [(ev[0], ev[1], ev[5]) for ev in tl.events] == before          # the parent is unchanged
@@ -160,8 +161,8 @@ def test_branch_flip_fixes_the_hang_and_parent_is_untouched():
 def test_branch_explanation_names_the_edit():
     tl = record(fix="gfp-zero")
     assert tl.result.outcome == "ok"
-    page = tl.e.m.S[tl.e.bases[1] + tl.e.L.pvar["hv_vp_assist_page"]]
-    at = tl.e.first_disable_step + 1
+    page = tl.view().cpu(1).percpu("hv_vp_assist_page")
+    at = tl.e.pack_state["first_disable_step"] + 1
     child = tl.branch("set-bit0", at, ("edit", "flip", -1, page, 0))
     assert child.result.outcome == "hang"
     src = [lk for lk in explain_hang(child.e) if lk.kind == "source"]

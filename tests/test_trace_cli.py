@@ -103,7 +103,7 @@ def test_show_state_at_a_step_matches_a_fresh_run(tmp_path):
     e = Engine(s, s.config(max_steps=1040))
     e.run()
     assert d["digest"] == e.m.digest() and d["step"] == 1040
-    assert {"registers", "frames", "msrs", "IRR", "ISR", "assist_page"} <= set(d["vcpus"][1])
+    assert {"registers", "frames", "msrs", "IRR", "ISR", "pages"} <= set(d["vcpus"][1])
     p = hv("show", str(f), "--step", "99999")
     assert p.returncode == 2 and "has steps 0.." in p.stderr
 

@@ -150,17 +150,17 @@ async def test_seed_story_in_the_tui():
         await pilot.press("enter")
         await settle(pilot)
         assert app.screen.__class__.__name__ != "WhyScreen"
-        assert any(n[0] == "stale_assist" for n in s.tl.events[s.tl.pos - 1][6])
+        assert any(n[0] == "eoi_skipped" for n in s.tl.events[s.tl.pos - 1][6])
         await pilot.press("1")                          # focus cpu1
         await type_line(pilot, "break skip")
         await type_line(pilot, "goto 0")
         await pilot.press("c")                          # jump to the skipped EOI
         skip_step = s.tl.pos - 1
-        assert any(n[0] == "stale_assist" for n in s.tl.events[skip_step][6])
+        assert any(n[0] == "eoi_skipped" for n in s.tl.events[skip_step][6])
         await type_line(pilot, "delete")
         await type_line(pilot, "break msr HV_X64_MSR_VP_ASSIST_PAGE wr 0 cpu 1")
         await pilot.press("C")                          # reverse to the disabling WRMSR
-        assert s.tl.pos - 1 == s.tl.e.first_disable_step
+        assert s.tl.pos - 1 == s.tl.e.pack_state["first_disable_step"]
         await pilot.press("x")                          # flip bit0 of apic_assist in RAM (the selected bit)
         assert app.busy or s.current != "main"          # computed in a worker: the UI stays live
         await settle(pilot)

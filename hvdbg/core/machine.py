@@ -8,7 +8,8 @@ old values in reverse order restores the previous state exactly (reverse-step).
 
 Locations: an int (slot index), ``("m", space, addr)`` for a memory byte range
 (space -1 = guest RAM, space c = vCPU c's overlay page, addr = GPA or page offset),
-``("pg", pfn)`` for a RAM page coming into existence, ``("ov", c)`` for an overlay page.
+``("pg", pfn)`` for a RAM page coming into existence, ``("ov", c)`` for an overlay page,
+``("own", pfn)`` for a guest page's owner (kernel generation, purpose, cpu) or None.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import zlib
 
 import msgpack
 
-from .defs import MSRS, PAGE_SHIFT, PAGE_SIZE, msr_reset_value
+from . import msr as _msr
+from .defs import PAGE_SHIFT, PAGE_SIZE
 
 RAM = -1
 
@@ -25,9 +27,7 @@ RAM = -1
 F_RT, F_PC, F_IF, F_HALT, F_R0, F_R1, F_R2, F_R3, F_FRAMES, F_IRR, F_ISR, F_TPR, F_HV = range(13)
 N_FIXED = 13
 FIELD_NAMES = ["routine", "pc", "IF", "halted", "r0", "r1", "r2", "r3", "frames", "IRR", "ISR", "TPR", "hv"]
-MSR_LIST: list[int] = sorted(set(MSRS.values()))
-MSR_OFF: dict[int, int] = {m: N_FIXED + i for i, m in enumerate(MSR_LIST)}
-N_MSR = len(MSR_LIST)
+assert _msr.F_TPR == F_TPR
 # Per-CPU kernel variables with fixed positions: hotplug state and LAPIC timer armed.
 BUILTIN_PCPU = ["hp", "timer", "online"]
 
@@ -40,9 +40,15 @@ class Layout:
         self.gnames = ["inflight"] + list(extra_globals) + [f"${v}" for v in gvars]
         self.gindex = {n: i for i, n in enumerate(self.gnames)}
         self.gvar = {v: self.gindex[f"${v}"] for v in gvars}
+        # one slot per catalogue MSR (every registered hypervisor model's), sorted by number
+        self.msr_list: list[int] = _msr.msr_list()
+        self.msr_off: dict[int, int] = {m: N_FIXED + i for i, m in enumerate(self.msr_list)}
+        n_msr = len(self.msr_list)
         self.pvars = BUILTIN_PCPU + [v for v in pvars if v not in BUILTIN_PCPU]
-        self.pvar = {v: N_FIXED + N_MSR + i for i, v in enumerate(self.pvars)}
-        self.block = N_FIXED + N_MSR + len(self.pvars)
+        self.pvar = {v: N_FIXED + n_msr + i for i, v in enumerate(self.pvars)}
+        self.msr_by_off = {o: m for m, o in self.msr_off.items()}
+        self.pvar_by_off = {o: v for v, o in self.pvar.items()}
+        self.block = N_FIXED + n_msr + len(self.pvars)
         self.nglobal = len(self.gnames)
         self.size = self.nglobal + ncpu * self.block
         self.P_HP = self.pvar["hp"]
@@ -62,16 +68,19 @@ class Layout:
                 return f"RAM page pfn 0x{loc[1]:x}"
             if loc[0] == "ov":
                 return f"overlay page of cpu{loc[1]}"
+            if loc[0] == "own":
+                return f"owner of page 0x{loc[1] << PAGE_SHIFT:x}"
             return str(loc)
         if loc < self.nglobal:
             return self.gnames[loc]
         cpu, off = divmod(loc - self.nglobal, self.block)
         if off < N_FIXED:
             return f"cpu{cpu}.{FIELD_NAMES[off]}"
-        if off < N_FIXED + N_MSR:
-            from .defs import MSR_NAMES
-            return f"cpu{cpu}.msr.{MSR_NAMES[MSR_LIST[off - N_FIXED]]}"
-        return f"cpu{cpu}.%{self.pvars[off - N_FIXED - N_MSR]}"
+        n_msr = len(self.msr_list)
+        if off < N_FIXED + n_msr:
+            m = self.msr_list[off - N_FIXED]
+            return f"cpu{cpu}.msr.{_msr.MSR_NAMES.get(m, hex(m))}"
+        return f"cpu{cpu}.%{self.pvars[off - N_FIXED - n_msr]}"
 
     def split(self, loc: int) -> tuple[int, int]:
         """(cpu, offset) of a per-vCPU slot; cpu -1 for globals."""
@@ -90,7 +99,7 @@ def _canon(v):
 class Machine:
     """The whole guest-visible and hypervisor-private state."""
 
-    __slots__ = ("L", "S", "ram", "ovl", "w")
+    __slots__ = ("L", "S", "ram", "ovl", "own", "w")
 
     def __init__(self, layout: Layout):
         self.L = layout
@@ -98,6 +107,7 @@ class Machine:
         self.S[0] = ()
         self.ram: dict[int, bytearray] = {}
         self.ovl: dict[int, bytearray] = {}
+        self.own: dict[int, tuple] = {}    # pfn -> (kernel generation, purpose, cpu): who owns a guest page
         self.w: list = []          # writes of the event being executed
 
     @property
@@ -109,13 +119,25 @@ class Machine:
             h = hash((h, k, zlib.crc32(self.ram[k])))
         for k in sorted(self.ovl):
             h = hash((h, -k, zlib.crc32(self.ovl[k])))
+        if self.own:
+            h = hash((h, tuple(sorted(self.own.items()))))
         return h
 
     def reset_cpu_slots(self, cpu: int) -> None:
         b = self.L.base(cpu)
-        for m, off in MSR_OFF.items():
-            self.S[b + off] = msr_reset_value(m, cpu)
+        for m, off in self.L.msr_off.items():
+            self.S[b + off] = _msr.msr_reset_value(m, cpu)
         self.S[b + F_FRAMES] = ()
+
+    def set_owner(self, pfn: int, owner: tuple | None) -> None:
+        """Record who owns guest page `pfn` (journaled like every write)."""
+        old = self.own.get(pfn)
+        if old != owner:
+            if owner is None:
+                del self.own[pfn]
+            else:
+                self.own[pfn] = owner
+            self.w.append((("own", pfn), old, owner))
 
     # ---- the one write path ----
     def set(self, i: int, v) -> None:
@@ -161,12 +183,21 @@ class Machine:
         return True
 
     def new_page(self, pfn: int, content: bytes) -> None:
+        """A RAM page (re)appears with `content` (an allocation: new, or reused after a kexec)."""
+        old = self.ram.get(pfn)
         self.ram[pfn] = bytearray(content)
-        self.w.append((("pg", pfn), None, bytes(content)))
+        self.w.append((("pg", pfn), None if old is None else bytes(old), bytes(content)))
 
     def new_overlay(self, cpu: int, content: bytes) -> None:
+        old = self.ovl.get(cpu)
         self.ovl[cpu] = bytearray(content)
-        self.w.append((("ov", cpu), None, bytes(content)))
+        self.w.append((("ov", cpu), None if old is None else bytes(old), bytes(content)))
+
+    def drop_overlay(self, cpu: int) -> None:
+        """An overlay page goes away (a partition reset)."""
+        old = self.ovl.pop(cpu, None)
+        if old is not None:
+            self.w.append((("ov", cpu), bytes(old), None))
 
     def undo(self, writes: list) -> None:
         """Apply recorded old values in reverse order (reverse-step)."""
@@ -179,9 +210,20 @@ class Machine:
                 off = loc[2] & (PAGE_SIZE - 1)
                 pg[off:off + len(old)] = old
             elif loc[0] == "pg":
-                del self.ram[loc[1]]
+                if old is None:
+                    del self.ram[loc[1]]
+                else:
+                    self.ram[loc[1]] = bytearray(old)
             elif loc[0] == "ov":
-                del self.ovl[loc[1]]
+                if old is None:
+                    del self.ovl[loc[1]]
+                else:
+                    self.ovl[loc[1]] = bytearray(old)
+            elif loc[0] == "own":
+                if old is None:
+                    self.own.pop(loc[1], None)
+                else:
+                    self.own[loc[1]] = old
 
     def redo(self, writes: list) -> None:
         """Apply recorded new values in order (forward replay of a recorded event)."""
@@ -194,9 +236,20 @@ class Machine:
                 off = loc[2] & (PAGE_SIZE - 1)
                 pg[off:off + len(new)] = new
             elif loc[0] == "pg":
-                self.ram[loc[1]] = bytearray(new)
+                if new is None:
+                    del self.ram[loc[1]]
+                else:
+                    self.ram[loc[1]] = bytearray(new)
             elif loc[0] == "ov":
-                self.ovl[loc[1]] = bytearray(new)
+                if new is None:
+                    del self.ovl[loc[1]]
+                else:
+                    self.ovl[loc[1]] = bytearray(new)
+            elif loc[0] == "own":
+                if new is None:
+                    self.own.pop(loc[1], None)
+                else:
+                    self.own[loc[1]] = new
 
     def digest(self) -> str:
         """Exact state digest (BLAKE2b over a canonical msgpack encoding)."""
@@ -208,14 +261,17 @@ class Machine:
         for c in sorted(self.ovl):
             h.update(b"ovl" + c.to_bytes(4, "little", signed=True))
             h.update(self.ovl[c])
+        if self.own:
+            h.update(b"own" + msgpack.packb(sorted(self.own.items()), use_bin_type=True))
         return h.hexdigest()
 
     def snapshot(self) -> tuple:
         return (list(self.S), {k: bytes(v) for k, v in self.ram.items()},
-                {k: bytes(v) for k, v in self.ovl.items()}, None)
+                {k: bytes(v) for k, v in self.ovl.items()}, dict(self.own))
 
     def restore(self, snap: tuple) -> None:
-        S, ram, ovl, _ = snap
+        S, ram, ovl, own = snap
         self.S = list(S)
         self.ram = {k: bytearray(v) for k, v in ram.items()}
         self.ovl = {k: bytearray(v) for k, v in ovl.items()}
+        self.own = dict(own or {})

@@ -21,6 +21,7 @@ Op grammar (one op per string, optional ``label:`` prefix)::
     alloc DST, zero|nozero            __vmalloc(PAGE_SIZE) with or without __GFP_ZERO
     init_sipi CPU                     INIT/SIPI the CPU (reset, starts at its start routine)
     nop
+    (the op table, with every op's shape, is ops.OPS; this list is its summary)
 
 Operands: r0..r3 (registers), integers, symbolic constants (vector / MSR names,
 OFFLINE/ONLINE/DYING/DEAD, ...), ``cpu`` (this CPU), ``$var`` (global kernel
@@ -34,26 +35,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .defs import CONSTANTS
+from . import hypervisors as _hypervisors  # noqa: F401  (registers the models' MSRs and constants)
+from . import msr as _msr
+from .defs import CONSTANTS as _ARCH_CONSTANTS
+from .ops import OPS
 
 REGS = {"r0": 0, "r1": 1, "r2": 2, "r3": 3}
-ALU_OPS = ("add", "sub", "and", "or", "xor", "shl", "shr", "andn", "eq", "ne", "lt", "ge")
 COND_OPS = ("==", "!=", "<=", ">=", "<", ">")
-# The closed op set with operand shapes: d = destination, s = source operand,
-# m = memory [operand], z = size, c = condition, l = label, f = routine, k = zero|nozero.
-SHAPES: dict[str, str] = {
-    "mov": "ds", **{a: "dss" for a in ALU_OPS},
-    "load": "dmz", "store": "mzs", "xchg": "dmzs",
-    "rdmsr": "ds", "wrmsr": "ss",
-    "br": "cl", "jmp": "l", "call": "f", "ret": "", "iret": "",
-    "cli": "", "sti": "", "irqsave": "d", "irqrestore": "s",
-    "hlt": "", "safe_halt": "",
-    "ipi": "ss", "wait": "c", "alloc": "dk", "init_sipi": "s", "nop": "",
-}
-# Ops that are VM exits (intercepted by the hypervisor). Part of the model, used by the
-# kvm model's exit-time PV-EOI sync (domain-facts §3.2): MSR accesses and HLT always
-# exit on KVM/VMX; sending an IPI writes the ICR MSR or issues a hypercall (both exit).
-EXITING_OPS = frozenset({"rdmsr", "wrmsr", "hlt", "safe_halt", "ipi", "init_sipi"})
+
+
+def constants() -> dict[str, int]:
+    """Names usable as operands: vectors, hotplug states and page sizes (defs), every MSR in
+    the catalogue and the constants hypervisor models register."""
+    return {**_ARCH_CONSTANTS, **_msr.MSRS, **_msr.CONSTANTS}
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VARIANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
@@ -154,8 +148,9 @@ def parse_operand(text: str) -> tuple:
         if inner[0] == "q":
             raise ProgramError(f"nested per-CPU index in {t!r}")
         return ("q", m.group(1), inner)
-    if t in CONSTANTS:
-        return ("i", CONSTANTS[t])
+    consts = constants()
+    if t in consts:
+        return ("i", consts[t])
     raise ProgramError(f"unknown operand {t!r} (expected r0-r3, a number, a constant name, cpu, $var or %var)")
 
 
@@ -195,15 +190,16 @@ def parse_op(text: str) -> tuple[str | None, str, tuple]:
     label = None
     t = text.strip()
     m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*):\s*(.*)$", t)
-    if m and m.group(1) not in SHAPES:
+    if m and m.group(1) not in OPS:
         label, t = m.group(1), m.group(2)
     if not t:
         raise ProgramError("empty op")
     name, _, rest = t.partition(" ")
     name = name.lower()
-    if name not in SHAPES:
-        raise ProgramError(f"unknown op {name!r} (known: {', '.join(sorted(SHAPES))})")
-    shape = SHAPES[name]
+    if name not in OPS:
+        raise ProgramError(f"unknown op {name!r} (known: {', '.join(sorted(OPS))})")
+    shape = OPS[name].shape
+    optional = OPS[name].optional
     if shape == "c":
         return label, name, (parse_cond(rest),)
     if shape == "cl":
@@ -212,8 +208,9 @@ def parse_op(text: str) -> tuple[str | None, str, tuple]:
             raise ProgramError(f"br needs 'COND, LABEL', got {rest!r}")
         return label, name, (parse_cond(cond), lab.strip())
     args = _split_args(rest)
-    if len(args) != len(shape):
-        raise ProgramError(f"{name} takes {len(shape)} operand(s), got {len(args)} in {t!r}")
+    if not len(shape) - optional <= len(args) <= len(shape):
+        want = f"{len(shape) - optional} to {len(shape)}" if optional else str(len(shape))
+        raise ProgramError(f"{name} takes {want} operand(s), got {len(args)} in {t!r}")
     out: list = []
     for kind, a in zip(shape, args):
         if kind in "ds":
@@ -238,6 +235,10 @@ def parse_op(text: str) -> tuple[str | None, str, tuple]:
             if a not in ("zero", "nozero"):
                 raise ProgramError(f"alloc: expected zero or nozero, got {a!r}")
             out.append(a == "zero")
+        elif kind == "p":
+            if not _IDENT.match(a) or len(a) > 40:
+                raise ProgramError(f"{name}: a page purpose is a name like vp_assist or slab, got {a!r}")
+            out.append(a)
     return label, name, tuple(out)
 
 
@@ -365,7 +366,7 @@ class Program:
         variants = {}
         for k, v in _table(data, "variants", dict).items():
             if not isinstance(k, str) or not _VARIANT.match(k):
-                raise ProgramError(f"variant name {str(k)[:40]!r} is not a name like gfp-zero")
+                raise ProgramError(f"variant name {str(k)[:40]!r} is not a fix name (letters, digits, . _ -)")
             variants[k] = _table({"v": v}, "v", str, f"variant {k}")
         start = _table(data, "start", str)
         ivars = _table(data, "vars", int)
@@ -412,10 +413,3 @@ class Program:
         for role, h in self.start.items():
             if h not in table:
                 raise ProgramError(f"start {role!r}: unknown routine {h!r}")
-
-
-def load_builtin_program() -> Program:
-    import tomllib
-    from importlib.resources import files
-    text = files("hvdbg.core.programs").joinpath("linux-5.2.toml").read_text()
-    return Program.from_data(tomllib.loads(text))

@@ -1,22 +1,22 @@
 """Scenario files (TOML, stdlib tomllib), validated with file:line errors.
 
-A scenario names the machine (vCPU count, the CPU taken offline), the background
-traffic, the goal, the default run configuration and optionally routine listings that
-add to or override the built-in Linux v5.2 program (same op grammar, see program.py).
+A scenario names its bug pack (whose kernel listing it runs; the seed pack when it names
+none), the machine (vCPU count; the CPU taken offline, for packs that offline one), the
+background traffic, the goal, the default run configuration and optionally routine
+listings that add to or override the pack's program (same op grammar, see program.py).
 """
 from __future__ import annotations
 
 import re
 import tomllib
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 
 from ..safe import printable, read_text
 from .defs import VECTORS
-from .engine import DEFAULT_WEIGHTS, FIXES, Config, parse_action, parse_garbage
-from .hypervisor import HYPERVISORS, POLICIES
-from .program import INT_MAX, INT_MIN, Program, ProgramError, Routine, check_text, load_builtin_program, parse_cond
+from . import hypervisors, packs
+from .engine import DEFAULT_WEIGHTS, Config, parse_action, parse_garbage
+from .program import INT_MAX, INT_MIN, Program, ProgramError, Routine, check_text, parse_cond
 
 MIN_VCPUS, MAX_VCPUS = 2, 64
 MAX_SCENARIO_BYTES = 1 << 20        # a scenario file (TOML) is read only up to this size
@@ -39,7 +39,7 @@ class Scenario:
     name: str
     description: str
     vcpus: int
-    target: int
+    target: int | None
     goal: tuple
     goal_text: str
     program: Program
@@ -53,6 +53,7 @@ class Scenario:
     alloc_base: int = 0x10000000
     source: str = ""
     text: str = ""
+    pack: object = None
 
     def config(self, **over) -> Config:
         """Resolved run configuration: scenario defaults, then explicit overrides (None = keep),
@@ -71,8 +72,12 @@ class Scenario:
             line = _line_of(self.text, path) if path else None
             raise ScenarioError(self.source or self.name, line, f"{k}: {msg}")
         check_config_values(cfg.as_dict(), fail, complete=True)
-        if not 1 <= self.target < cfg.vcpus:
+        if self.target is not None and not 1 <= self.target < cfg.vcpus:
             fail("vcpus", f"{cfg.vcpus} vCPUs, but scenario {self.name} offlines cpu{self.target}")
+        spec = hypervisors.HYPERVISORS.get(cfg.hypervisor)
+        if spec is not None and "overlay" not in spec.options and cfg.overlay != hypervisors.default_option("overlay"):
+            fail("overlay", f"{cfg.hypervisor} has no overlay policies (they apply to "
+                            f"{', '.join(hypervisors.models_with('overlay'))})")
         for i, t in enumerate(self.traffic):
             for key in ("from", "to"):
                 if t[key] >= cfg.vcpus:
@@ -83,7 +88,7 @@ class Scenario:
 
 
 _TOP = {"scenario", "defaults", "vars", "percpu", "traffic", "weights", "schedule", "routines", "idt"}
-_SCEN = {"name", "description", "vcpus", "target", "goal", "timer_vector", "alloc_base"}
+_SCEN = {"name", "description", "vcpus", "target", "goal", "timer_vector", "alloc_base", "pack"}
 _DEF = {"hypervisor", "overlay", "fix", "garbage", "seed", "max_steps"}
 _TRAFFIC = {"from", "to", "vector", "count", "when"}
 
@@ -207,9 +212,13 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
     vcpus = v.typ(sc, "vcpus", int, ["scenario"], required=True)
     if not MIN_VCPUS <= vcpus <= MAX_VCPUS:
         v.err(["scenario", "vcpus"], f"{vcpus} vCPUs: expected {MIN_VCPUS}..{MAX_VCPUS}")
+    pack_name = v.typ(sc, "pack", str, ["scenario"]) or packs.DEFAULT_PACK
+    try:
+        pack = packs.get(pack_name)
+    except packs.PackError as e:
+        v.err(["scenario", "pack"], str(e))
     target = v.typ(sc, "target", int, ["scenario"])
-    target = 1 if target is None else target
-    if not 1 <= target < vcpus:
+    if target is not None and not 1 <= target < vcpus:
         v.err(["scenario", "target"], f"cpu{target} cannot be offlined: expected 1..{vcpus - 1} (cpu0 is the control CPU)")
     goal_text = v.typ(sc, "goal", str, ["scenario"], required=True)
     try:
@@ -241,7 +250,8 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
     for k, x in (v.typ(data, "percpu", dict, []) or {}).items():
         v.var(k, x, ["percpu"])
         init_pcpu[k] = x
-    init_vars.setdefault("target", target)
+    if target is not None:
+        init_vars.setdefault("target", target)
 
     traffic = []
     for i, t in enumerate(v.typ(data, "traffic", list, []) or []):
@@ -295,7 +305,7 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
         except ValueError as e:
             v.err(["schedule"], f"entry {i}: {e}")
 
-    program = base or load_builtin_program()
+    program = base or pack.program()
     over = {}
     for rname, rdata in (v.typ(data, "routines", dict, []) or {}).items():
         if not _VAR.match(rname) or len(over) >= 1024:
@@ -315,7 +325,7 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
             v.err(["traffic"], f"no handler for vector 0x{t['vector']:02x} in the IDT")
     if tv not in program.idt:
         v.err(["scenario", "timer_vector"], f"no handler for vector 0x{tv:02x} in the IDT")
-    for fx in FIXES:
+    for fx in ("none", *program.variants):
         try:
             program.select(fx)
         except ProgramError as e:
@@ -323,7 +333,7 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
     for key, txt in (("goal", goal_text),):
         pass
     return Scenario(name, desc, vcpus, target, goal, goal_text, program, tv, traffic, defaults,
-                    init_vars, init_pcpu, weights, schedule, alloc_base, file, text)
+                    init_vars, init_pcpu, weights, schedule, alloc_base, file, text, pack)
 
 
 # One schema for a run configuration, wherever it comes from: a scenario's [defaults], the
@@ -354,12 +364,14 @@ def check_config_values(d, fail, complete: bool = False) -> None:
                 fail(k, "missing")
     if "scenario" in d and not _NAME.match(d["scenario"]):
         fail("scenario", f"{printable(repr(d['scenario']), 60)} is not a scenario name")
-    if "hypervisor" in d and d["hypervisor"] not in HYPERVISORS:
-        fail("hypervisor", f"unknown hypervisor {printable(repr(d['hypervisor']), 60)} (expected {' or '.join(HYPERVISORS)})")
-    if "overlay" in d and d["overlay"] not in POLICIES:
-        fail("overlay", f"unknown overlay policy {printable(repr(d['overlay']), 60)} (expected {', '.join(POLICIES)})")
-    if "fix" in d and d["fix"] not in FIXES:
-        fail("fix", f"unknown fix {printable(repr(d['fix']), 60)} (expected {', '.join(FIXES)})")
+    if "hypervisor" in d and d["hypervisor"] not in hypervisors.HYPERVISORS:
+        fail("hypervisor", f"unknown hypervisor {printable(repr(d['hypervisor']), 60)} "
+                           f"(expected {' or '.join(hypervisors.names())})")
+    if "overlay" in d and d["overlay"] not in hypervisors.option_values("overlay"):
+        fail("overlay", f"unknown overlay policy {printable(repr(d['overlay']), 60)} "
+                        f"(expected {', '.join(hypervisors.option_values('overlay'))})")
+    if "fix" in d and d["fix"] not in packs.fix_names():
+        fail("fix", f"unknown fix {printable(repr(d['fix']), 60)} (expected {', '.join(packs.fix_names())})")
     if "garbage" in d:
         try:
             parse_garbage(d["garbage"])
@@ -374,19 +386,25 @@ def check_config_values(d, fail, complete: bool = False) -> None:
 
 
 def builtin_names() -> list[str]:
-    return sorted(p.name[:-5] for p in files("hvdbg.scenarios").iterdir() if p.name.endswith(".toml"))
+    """Every pack's scenarios, by name."""
+    return sorted(packs.scenario_names())
 
 
 def load_scenario(spec: str | None) -> Scenario:
-    """A built-in scenario name or a path to a .toml file (a regular file of at most
-    MAX_SCENARIO_BYTES: FIFOs and devices are refused before a byte is read)."""
-    spec = spec or "cpu-offline"
-    if spec in builtin_names():
-        text = files("hvdbg.scenarios").joinpath(spec + ".toml").read_text()
-        return parse_scenario(text, f"<builtin>/{spec}.toml")
+    """A built-in scenario name, a pack name (its default scenario) or a path to a .toml file
+    (a regular file of at most MAX_SCENARIO_BYTES: FIFOs and devices are refused before a byte
+    is read)."""
+    spec = spec or packs.get(packs.DEFAULT_PACK).default_scenario
+    builtin = packs.scenario_names()
+    if spec not in builtin and spec in packs.packs():
+        spec = packs.get(spec).default_scenario
+    if spec in builtin:
+        pack = builtin[spec]
+        return parse_scenario(pack.scenario_text(spec), f"<{pack.name}>/{spec}.toml")
     p = Path(spec)
     if not p.exists():
-        raise ScenarioError(spec, None, f"no such scenario or file (built-ins: {', '.join(builtin_names())})")
+        raise ScenarioError(spec, None, f"no such scenario, pack or file (scenarios: {', '.join(builtin_names())}; "
+                                        f"packs: {', '.join(packs.packs())})")
     try:
         text = read_text(p, MAX_SCENARIO_BYTES, "scenario file")
     except UnicodeDecodeError as e:

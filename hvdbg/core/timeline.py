@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from .defs import PAGE_SHIFT, vector_names
 from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_STEP, E_WRITES, Config, Engine, Result
-from .machine import F_FRAMES, F_IRR, F_ISR, F_PC, F_RT, MSR_OFF, RAM
+from .machine import F_FRAMES, F_IRR, F_ISR, F_PC, F_RT, RAM, Machine
+from .view import MachineView
 
 STOP_POLL = 4096
 # A what-if branch re-simulates at most this many events past its fork, or twice the
@@ -130,7 +131,7 @@ class Break:
                     return True
                 if what == "eoi" and n[0] == "eoi" and n[1] >= 0 and (vec is None or n[1] == vec):
                     return True
-                if what == "skip" and n[0] == "stale_assist":
+                if what == "skip" and n[0] == "eoi_skipped":
                     return True
             return False
         if k == "mem":
@@ -262,14 +263,26 @@ class Timeline:
         a = self.e.events[i][E_ACT]
         return a[0] == "op" and a[1] == cpu
 
+    def _scan(self, start: int, stop_at: int, step: int, want, stop) -> int | None:
+        """First index i in range(start, stop_at, step) with want(i), polling `stop` every
+        stop_poll indexes; None when the range is exhausted; -1 when stopped."""
+        count = 0
+        for i in range(start, stop_at, step):
+            if want(i):
+                return i
+            count += 1
+            if stop is not None and count % self.stop_poll == 0 and stop():
+                return -1
+        return None
+
     def step(self, cpu: int | None = None, n: int = 1, stop=None) -> Stop:
         """Run events until `cpu` has executed its next op (others advance as recorded)."""
         cpu = self.focus if cpu is None else cpu
         for _ in range(n):
-            i = self.pos
-            while i < self.length and not self._is_op(i, cpu):
-                i += 1
-            if i >= self.length:
+            i = self._scan(self.pos, self.length, 1, lambda j: self._is_op(j, cpu), stop)
+            if i == -1:
+                return Stop(self.pos, "interrupted")
+            if i is None:
                 self.goto(self.length)
                 return Stop(self.pos, "end of the recording")
             self.goto(i + 1)
@@ -279,10 +292,10 @@ class Timeline:
         """Back to just before `cpu`'s previous op."""
         cpu = self.focus if cpu is None else cpu
         for _ in range(n):
-            i = self.pos - 1
-            while i >= 0 and not self._is_op(i, cpu):
-                i -= 1
-            if i < 0:
+            i = self._scan(self.pos - 1, -1, -1, lambda j: self._is_op(j, cpu), stop)
+            if i == -1:
+                return Stop(self.pos, "interrupted")
+            if i is None:
                 self.goto(0)
                 return Stop(0, "start of the recording")
             self.goto(i)
@@ -292,17 +305,25 @@ class Timeline:
         """Step over calls and interrupt handlers."""
         cpu = self.focus if cpu is None else cpu
         d0 = self.depth(cpu)
-        r = self.step(cpu)
-        while self.depth(cpu) > d0 and self.pos < self.length:
-            r = self.step(cpu)
+        r = self.step(cpu, stop=stop)
+        count = 0
+        while self.depth(cpu) > d0 and self.pos < self.length and r.reason != "interrupted":
+            r = self.step(cpu, stop=stop)
+            count += 1
+            if stop is not None and count % 256 == 0 and stop():
+                return Stop(self.pos, "interrupted")
         return r
 
     def rnext(self, cpu: int | None = None, stop=None) -> Stop:
         cpu = self.focus if cpu is None else cpu
         d0 = self.depth(cpu)
-        r = self.rstep(cpu)
-        while self.depth(cpu) > d0 and self.pos > 0:
-            r = self.rstep(cpu)
+        r = self.rstep(cpu, stop=stop)
+        count = 0
+        while self.depth(cpu) > d0 and self.pos > 0 and r.reason != "interrupted":
+            r = self.rstep(cpu, stop=stop)
+            count += 1
+            if stop is not None and count % 256 == 0 and stop():
+                return Stop(self.pos, "interrupted")
         return r
 
     def finish(self, cpu: int | None = None, stop=None) -> Stop:
@@ -311,10 +332,14 @@ class Timeline:
         d0 = self.depth(cpu)
         if d0 == 0:
             return Stop(self.pos, "outermost frame: nothing to finish")
+        count = 0
         while self.pos < self.length:
             self.event(1)
             if self.depth(cpu) < d0:
                 return Stop(self.pos, "finish")
+            count += 1
+            if stop is not None and count % self.stop_poll == 0 and stop():
+                return Stop(self.pos, "interrupted")
         return Stop(self.pos, "end of the recording")
 
     def rfinish(self, cpu: int | None = None, stop=None) -> Stop:
@@ -323,10 +348,14 @@ class Timeline:
         d0 = self.depth(cpu)
         if d0 == 0:
             return Stop(self.pos, "outermost frame: nothing to finish")
+        count = 0
         while self.pos > 0:
             self.event(-1)
             if self.depth(cpu) < d0:
                 return Stop(self.pos, "reverse finish")
+            count += 1
+            if stop is not None and count % self.stop_poll == 0 and stop():
+                return Stop(self.pos, "interrupted")
         return Stop(self.pos, "start of the recording")
 
     def frames(self, cpu: int | None = None) -> list[dict]:
@@ -377,7 +406,7 @@ class Timeline:
         return self.add_break("slot", slot, bit)
 
     def watch_msr(self, cpu: int, msr: int) -> Break:
-        return self.add_break("slot", self.e.bases[cpu] + MSR_OFF[msr], None)
+        return self.add_break("slot", self.e.bases[cpu] + self.e.L.msr_off[msr], None)
 
     def watch_irr(self, cpu: int, vector: int, isr: bool = False) -> Break:
         return self.add_break("slot", self.e.bases[cpu] + (F_ISR if isr else F_IRR), vector)
@@ -460,11 +489,11 @@ class Timeline:
         (an event of its own kind) and re-simulates: the parent's recorded choices are replayed
         while they are still enabled, then the (seed, step) PRNG takes over. `fix` /
         `hypervisor` switch the fix variant or hypervisor model from `at` on (routines
-        entered later use the new listings; a vCPU inside a changed routine keeps its pc)."""
+        entered later use the new listings; a vCPU inside a changed routine keeps its pc).
+        The parent never moves: the fork state is built from its checkpoints (state_at), so a
+        branch can be computed in a worker while the UI reads and moves the parent."""
         if not 0 <= at <= self.length:
             raise ValueError(f"step {at} is outside 0..{self.length}")
-        here = self.pos
-        self.goto(at)
         cfg = Config(**self.e.cfg.as_dict())
         if fix:
             cfg.fix = fix
@@ -475,23 +504,24 @@ class Timeline:
         eng = Engine(self.e.scn, cfg)
         if eng.L.size != self.e.L.size:
             raise ValueError("the new configuration has a different state layout")
-        eng.m.restore(self.e.m.snapshot())
+        eng.m.restore(self.machine_at(at).snapshot())
         eng.events = self.e.events[:at]          # shared event tuples (the prefix is not copied)
+        for ev in eng.events:                    # statistics and pack state of the shared prefix
+            eng._account(ev)
         eng.step = at
-        eng.first_disable_step = self.e.first_disable_step if self.e.first_disable_step < at else -1
         child = Timeline(eng, self.K, name=name, parent=self, fork=at)
         child.ckpt = {s: c for s, c in self.ckpt.items() if s <= at}
         child.ckpt[at] = eng.m.snapshot()
+        child.focus = self.focus
+        for b in self.breaks:                    # breakpoints follow onto the branch
+            child.breaks.append(Break(b.kind, b.args, b.cpu, b.enabled, b.number))
+        child._next_break = self._next_break
         if edit is not None:
             eng.execute_edit(edit)
-            skip = 0
-        else:
-            skip = 0
-        eng.replay.extend(ev[E_ACT] for ev in self.e.events[at + skip:] if ev[E_ACT][0] != "edit")
+        eng.replay.extend(ev[E_ACT] for ev in self.e.events[at:] if ev[E_ACT][0] != "edit")
         child.pos = eng.step
         budget = min(cfg.max_steps, eng.step + max(BRANCH_MIN_BUDGET, 2 * self.length))
         child.run(max_steps=budget, stop=stop)
-        self.goto(here)
         return child
 
     def compare(self, other: "Timeline") -> dict:
@@ -511,12 +541,74 @@ class Timeline:
         return diff_states(self.e, self.snapshot_at(step), other.snapshot_at(step), "!=", other.e.rnames)
 
     def snapshot_at(self, step: int) -> tuple:
-        """A copy of the machine state at `step` (the position is restored)."""
-        here = self.pos
-        self.goto(min(step, self.length))
-        snap = self.e.m.snapshot()
-        self.goto(here)
-        return snap
+        """A copy of the machine state at `step` (the timeline does not move)."""
+        return self.machine_at(step).snapshot()
+
+    def machine_at(self, step: int) -> Machine:
+        """A scratch machine holding the state at `step`: the nearest checkpoint at or before
+        it, then the recorded writes forward. Reads only the checkpoints and the journal, so it
+        is safe while another thread moves this timeline."""
+        step = max(0, min(step, self.length))
+        c = self._ckpt_floor(step)
+        m = Machine(self.e.L)
+        m.restore(self.ckpt[c])
+        evs = self.e.events
+        for i in range(c, step):
+            m.redo(evs[i][E_WRITES])
+        return m
+
+    def state_at(self, step: int) -> MachineView:
+        """A read-only view of the state at `step` (never moves this timeline)."""
+        step = max(0, min(step, self.length))
+        return MachineView(self.e, self.machine_at(step), step)
+
+    def engine_at(self, step: int):
+        """The engine as it was at `step`, for read-only queries (explanations): a shallow copy
+        sharing the program and the journal, with a scratch machine. This timeline does not move."""
+        import copy
+        step = max(0, min(step, self.length))
+        e = copy.copy(self.e)
+        e.m = self.machine_at(step)
+        e.step = step
+        e._notes = []
+        e.hv = copy.copy(self.e.hv)
+        e.hv.m = e.m
+        e.hv.e = e
+        return e
+
+    def event_cells(self, i: int) -> list[tuple]:
+        """What event i changed, as cells: ("msr", cpu, number), ("isr"|"irr"|"reg"|"field", cpu,
+        name), ("var", name), ("percpu", cpu, name), ("mem", space, addr) for each changed
+        byte, ("page", space, pfn) for a page that appeared, ("owner", pfn)."""
+        if not 0 <= i < self.length:
+            return []
+        L = self.e.L
+        out = []
+        for loc, old, new in self.e.events[i].writes:
+            if isinstance(loc, tuple):
+                if loc[0] == "m":
+                    out += [("mem", loc[1], loc[2] + j) for j in range(len(new)) if old is None or old[j] != new[j]]
+                elif loc[0] in ("pg", "ov"):
+                    out.append(("page", RAM if loc[0] == "pg" else loc[1], loc[1] if loc[0] == "pg" else 0))
+                elif loc[0] == "own":
+                    out.append(("owner", loc[1]))
+                continue
+            cpu, off = L.split(loc)
+            if cpu < 0:
+                name = L.gnames[off]
+                out.append(("var", name[1:]) if name.startswith("$") else ("global", name))
+            elif off in L.msr_by_off:
+                out.append(("msr", cpu, L.msr_by_off[off]))
+            elif off in L.pvar_by_off:
+                out.append(("percpu", cpu, L.pvar_by_off[off]))
+            else:
+                from .machine import FIELD_NAMES
+                out.append(("field", cpu, FIELD_NAMES[off]))
+        return out
+
+    def view(self) -> MachineView:
+        """A read-only view of the state at the current position."""
+        return MachineView(self.e, self.e.m, self.pos)
 
 
 def _vectors(bits: int) -> str:

@@ -105,20 +105,29 @@ class WhatIfScreen(ModalScreen):
     the `:` line filled in; the others run at once (each makes a branch)."""
     BINDINGS = [Binding("escape,q", "app.pop_screen", "close")]
 
-    def __init__(self, cpu: int, hypervisor: str):
+    def __init__(self, cpu: int, session):
         super().__init__()
+        from ..core import hypervisors
+        e = session.tl.e
+        program, cfg = e.scn.program, e.cfg
+        pack = e.pack
         self.entries = [
             (f"inject cpu{cpu} RESCHEDULE", "prompt", "inject a vector into the focused vCPU's IRR"),
             (f"drop irr cpu{cpu} ", "prompt", "drop a pending vector"),
             ("drop ipi ", "prompt", "drop an in-flight IPI (SRC DST VECTOR)"),
-            ("fix gfp-zero", "run", "re-run with the merged fix (e320ab3cec7d)"),
-            ("fix clear-bit", "run", "re-run with the clear-bit alternative"),
-            ("fix none", "run", "re-run with the v5.2 code"),
-            ("hypervisor kvm" if hypervisor == "hyperv" else "hypervisor hyperv", "run", "re-run on the other hypervisor model"),
-            ("overlay copy-back", "run", "Hyper-V overlay policy: openvmm-style copy-back"),
-            ("overlay restore", "run", "Hyper-V overlay policy: propolis-style restore"),
-            ("overlay uncover-stale", "run", "Hyper-V overlay policy: TLFS uncover-stale"),
         ]
+        # every list below comes from a registry: the pack's fixes, the hypervisor models, their options
+        for fx in ("none", *sorted(program.variants)):
+            doc = (pack.fixes.get(fx, "") if pack is not None else "") or \
+                ("the code as the bug shipped" if fx == "none" else "a fix variant")
+            self.entries.append((f"fix {fx}", "run", doc))
+        for name, spec in hypervisors.HYPERVISORS.items():
+            if name != cfg.hypervisor:
+                self.entries.append((f"hypervisor {name}", "run", spec.description[:70]))
+        spec = hypervisors.HYPERVISORS.get(cfg.hypervisor)
+        for opt, values in (spec.options.items() if spec else ()):
+            for v, doc in values.items():
+                self.entries.append((f"{opt} {v}", "run", doc[:70]))
 
     def compose(self) -> ComposeResult:
         from textual.widgets import OptionList
@@ -387,7 +396,8 @@ class HvdbgApp(App):
         self.refresh_all()
 
     def _selection_text(self) -> str:
-        from ..core.defs import MSR_NAMES, VECTOR_NAMES
+        from ..core.defs import VECTOR_NAMES
+        from ..core.msr import MSR_NAMES
         k = self.selection
         if k[0] == "msr":
             return MSR_NAMES.get(k[1], hex(k[1]))
@@ -430,8 +440,8 @@ class HvdbgApp(App):
         if k[0] == "vector":
             self.run_line(f"break deliver {k[1][1]:#x} cpu {tl.focus}")
             return
-        b = e.bases[tl.focus]
-        self.run_line(f"break {e.rnames[e.m.S[b]]}+{e.m.S[b + 1]} cpu {tl.focus}")
+        cv = tl.view().cpu(tl.focus)
+        self.run_line(f"break {cv.routine}+{cv.pc} cpu {tl.focus}")
 
     def _hex(self) -> HexdumpPane:
         return self.query_one(HexdumpPane)
@@ -473,14 +483,14 @@ class HvdbgApp(App):
         tl = self.session.tl
         cpu = tl.focus
         if k[0] == "msr":
-            cur = tl.e.m.S[tl.e.bases[cpu] + __import__("hvdbg.core.machine", fromlist=["MSR_OFF"]).MSR_OFF[k[1]]]
+            cur = tl.view().cpu(cpu).msr(k[1]) or 0
             self.action_prompt(f"set msr cpu{cpu} {k[1]:#x} {cur:#x}")
             return
         if k[0] == "vector":
             self.action_prompt(f"{'drop irr' if k[1][0] == 'irr' else 'inject'} cpu{cpu} {k[1][1]:#x}")
             return
         if k[0] == "reg":
-            self.action_prompt(f"set reg cpu{cpu} r{k[1]} {tl.e.m.S[tl.e.bases[cpu] + 4 + k[1]]:#x}")
+            self.action_prompt(f"set reg cpu{cpu} r{k[1]} {tl.view().cpu(cpu).regs[k[1]]:#x}")
             return
         h = self._hex()
         self.action_prompt(f"set mem {h.address():#x} {self._byte_value(h):#04x} 1 {h.space_word()}")
@@ -488,11 +498,11 @@ class HvdbgApp(App):
     def _byte_value(self, h) -> int:
         tl = self.session.tl
         space = -1 if h.view == "ram" else tl.focus
-        v = tl.e.m.read_mem(space, h.address(), 1)
+        v = tl.view().read(space, h.address(), 1)
         return 0 if v is None else v
 
     def action_whatif_menu(self) -> None:
-        self.push_screen(WhatIfScreen(self.session.tl.focus, self.session.tl.e.cfg.hypervisor))
+        self.push_screen(WhatIfScreen(self.session.tl.focus, self.session))
 
     def action_cursor(self, delta: int) -> None:
         if self._move_selection(delta):

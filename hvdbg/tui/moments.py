@@ -3,7 +3,9 @@ snapshot tests and by `make screenshots`, so both show the real app in the same 
 from __future__ import annotations
 
 from ..commands import Session
+from ..core.packs import DEFAULT_PACK, get
 
+MERGED_FIX = next(iter(get(DEFAULT_PACK).fixes))     # the seed pack's merged fix (its first)
 SEED_STORY = [":break skip", "1", ":goto 0", "c"]
 
 MOMENTS = [
@@ -13,8 +15,8 @@ MOMENTS = [
     ("skipped-eoi", lambda: Session.open("cpu-offline"), SEED_STORY, (140, 45)),
     ("what-if-branch", lambda: Session.open("cpu-offline"),
      SEED_STORY + [":revent", "x", ":goto 1100", "equals_sign", ":diff main"], (140, 45)),
-    ("four-vcpus", lambda: Session.open("smp", fix="gfp-zero"), [":goto 1500", "2"], (160, 50)),
-    ("eight-vcpus", lambda: Session.open("smp", vcpus=8, fix="gfp-zero"), [":goto 3000", "5"], (160, 45)),
+    ("four-vcpus", lambda: Session.open("smp", fix=MERGED_FIX), [":goto 1500", "2"], (160, 50)),
+    ("eight-vcpus", lambda: Session.open("smp", vcpus=8, fix=MERGED_FIX), [":goto 3000", "5"], (160, 45)),
     ("terminal-80x24", lambda: Session.open("cpu-offline"), SEED_STORY, (80, 24)),
 ]
 

@@ -69,13 +69,10 @@ class HexdumpPane(Pane):
 
     def address(self) -> int:
         tl = self.session.tl
-        e = tl.e
         if self.view == "overlay":
             return self.cursor
-        b = e.bases[tl.focus]
-        msr = e.m.S[b + views.MSR_OFF[0x40000073]]
-        base = ((msr >> 12) << 12) or e.m.S[b + e.L.pvar["hv_vp_assist_page"]]
-        return base + self.cursor
+        _, gpa = views.primary_structure(tl.view(), tl.focus)
+        return max(gpa, 0) + self.cursor
 
     def space_word(self) -> str:
         return "ram" if self.view == "ram" else f"overlay:cpu{self.session.tl.focus}"

@@ -1,0 +1,220 @@
+"""Choosing the next event (mixed into Engine): the enabled actions, cached per vCPU and
+updated from each event's writes; the one weighted pick of the (seed, step) PRNG; the
+scenario's schedule or a trace's recorded choices read through a cursor; a branch's replay
+of its parent's choices.
+
+Enabled actions are descriptors (tuples, never indices), in canonical order: per vCPU
+(op, deliver, timer), then IPI landings, then traffic sources.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .events import act_text
+from .machine import F_HALT, F_IF, F_PC, F_RT
+
+DEFAULT_WEIGHTS = {"op": 64, "deliver": 64, "land": 32, "timer": 1, "traffic": 4}
+MASK64 = (1 << 64) - 1
+
+
+class RunError(Exception):
+    """Bad run input discovered while running (e.g. a schedule entry that is not enabled)."""
+
+
+def prng(seed: int, step: int) -> int:
+    """splitmix64 of (seed, step): the default choice policy holds no state."""
+    z = (seed * 0x9E3779B97F4A7C15 + (step + 1) * 0xD1B54A32D192ED03) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+@dataclass
+class Traffic:
+    src: int
+    dst: int            # -1 = round robin over the other online CPUs
+    vector: int
+    count: int          # -1 = periodic
+    when: tuple | None = None   # compiled condition (evaluated on the sender)
+    slot_rr: int = 0
+    slot_budget: int = 0
+
+
+class Scheduler:
+    def _cpu_acts(self, c: int) -> list[tuple]:
+        """Enabled actions of vCPU c, in canonical order: op, deliver, timer. Also keeps
+        `_waiting` (the vCPUs at a wait op) and `_cw[c]` (the weight of the list) current."""
+        S = self.m.S
+        b = self.bases[c]
+        acts = []
+        wt = self.weights
+        x = 0
+        ops = self.code[S[b + F_RT]]
+        pc = S[b + F_PC]
+        at_wait = pc < len(ops) and ops[pc][0] == "wait"
+        if at_wait:
+            self._waiting.add(c)
+        else:
+            self._waiting.discard(c)
+        if not S[b + F_HALT]:
+            if not at_wait or self.holds(c, b, ops[pc][1]):
+                acts.append(("op", c))
+                x += wt["op"]
+        v = self.deliverable(c)
+        if v:
+            acts.append(("deliver", c, v))
+            x += wt["deliver"]
+        if S[b + self.L.P_TIMER]:
+            acts.append(("timer", c, self.timer_vec))
+            x += wt["timer"]
+        cw = self._cw
+        if cw is not None:
+            self._cwsum += x - cw[c]
+            cw[c] = x
+        return acts
+
+    def _other_acts(self) -> list[tuple]:
+        acts = []
+        seen = set()
+        for ipi in self.m.S[0]:
+            if ipi not in seen:
+                seen.add(ipi)
+                acts.append(("land", *ipi))
+        for t in self.traffic:
+            d = self._traffic_dst(t)
+            if d >= 0:
+                acts.append(("traffic", t.src, d, t.vector))
+        return acts
+
+    def enabled(self) -> list[tuple]:
+        """All enabled actions, in canonical order (per vCPU, then IPI landings, then traffic)."""
+        acts = []
+        for c in range(self.n):
+            acts += self._cpu_acts(c)
+        return acts + self._other_acts()
+
+    def _slot_info(self) -> list[tuple[int, int]]:
+        """Per state slot: (vCPU or -1, what a write to it can change): 3 = a variable (wait
+        conditions, traffic, goal), 1 = HALT/IF (traffic sources), 0 = only that vCPU."""
+        L = self.L
+        info = [(-1, 3)] * L.nglobal
+        pv0 = min(L.pvar.values())
+        for c in range(self.n):
+            for off in range(L.block):
+                info.append((c, 3 if off >= pv0 else 1 if off in (F_HALT, F_IF) else 0))
+        return info
+
+    def _enabled_incremental(self, writes, flat: bool = True) -> list[tuple] | None:
+        """enabled(), recomputing only what the last event's writes can have changed.
+        Same result and order as enabled() (a property test checks it)."""
+        cache = self._cache
+        if cache is None or writes is None:
+            self._vars_changed = True
+            self._cw = [0] * self.n
+            self._cwsum = 0
+            self._waiting = set()
+            cache = self._cache = [self._cpu_acts(c) for c in range(self.n)]
+            self._others = self._other_acts()
+            wt = self.weights
+            self._ow = sum(wt[a[0]] for a in self._others)
+        else:
+            info = self._info
+            flags = 0
+            dirty = set()
+            for w in writes:
+                loc = w[0]
+                if loc.__class__ is int:
+                    c, fl = info[loc]
+                    flags |= fl
+                    if c >= 0:
+                        dirty.add(c)
+            self._vars_changed = flags & 2
+            if flags & 2:
+                dirty |= self._waiting
+            cpu_acts = self._cpu_acts
+            for c in dirty:
+                cache[c] = cpu_acts(c)
+            if flags:
+                self._others = self._other_acts()
+                wt = self.weights
+                self._ow = sum(wt[a[0]] for a in self._others)
+        if flat:
+            acts = []
+            for lst in cache:
+                acts += lst
+            return acts + self._others
+        return None
+
+    def _pick_cached(self):
+        """pick() over the cached per-vCPU lists without building the flat list (same result:
+        the walk over per-vCPU weight sums is the flat weighted walk, grouped)."""
+        cw = self._cw
+        total = self._cwsum + self._ow
+        if not total:
+            return None
+        z = (self._seedmix + (self.step + 1) * 0xD1B54A32D192ED03) & MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        r = (z ^ (z >> 31)) % total
+        w = self.weights
+        for c, x in enumerate(cw):
+            if r < x:
+                for a in self._cache[c]:
+                    r -= w[a[0]]
+                    if r < 0:
+                        return a
+            r -= x
+        for a in self._others:
+            r -= w[a[0]]
+            if r < 0:
+                return a
+        return None
+
+    def _traffic_dst(self, t: Traffic) -> int:
+        S, L = self.m.S, self.L
+        bs = self.bases[t.src]
+        if S[bs + F_HALT] or not S[bs + F_IF] or not S[bs + L.P_ONLINE] or S[t.slot_budget] == 0:
+            return -1
+        if t.when is not None and not self.holds(t.src, bs, t.when):
+            return -1
+        if t.dst >= 0:
+            cands = [t.dst]
+        else:
+            start = S[t.slot_rr]
+            cands = [(start + i) % self.n for i in range(self.n)]
+        for d in cands:
+            if d != t.src and S[L.base(d) + L.P_ONLINE] and (t.src, d, t.vector) not in S[0]:
+                return d
+        return -1
+
+    def pick(self, acts: list[tuple]) -> tuple:
+        if self.sched_i < len(self.schedule):
+            want = self.schedule[self.sched_i]
+            self.sched_i += 1
+            if want not in acts:
+                raise RunError(f"schedule entry '{act_text(want)}' is not enabled at step {self.step} "
+                               f"(enabled: {', '.join(act_text(a) for a in acts)})")
+            return want
+        if self.replay:
+            # a branch replays its parent's recorded choices while they are still enabled,
+            # then falls back to the (seed, step) PRNG (design §4)
+            want = self.replay[0]
+            if want in acts:
+                self.replay.popleft()
+                return want
+            self.replay.clear()
+            self.replay_diverged = self.step
+        w = self.weights
+        total = 0
+        for a in acts:
+            total += w[a[0]]
+        z = (self._seedmix + (self.step + 1) * 0xD1B54A32D192ED03) & MASK64   # prng(seed, step), inlined
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        r = (z ^ (z >> 31)) % total
+        for a in acts:
+            r -= w[a[0]]
+            if r < 0:
+                return a
+        return acts[-1]
+
