@@ -24,12 +24,16 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/engine.py
 
-# The shipped traces: the seed hang, both fixes and the kvm run (tests verify they replay identically).
+# The shipped traces: the seed hang, both fixes, the kvm run and each bug pack's failure (tests verify
+# they replay identically).
 traces: $(STAMP)
 	$(VENV)/bin/hvdbg run cpu-offline --record traces/seed-hang.hvt > /dev/null || [ $$? -eq 3 ]
 	$(VENV)/bin/hvdbg run cpu-offline --fix gfp-zero --record traces/fix-gfp-zero.hvt > /dev/null
 	$(VENV)/bin/hvdbg run cpu-offline --fix clear-bit --record traces/fix-clear-bit.hvt > /dev/null
 	$(VENV)/bin/hvdbg run cpu-offline --hypervisor kvm --record traces/kvm.hvt > /dev/null
+	$(VENV)/bin/hvdbg run vp-assist-hibernation --record traces/vp-assist-hibernation.hvt > /dev/null || [ $$? -eq 7 ]
+	$(VENV)/bin/hvdbg run vp-assist-kexec --record traces/vp-assist-kexec.hvt > /dev/null || [ $$? -eq 7 ]
+	$(VENV)/bin/hvdbg run kvm-pv-hibernation --record traces/kvm-pv-hibernation.hvt > /dev/null || [ $$? -eq 7 ]
 
 # SVG screenshots of the main moments, from the real app (the same moments as the snapshot tests).
 screenshots: $(STAMP)

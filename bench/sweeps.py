@@ -11,30 +11,39 @@ import argparse
 import time
 from collections import Counter
 
-from hvdbg.core.engine import FIXES, Engine
+from hvdbg.core import hypervisors
+from hvdbg.core.engine import Engine
 from hvdbg.core.scenario import load_scenario
 
-COMBOS = [("hyperv", "uncover-stale"), ("hyperv", "copy-back"), ("hyperv", "restore"), ("kvm", "uncover-stale")]
+
+def combos() -> list[tuple[str, str]]:
+    """Every registered hypervisor model with each of its overlay policies (or the default)."""
+    out = []
+    for name, spec in hypervisors.HYPERVISORS.items():
+        for policy in spec.options.get("overlay", {hypervisors.default_option("overlay"): ""}):
+            out.append((name, policy))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=200)
-    ap.add_argument("--scenario", nargs="*", default=["cpu-offline", "cpu-offline-online", "smp"])
+    ap.add_argument("--scenario", nargs="*", default=["cpu-offline", "cpu-offline-online", "smp"],
+                    help="built-in scenarios or pack names (their default scenario)")
     a = ap.parse_args()
     for name in a.scenario:
         scn = load_scenario(name)
-        for hv, ov in COMBOS:
-            for fix in FIXES:
+        for hv, ov in combos():
+            for fix in ("none", *sorted(scn.program.variants)):
                 t = time.perf_counter()
                 hist, first, assisted, stale = Counter(), {}, 0, 0
                 for seed in range(a.seeds):
-                    eng = Engine(scn, scn.config(hypervisor=hv, overlay=ov, fix=fix, seed=seed))
+                    eng = Engine(scn, scn.config(hypervisor=hv, overlay=ov, fix=fix, seed=seed), journal=False)
                     res = eng.run()
                     hist[res.outcome] += 1
                     first.setdefault(res.outcome, seed)
                     assisted += bool(res.stats.get("eoi_assisted_before_offline"))
-                    stale += bool(res.stats.get("eoi_skipped_stale"))
+                    stale += bool(res.stats.get("eoi_skipped"))
                 label = f"{name} {hv}" + (f"/{ov}" if hv == "hyperv" else "") + f" fix={fix}"
                 print(f"{label:50s} {dict(sorted(hist.items()))!s:32s} first={first} assisted-before-offline={assisted} "
                       f"stale-skip={stale} ({time.perf_counter() - t:.1f}s)", flush=True)

@@ -2,7 +2,8 @@
 
 Exit status (design §7, one table for every command): 0 ok / identical / read, 1 internal
 error (one line naming a crash report), 2 usage or bad input, 3 hang, 4 divergence,
-5 timeout, 6 a script expectation failed, 8 only a salvaged prefix of a cut or damaged trace
+5 timeout, 6 a script expectation failed, 7 a safety invariant was violated (corruption;
+a recorded trace is still written), 8 only a salvaged prefix of a cut or damaged trace
 could be verified, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 from __future__ import annotations
@@ -16,8 +17,9 @@ import time
 from collections import Counter
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_HANG, EXIT_DIVERGE, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
-EXIT_SALVAGED, EXIT_INTR, EXIT_TERM = 8, 130, 143
-OUTCOME_EXIT = {"ok": EXIT_OK, "hang": EXIT_HANG, "timeout": EXIT_TIMEOUT, "stopped": EXIT_INTR}
+EXIT_CORRUPTION, EXIT_SALVAGED, EXIT_INTR, EXIT_TERM = 7, 8, 130, 143
+OUTCOME_EXIT = {"ok": EXIT_OK, "hang": EXIT_HANG, "timeout": EXIT_TIMEOUT, "corruption": EXIT_CORRUPTION,
+                "stopped": EXIT_INTR}
 RUN_OPTIONS = ("hypervisor", "overlay", "fix", "garbage", "seed", "vcpus", "max_steps")
 
 
@@ -156,6 +158,8 @@ def make_parser() -> _Parser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--seeds", type=_int, default=100, help="number of seeds, from --seed (default: the scenario's seed)")
     sub.add_parser("scenarios", help="list the built-in scenarios")
+    bg = sub.add_parser("bugs", help="list the bug packs: hypervisor, transition, symptom, upstream fix, fix names")
+    bg.add_argument("--json", action="store_true")
     tu = sub.add_parser("tui", help="the terminal UI (the default with no arguments)")
     _session_options(tu)
     rl = sub.add_parser("repl", help="interactive debugger prompt (prompt_toolkit)")
@@ -224,7 +228,7 @@ def cmd_run(args, out) -> int:
         # run is a pure function of (scenario, config) - with a journal up to the hang.
         eng = Engine(scn, cfg, journal=False)
         res = eng.run()
-        if res.outcome == "hang":
+        if res.outcome in ("hang", "corruption"):
             why = journal_problem(res.steps, budget)
             if why:
                 note = f"explanation skipped: {why}"
@@ -424,6 +428,8 @@ def cmd_sweep(args, out) -> int:
            "runs_with": {label: stats[k] for k, label in per_run.items()},
            "seconds": round(time.perf_counter() - t0, 3)}
     _emit(args, out, rep, render_sweep)
+    if hist.get("corruption"):
+        return EXIT_CORRUPTION
     if hist.get("hang"):
         return EXIT_HANG
     if hist.get("timeout"):
@@ -431,11 +437,37 @@ def cmd_sweep(args, out) -> int:
     return EXIT_OK
 
 
+def cmd_bugs(args, out) -> int:
+    """The bug library (core/packs.py): one row per pack."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from .core import packs
+    rows = [{"pack": p.name, "hypervisor": p.hypervisor, "transition": p.transition, "symptom": p.symptom,
+             "kernel": p.kernel, "upstream_fix": p.upstream_fix, "fixes": dict(p.fixes),
+             "scenarios": sorted(p.scenarios), "default_scenario": p.default_scenario, "title": p.title, "doc": p.doc}
+            for p in packs.packs().values()]
+    if args.json:
+        out.write(json.dumps(rows) + "\n")
+        return EXIT_OK
+    t = Table(show_edge=False, header_style="bold")
+    for col in ("pack", "hypervisor", "transition", "symptom", "kernel", "upstream fix", "fixes (--fix)", "scenarios"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(Text(r["pack"], "bold"), r["hypervisor"], r["transition"], r["symptom"], r["kernel"], r["upstream_fix"],
+                  ", ".join(r["fixes"]), ", ".join(r["scenarios"]))
+    con = _console(out)
+    con.print(t)
+    con.print(Text("hvdbg run PACK shows the failure and its chain; --fix FIX runs a fix; docs/bugs/PACK.md tells each story",
+                   style="dim"))
+    return EXIT_OK
+
+
 def cmd_scenarios(args, out) -> int:
     from .core.scenario import builtin_names, load_scenario
     for n in builtin_names():
         s = load_scenario(n)
-        out.write(f"{n:20s} {s.vcpus} vCPUs  {s.description}\n")
+        out.write(f"{n:24s} {s.pack.name:22s} {s.vcpus} vCPUs  {s.description}\n")
     return EXIT_OK
 
 
@@ -499,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             interactive = (sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("HVDBG_HEADLESS")
                            and not {"--json", "--record"} & {a.split("=")[0] for a in argv})
             args = make_parser().parse_args((["tui"] if interactive else ["run"]) + argv)
-        code = {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "replay": cmd_replay,
+        code = {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "bugs": cmd_bugs, "replay": cmd_replay,
                 "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script,
                 "tui": cmd_tui}[args.cmd](args, out)
         out.flush()

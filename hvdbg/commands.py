@@ -402,7 +402,8 @@ def _down(s, args, stop=None):
 
 # ---------------------------------------------------------------- breakpoints and watchpoints
 BREAK_USAGE = ("break ROUTINE[+OP|:LABEL] [cpu N] | break msr MSR [rd|wr] [VALUE] [cpu N] | "
-               "break deliver|eoi|skip [VECTOR] [cpu N]")
+               "break deliver|eoi|skip [VECTOR] [cpu N] | break corruption | break transition [KIND]")
+TRANSITIONS = ("kexec", "power_cycle", "save_image", "restore_image")
 
 
 def _take_cpu(s, args) -> tuple[list, int | None]:
@@ -415,7 +416,9 @@ def _take_cpu(s, args) -> tuple[list, int | None]:
 
 def _c_break(s, args):
     if len(args) == 0:
-        return ["msr", "deliver", "eoi", "skip"] + _c_routines(s, args)
+        return ["msr", "deliver", "eoi", "skip", "corruption", "transition"] + _c_routines(s, args)
+    if args[0] == "transition" and len(args) == 1:
+        return list(TRANSITIONS)
     if args[0] == "msr" and len(args) == 1:
         return _c_msrs(s, args)
     if args[0] in ("deliver", "eoi") and len(args) == 1:
@@ -423,7 +426,8 @@ def _c_break(s, args):
     return ["rd", "wr", "cpu"] if args[0] == "msr" else ["cpu"]
 
 
-@command("break", BREAK_USAGE, "Set a breakpoint: guest pc, MSR access, vector delivered / EOI'd / EOI skipped.",
+@command("break", BREAK_USAGE, "Set a breakpoint: guest pc, MSR access, vector delivered / EOI'd / EOI skipped, a "
+         "corruption (invariant violation), a kernel transition (kexec, power_cycle, save_image, restore_image).",
          aliases=("b",), complete=_c_break, category="breakpoints")
 def _break(s, args, stop=None):
     need(args, 1, BREAK_USAGE)
@@ -440,6 +444,13 @@ def _break(s, args, stop=None):
     elif k in ("deliver", "eoi", "skip"):
         vec = parse_vector(args[1]) if len(args) > 1 else None
         b = tl.add_break("vector", k, vec, cpu=cpu)
+    elif k == "corruption":
+        b = tl.add_break("note", "violation", None, cpu=cpu)
+    elif k == "transition":
+        kind = args[1] if len(args) > 1 else None
+        if kind is not None and kind not in TRANSITIONS:
+            raise CommandError(f"unknown transition '{kind}'{_closest(kind, TRANSITIONS)} (known: {', '.join(TRANSITIONS)})")
+        b = tl.add_break("note", "transition", kind, cpu=cpu)
     else:
         routine, op = k, 0
         for sep in ("+", ":"):

@@ -40,7 +40,8 @@ def event_check(writes) -> int:
             else:
                 h = (h * 1000003) ^ (loc << 7) ^ len(new)
         else:
-            h = (h * 1000003) ^ zlib.crc32(new if new is not None else b"") ^ (loc[-1] if isinstance(loc[-1], int) else 0)
+            data = new if new.__class__ is bytes else b"" if new is None else repr(new).encode()
+            h = (h * 1000003) ^ zlib.crc32(data) ^ (loc[-1] if isinstance(loc[-1], int) else 0)
         h &= 0xFFFFFFFFFFFF
     return (h ^ (h >> 16) ^ (h >> 32)) & 0xFFFF
 
@@ -108,7 +109,7 @@ def record(scn, cfg: Config, path, stop=None, checkpoint_every: int = 1000) -> T
 
 
 # Outcomes a recording can end with (the footer's "outcome").
-OUTCOMES = ("ok", "hang", "timeout", "stopped")
+OUTCOMES = ("ok", "hang", "timeout", "corruption", "stopped")
 HEADER_FIELDS = {"tool": str, "scenario": str, "scenario_file": str, "scenario_text": str, "config": dict,
                  "program_digest": str, "program": dict, "check_every": int}
 

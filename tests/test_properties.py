@@ -186,7 +186,11 @@ def check_undo_redo(p: dict, extra: set[int], every: int, key) -> None:
 
 
 def digest_key(m):
-    return (m.digest(), m.zob)
+    z = m.zob
+    cached, m._crc = m._crc, {}
+    assert m.zob == z, "the page-CRC cache of Machine.zob is stale"
+    m._crc = cached
+    return (m.digest(), z)
 
 
 @PROPS

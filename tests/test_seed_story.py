@@ -67,9 +67,19 @@ def test_kvm_uses_assist_and_never_reads_stale_bit_after_disable():
 
 def test_copy_back_overlay_policy_leaves_overlay_content_in_ram():
     # openvmm-style copy-back: the disabled page holds the last overlay content (bit0 0), not garbage.
-    eng, res = run(overlay="copy-back")
-    assert res.outcome == "ok"
-    assert res.stats.get("eoi_skipped", 0) == 0 or res.outcome == "ok"
+    from hvdbg.core.machine import RAM
+    from hvdbg.core.timeline import Timeline
+    s = load_scenario("cpu-offline")
+    tl = Timeline.record(s, s.config(overlay="copy-back"))
+    assert tl.result.outcome == "ok"
+    dis = tl.e.pack_state["first_disable_step"]
+    page = tl.view().cpu(1).percpu("hv_vp_assist_page")
+    alloc = next(ev.step for ev in tl.events if ev.cpu == 1 and any(n[0] == "alloc" for n in ev.notes))
+    assert tl.state_at(alloc + 1).read(RAM, page, 4) == 0xA5A5A5A5    # allocated: the never-zeroed guest page
+    after = tl.state_at(dis + 1)
+    assert after.page(RAM, page) == after.page(1)                       # after the disable: the overlay's content
+    assert after.page(RAM, page) != bytes([0xA5]) * 4096 and after.read(RAM, page, 4) & 1 == 0
+    assert tl.e.stats.get("eoi_skipped", 0) == 0
 
 
 def test_restore_policy_uncovers_the_original_garbage():

@@ -181,7 +181,11 @@ def test_up_down_frames():
     tl = record()
     tl.goto(1040)
     fr = tl.frames(1)
-    assert fr[0]["routine"] == "hv_apic_eoi_write" or len(fr) >= 1
+    # cpu1 is in hv_apic_eoi_write, called from ack_APIC_irq in the RESCHEDULE handler that
+    # interrupted its cpuhp thread: the frames say so, innermost first
+    assert [f["routine"] for f in fr[:4]] == ["hv_apic_eoi_write", "ack_APIC_irq", "smp_reschedule_interrupt",
+                                               "cpuhp_thread_fun"]
+    assert [f["kind"] for f in fr[:4]] == ["current", "call", "call", "interrupt"] and fr[3]["vector"] == 0xfd
     outer = [tl.up(1) for _ in range(len(fr) + 2)]
     assert outer[-1] == fr[-1] and tl.frame_sel == len(fr) - 1
     assert tl.down(1) == fr[max(0, len(fr) - 2)]

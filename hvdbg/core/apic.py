@@ -38,6 +38,7 @@ class ApicRules:
         v = isr.bit_length() - 1
         self.m.set(b + F_ISR, isr & ~(1 << v))
         self.note("eoi", v, implied)
+        self.hv.on_eoi(c, v)
 
     def set_irr(self, c: int, v: int) -> None:
         b = self.L.base(c)

@@ -34,11 +34,12 @@ from .defs import PAGE_SHIFT, PAGE_SIZE
 from .events import (E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_STEP, E_WRITES, EDIT_FIELDS, Event, act_text,  # noqa: F401
                      edit_problem, edit_text, make_event, parse_action)
 from .hang import NOT_CHECKED, HangSearch
+from .lifecycle import LIFECYCLE_GLOBALS, Lifecycle
 from .hypervisors import make_hypervisor
 from .machine import F_HALT, F_IF, F_IRR, F_PC, F_R0, F_RT, RAM, Layout, Machine
 from .msr import MsrRules
 from .ops import CMP, MASK64, MAX_CALL_DEPTH, OPS, compile_op
-from .scheduler import DEFAULT_WEIGHTS, RunError, Scheduler, Traffic, prng  # noqa: F401
+from .scheduler import DEFAULT_WEIGHTS, RunError, Scheduler, Traffic  # noqa: F401
 
 
 @dataclass
@@ -88,7 +89,7 @@ def garbage_bytes(g: tuple, pfn: int) -> bytes:
     return random.Random(g[1] * 1_000_003 + pfn).randbytes(PAGE_SIZE)
 
 
-class Engine(ApicRules, MsrRules, Scheduler, HangSearch):
+class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
     def __init__(self, scenario, cfg: Config, journal: bool = True):
         self.scn = scenario
         self.cfg = cfg
@@ -113,7 +114,7 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch):
             srcs = range(n) if t["from"] == -1 else [t["from"]]
             for s in srcs:
                 traffic_src.append(Traffic(s, t["to"], t["vector"], t["count"], t.get("when")))
-        extra = ["alloc_next"]
+        extra = ["alloc_next", *LIFECYCLE_GLOBALS]
         for i, _ in enumerate(traffic_src):
             extra += [f"traffic{i}.rr", f"traffic{i}.budget"]
         self.L = L = Layout(n, sorted(gvars), sorted(pvars), extra)
@@ -163,6 +164,10 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch):
         self._note_hooks = getattr(self.pack, "note_hooks", {}) if self.pack is not None else {}
         self.pack_state: dict = {}
         self._at = (-1, -1)          # (routine, pc) of the op being executed (generic path)
+        self._g_kgen, self._g_kgen_next, self._g_image = (L.gindex[n] for n in LIFECYCLE_GLOBALS)
+        inv = getattr(scenario, "invariants", {}) or {}
+        self._hv_owned = inv["hv-writes-owned"]["purposes"] if "hv-writes-owned" in inv else None
+        self._violation = None
         self._init_state()
 
     # ---------- setup ----------
@@ -172,6 +177,8 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch):
     def _init_state(self) -> None:
         m, L, S = self.m, self.L, self.m.S
         S[L.gindex["alloc_next"]] = self.scn.alloc_base >> PAGE_SHIFT
+        S[L.gindex["kgen"]] = 1
+        S[L.gindex["kgen_next"]] = 2
         for name, v in self.scn.init_vars.items():
             S[L.gvar[name]] = v
         if "nr_cpus" in L.gvar:
@@ -270,25 +277,13 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch):
     def note(self, kind: str, *data) -> None:
         self._notes.append((kind, *data))
 
-    # ---------- page ownership (the `hv-writes-owned` invariant) ----------
-    def set_owner(self, pfn: int, purpose: str, cpu: int) -> None:
-        self.m.set_owner(pfn, (self.generation(), purpose, cpu))
-
-    def generation(self) -> int:
-        """The running kernel's generation (1 at boot; transitions change it)."""
-        i = self.L.gindex.get("kgen")
-        return self.m.S[i] if i is not None else 1
-
-    def on_hv_write(self, cpu: int, structure: str, gpa: int, size: int) -> None:
-        """A hypervisor model wrote guest-visible memory at `gpa` for its `structure` of `cpu`."""
-        return None
-
     # ---------- actions ----------
     def apply(self, a: tuple) -> list:
         """Execute one action; return its writes (the state is changed)."""
         m = self.m
         m.w = []
         self._notes = []
+        self._violation = None
         k = a[0]
         if k == "op":
             self._op(a[1])
@@ -534,6 +529,10 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch):
             ev = self.execute(a)
             if hook is not None:
                 hook(ev)
+            if self._violation is not None:
+                cpu, structure, gpa, own, gen, want = self._violation
+                return self._result("corruption", f"the hypervisor wrote cpu{cpu}'s {structure} at GPA 0x{gpa:x}, a page "
+                                                  f"kernel generation {gen} does not own as {want} of cpu{cpu}")
             last = ev[E_WRITES]
             if ev[E_WRITES]:
                 noop = 0
@@ -569,5 +568,5 @@ def _collect(args, gvars: set, pvars: set) -> None:
                 _collect(a, gvars, pvars)
 
 
-__all__ = ["Config", "Engine", "Result", "RunError", "parse_garbage", "prng", "act_text", "edit_text",
+__all__ = ["Config", "Engine", "Result", "RunError", "parse_garbage", "act_text", "edit_text",
            "edit_problem", "parse_action", "Event", "RAM"]

@@ -1,7 +1,7 @@
 """Explanations: causal chains computed by queries over the event journal.
 
 Nothing here is a filled-in story: each link is found by asking the journal who wrote what
-and when (``last_write``), and each link names the step whose writes hold the location it
+and when (the journal index, journal.py), and each link names the step whose writes hold the location it
 claims (``loc``), so a test can check every link against the journal.
 
 The generic links know the machine, not any one bug: who waits on what, which in-service
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .defs import PAGE_SHIFT, vector_name
 from .events import Event, act_text
+from .journal import JournalIndex
 from .machine import F_FRAMES, F_HALT, F_IF, F_IRR, F_ISR, F_PC, F_RT, RAM
 from .program import parse_operand
 
@@ -64,20 +65,12 @@ class Ctx:
         self.e = eng
         self.L = eng.L
         self.now = eng.step
+        self.index = JournalIndex(eng)
 
-    def last_write(self, match, before: int):
-        """The newest event before step `before` holding a write (loc, old, new) with
-        match(loc, old, new) true: (event, write) or (None, None)."""
-        evs = self.e.events
-        for i in range(min(before, len(evs)) - 1, -1, -1):
-            ev = evs[i]
-            for w in ev.writes:
-                if match(*w):
-                    return ev, w
-        return None, None
-
-    def slot_write(self, slot: int, before: int, cond=None):
-        return self.last_write(lambda loc, o, n: loc == slot and (cond is None or cond(o, n)), before)
+    def slot_write(self, slot, before: int, cond=None):
+        """(event, write) of the newest write of a slot (or ("own", pfn)) before step `before`
+        whose (old, new) satisfy cond; (None, None) if none. Indexed (journal.py)."""
+        return self.index.last_where(slot, before, cond)
 
     def describe(self, ev) -> str:
         return describe(self.e, ev)
@@ -87,7 +80,7 @@ class Ctx:
 
     def byte_origin(self, space: int, addr: int, before: int, what: str = "the byte") -> Link | None:
         """Where the byte at (space, addr) last came from before step `before`."""
-        sev, sw = self.last_write(_mem_covers(space, addr), before)
+        sev, sw = self.index.byte_write(space, addr, before)
         if sev is None:
             return None
         L = self.L
@@ -109,6 +102,20 @@ class Ctx:
         return Link(sev.step, f"{what} came from {act_text(sev.act)} "
                     f"({L.describe(sw[0])} = {new.hex() if isinstance(new, bytes) else new})", sw[0], "source")
 
+    def entries(self, routine: str, after: int = 0, before: int | None = None) -> list:
+        """Events that ran the first op of `routine` (a call of it) in steps [after, before)."""
+        rt = self.e.rid.get(routine)
+        if rt is None:
+            return []
+        evs = self.e.events
+        hi = len(evs) if before is None else min(before, len(evs))
+        return [evs[i] for i in range(max(0, after), hi) if evs[i].act[0] == "op" and evs[i].rt == rt
+                and evs[i].pc == 0]
+
+    def first_write(self, ev) -> object:
+        """A location the event wrote (for a link that points at the event itself), or None."""
+        return ev.writes[0][0] if ev.writes else None
+
     def pack_links(self, topic: str, *args) -> list[Link]:
         pack = getattr(self.e, "pack", None)
         out: list[Link] = []
@@ -117,30 +124,12 @@ class Ctx:
         return out
 
 
-def _mem_covers(space: int, addr: int):
-    """Matches any write of the byte at `addr` in `space` (the last one before a read is the
-    one that put the value there)."""
-    pfn = addr >> PAGE_SHIFT
-
-    def m(loc, old, new):
-        if not isinstance(loc, tuple):
-            return False
-        if loc[0] == "m" and loc[1] == space:
-            return loc[2] <= addr < loc[2] + len(new)
-        if loc[0] == "pg" and space == RAM and loc[1] == pfn:
-            return True
-        if loc[0] == "ov" and loc[1] == space:
-            return True
-        return False
-    return m
-
-
 def _cond_vars(cond_text: str) -> list[str]:
     return [t for t in cond_text.replace("&&", " ").split() if t[0] in "$%"]
 
 
-def _set_bit(slot: int, v: int):
-    return lambda loc, o, n: loc == slot and (n >> v & 1) and not (o >> v & 1)
+def _set_bit(v: int):
+    return lambda o, n: (n >> v & 1) and not (o >> v & 1)
 
 
 def explain_hang(eng) -> list[Link]:
@@ -201,7 +190,7 @@ def _blocked_chain(ctx: Ctx, c: int) -> list[Link]:
     b = L.base(c)
     irr, isr = S[b + F_IRR], S[b + F_ISR]
     v = irr.bit_length() - 1
-    ev, w = ctx.last_write(_set_bit(b + F_IRR, v), now)
+    ev, w = ctx.slot_write(b + F_IRR, now, _set_bit(v))
     src = ""
     if ev is not None and ev.act[0] == "land":
         sender = _find_send(eng, ev.act[1], c, v, ev.step)
@@ -212,7 +201,7 @@ def _blocked_chain(ctx: Ctx, c: int) -> list[Link]:
                         w[0] if w else None, "pending"))
         return out
     u = isr.bit_length() - 1 if isr else -1
-    dev, dw = ctx.last_write(_set_bit(b + F_ISR, u), now) if u >= 0 else (None, None)
+    dev, dw = ctx.slot_write(b + F_ISR, now, _set_bit(u)) if u >= 0 else (None, None)
     since = f" (in service since step {dev.step})" if dev is not None else ""
     out.append(Link(ev.step if ev else 0,
                     f"{vector_name(v)} became pending in cpu{c}'s IRR{src}; it cannot be delivered while "
@@ -225,7 +214,7 @@ def _blocked_chain(ctx: Ctx, c: int) -> list[Link]:
     while rest:
         v2 = rest.bit_length() - 1
         rest &= ~(1 << v2)
-        ev2, w2 = ctx.last_write(_set_bit(b + F_IRR, v2), now)
+        ev2, w2 = ctx.slot_write(b + F_IRR, now, _set_bit(v2))
         out.append(Link(ev2.step if ev2 else 0, f"{vector_name(v2)} became pending in cpu{c}'s IRR too; it stays "
                         f"behind the in-service {vector_name(u)}{since}", w2[0] if w2 else None, "pending"))
     # later sends of the same vector that collapsed into the pending one (one link per send)
@@ -283,8 +272,77 @@ def _find_send(eng, src: int, dst: int, v: int, before: int):
     return None
 
 
+def generation_at(ctx: Ctx, step: int) -> int:
+    """The running kernel's generation just before event `step`."""
+    ev, w = ctx.slot_write(ctx.L.gindex["kgen"], step)
+    return w[2] if ev is not None else 1
+
+
+def explain_corruption(eng) -> list[Link]:
+    """Why the hypervisor wrote into a page the running kernel does not own for that purpose:
+    the write; the page's owner at that time and since when; the MSR write that pointed the
+    hypervisor there and its kernel generation; the transitions in between; the teardown that
+    never ran (the pack names it)."""
+    ctx = Ctx(eng)
+    L = eng.L
+    vev = next((ev for ev in reversed(eng.events) if any(n[0] == "violation" for n in ev.notes)), None)
+    if vev is None:
+        return []
+    nt = next(n for n in vev.notes if n[0] == "violation")
+    _, name, cpu, structure, gpa, own, gen, want = nt
+    pfn = gpa >> PAGE_SHIFT
+    links: list[Link] = []
+    mw = next((w for w in vev.writes if isinstance(w[0], tuple) and w[0][0] == "m"), None)
+    where_ = "its overlay page, mapped" if mw is not None and mw[0][1] >= 0 else "guest RAM"
+    links.append(Link(vev.step, f"the {eng.cfg.hypervisor} hypervisor wrote cpu{cpu}'s {structure} in {where_} at GPA "
+                      f"0x{gpa:x} ({describe(eng, vev)}); kernel generation {gen} is running", mw[0] if mw else None,
+                      "write"))
+    oev, ow = ctx.slot_write(("own", pfn), vev.step)
+    if own is None:
+        prev = f"; its last owner was generation {ow[1][0]}'s {ow[1][1]} of cpu{ow[1][2]}" if oev is not None and ow[1] \
+            else ""
+        links.append(Link(oev.step if oev else 0, f"page 0x{pfn << PAGE_SHIFT:x} is owned by no kernel of generation "
+                          f"{gen}{' since ' + describe(eng, oev) if oev else ''}{prev}; the hypervisor may write there "
+                          f"only into a page the running kernel owns as {want} of cpu{cpu}",
+                          ow[0] if ow else None, "owner"))
+    else:
+        links.append(Link(oev.step if oev else 0, f"page 0x{pfn << PAGE_SHIFT:x} belongs to kernel generation {own[0]} as "
+                          f"{own[1]} of cpu{own[2]}{' since ' + describe(eng, oev) if oev else ''}, not as {want} of "
+                          f"cpu{cpu}", ow[0] if ow else None, "owner"))
+    # the MSR write that pointed the hypervisor at the page
+    sp = next((p for p in eng.hv.shared_pages(cpu) if p.structure.name == structure), None)
+    msr = sp.msr if sp is not None else None
+    zev = None
+    if msr is not None and msr in L.msr_off:
+        slot = L.base(cpu) + L.msr_off[msr]
+        zev, zw = ctx.slot_write(slot, vev.step, lambda o, n: n & 1 and (n >> PAGE_SHIFT) == pfn)
+        if zev is not None:
+            from .msr import MSR_NAMES
+            g = generation_at(ctx, zev.step)
+            links.append(Link(zev.step, f"{MSR_NAMES.get(msr, hex(msr))} = 0x{zw[2]:x} pointed the hypervisor at GPA "
+                              f"0x{pfn << PAGE_SHIFT:x}: {describe(eng, zev)}, in kernel generation {g}", zw[0], "pointer"))
+            # the transitions since then: the guest changed kernels, the hypervisor kept the pointer
+            kslot = L.gindex["kgen"]
+            for tev in eng.events[zev.step + 1:vev.step]:
+                tn = next((n for n in tev.notes if n[0] == "transition"), None)
+                if tn is not None:
+                    kw = next((w for w in tev.writes if w[0] == kslot), None)
+                    links.append(Link(tev.step, f"{tn[1].replace('_', ' ')} on cpu{tn[3]}: the running kernel became "
+                                      f"generation {tn[2]}; the hypervisor still held the pointer",
+                                      kw[0] if kw else None, "transition"))
+            dis = ctx.slot_write(slot, vev.step, lambda o, n: (o & 1) and not (n & 1))[0]
+            if dis is None or dis.step < zev.step:
+                links.append(Link(vev.step, f"no write disabled cpu{cpu}'s {MSR_NAMES.get(msr, hex(msr))} between step "
+                                  f"{zev.step} and this write: the teardown never ran", None, "teardown"))
+    links += ctx.pack_links("corruption", nt, vev, zev)
+    links.sort(key=lambda k: k.step)
+    return links
+
+
 def explain(eng, outcome: str) -> list[Link]:
     """The causal chain of a run's outcome at the engine's current state."""
     if outcome == "hang":
         return explain_hang(eng)
+    if outcome == "corruption":
+        return explain_corruption(eng)
     return []

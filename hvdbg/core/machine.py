@@ -99,7 +99,7 @@ def _canon(v):
 class Machine:
     """The whole guest-visible and hypervisor-private state."""
 
-    __slots__ = ("L", "S", "ram", "ovl", "own", "w")
+    __slots__ = ("L", "S", "ram", "ovl", "own", "w", "_crc")
 
     def __init__(self, layout: Layout):
         self.L = layout
@@ -109,16 +109,24 @@ class Machine:
         self.ovl: dict[int, bytearray] = {}
         self.own: dict[int, tuple] = {}    # pfn -> (kernel generation, purpose, cpu): who owns a guest page
         self.w: list = []          # writes of the event being executed
+        self._crc: dict = {}       # (space, pfn-or-cpu) -> CRC32 of that page, dropped on every write to it
 
     @property
     def zob(self) -> int:
         """A fast state hash for cycle detection and exploration (not the digest).
         Ints and tuples hash the same in every process; pages go through CRC32."""
         h = hash(tuple(self.S))
+        crc = self._crc
         for k in sorted(self.ram):
-            h = hash((h, k, zlib.crc32(self.ram[k])))
+            c = crc.get((RAM, k))
+            if c is None:
+                c = crc[(RAM, k)] = zlib.crc32(self.ram[k])
+            h = hash((h, k, c))
         for k in sorted(self.ovl):
-            h = hash((h, -k, zlib.crc32(self.ovl[k])))
+            c = crc.get((0, k))
+            if c is None:
+                c = crc[(0, k)] = zlib.crc32(self.ovl[k])
+            h = hash((h, -k, c))
         if self.own:
             h = hash((h, tuple(sorted(self.own.items()))))
         return h
@@ -128,6 +136,12 @@ class Machine:
         for m, off in self.L.msr_off.items():
             self.S[b + off] = _msr.msr_reset_value(m, cpu)
         self.S[b + F_FRAMES] = ()
+
+    def reset_cpu_msrs(self, cpu: int) -> None:
+        """Every MSR of `cpu` back to its reset value (journaled: a partition reset)."""
+        b = self.L.base(cpu)
+        for m, off in self.L.msr_off.items():
+            self.set(b + off, _msr.msr_reset_value(m, cpu))
 
     def set_owner(self, pfn: int, owner: tuple | None) -> None:
         """Record who owns guest page `pfn` (journaled like every write)."""
@@ -178,6 +192,7 @@ class Machine:
         old = bytes(pg[off:off + len(new)])
         if old != new:
             pg[off:off + len(new)] = new
+            self._crc.pop((RAM, addr >> PAGE_SHIFT) if space == RAM else (0, space), None)
             loc = ("m", space, addr)
             self.w.append((loc, old, bytes(new)))
         return True
@@ -186,16 +201,19 @@ class Machine:
         """A RAM page (re)appears with `content` (an allocation: new, or reused after a kexec)."""
         old = self.ram.get(pfn)
         self.ram[pfn] = bytearray(content)
+        self._crc.pop((RAM, pfn), None)
         self.w.append((("pg", pfn), None if old is None else bytes(old), bytes(content)))
 
     def new_overlay(self, cpu: int, content: bytes) -> None:
         old = self.ovl.get(cpu)
         self.ovl[cpu] = bytearray(content)
+        self._crc.pop((0, cpu), None)
         self.w.append((("ov", cpu), None if old is None else bytes(old), bytes(content)))
 
     def drop_overlay(self, cpu: int) -> None:
         """An overlay page goes away (a partition reset)."""
         old = self.ovl.pop(cpu, None)
+        self._crc.pop((0, cpu), None)
         if old is not None:
             self.w.append((("ov", cpu), bytes(old), None))
 
@@ -206,15 +224,19 @@ class Machine:
             if loc.__class__ is int:
                 S[loc] = old
             elif loc[0] == "m":
-                pg = self.ram[loc[2] >> PAGE_SHIFT] if loc[1] == RAM else self.ovl[loc[1]]
+                key = (RAM, loc[2] >> PAGE_SHIFT) if loc[1] == RAM else (0, loc[1])
+                pg = self.ram[key[1]] if loc[1] == RAM else self.ovl[loc[1]]
                 off = loc[2] & (PAGE_SIZE - 1)
                 pg[off:off + len(old)] = old
+                self._crc.pop(key, None)
             elif loc[0] == "pg":
+                self._crc.pop((RAM, loc[1]), None)
                 if old is None:
                     del self.ram[loc[1]]
                 else:
                     self.ram[loc[1]] = bytearray(old)
             elif loc[0] == "ov":
+                self._crc.pop((0, loc[1]), None)
                 if old is None:
                     del self.ovl[loc[1]]
                 else:
@@ -232,15 +254,19 @@ class Machine:
             if loc.__class__ is int:
                 S[loc] = new
             elif loc[0] == "m":
-                pg = self.ram[loc[2] >> PAGE_SHIFT] if loc[1] == RAM else self.ovl[loc[1]]
+                key = (RAM, loc[2] >> PAGE_SHIFT) if loc[1] == RAM else (0, loc[1])
+                pg = self.ram[key[1]] if loc[1] == RAM else self.ovl[loc[1]]
                 off = loc[2] & (PAGE_SIZE - 1)
                 pg[off:off + len(new)] = new
+                self._crc.pop(key, None)
             elif loc[0] == "pg":
+                self._crc.pop((RAM, loc[1]), None)
                 if new is None:
                     del self.ram[loc[1]]
                 else:
                     self.ram[loc[1]] = bytearray(new)
             elif loc[0] == "ov":
+                self._crc.pop((0, loc[1]), None)
                 if new is None:
                     del self.ovl[loc[1]]
                 else:
@@ -275,3 +301,4 @@ class Machine:
         self.ram = {k: bytearray(v) for k, v in ram.items()}
         self.ovl = {k: bytearray(v) for k, v in ovl.items()}
         self.own = dict(own or {})
+        self._crc = {}

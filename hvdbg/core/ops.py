@@ -346,6 +346,15 @@ def _alloc(eng, c, b, op, pc):
     return pc + 1
 
 
+@op("free", "s", doc="free_page / vfree: the page at address SRC goes back to the allocator (its owner becomes free)")
+def _free(eng, c, b, op, pc):
+    addr = eng.val(c, b, op[1])
+    if addr > 0:
+        eng.set_owner(addr >> PAGE_SHIFT, "free", -1)
+        eng.note("free", addr >> PAGE_SHIFT)
+    return pc + 1
+
+
 # ---------------------------------------------------------------- MSRs, IPIs, INIT/SIPI
 @op("rdmsr", "ds", exits=True, doc="DST = MSR (unknown or write-only MSR: #GP)")
 def _rdmsr(eng, c, b, op, pc):
@@ -369,6 +378,33 @@ def _ipi(eng, c, b, op, pc):
 def _init_sipi(eng, c, b, op, pc):
     eng._init_sipi(eng.val(c, b, op[1]))
     return pc + 1
+
+
+# ---------------------------------------------------------------- kernel lifecycle (lifecycle.py)
+@op("kexec", doc="kexec: this vCPU jumps into a new kernel generation (start role bsp, IRQs off); the other "
+                 "vCPUs are parked until INIT/SIPI; hypervisor state survives")
+def _kexec(eng, c, b, op, pc):
+    eng._kexec(c)
+    return None
+
+
+@op("power_cycle", doc="the VM powers off and boots again: partition reset, a new kernel generation on every vCPU")
+def _power_cycle(eng, c, b, op, pc):
+    eng._power_cycle(c)
+    return None
+
+
+@op("save_image", doc="swsusp: save the running kernel's image (variables, page owners, owned pages)")
+def _save_image(eng, c, b, op, pc):
+    eng._save_image(c)
+    return pc + 1
+
+
+@op("restore_image", "f", doc="restore the saved image's kernel and continue at ROUTINE with IRQs off "
+                              "(restore_registers returning into create_image)")
+def _restore_image(eng, c, b, op, pc):
+    eng._restore_image(c, op[1])
+    return None
 
 
 def op_names() -> list[str]:

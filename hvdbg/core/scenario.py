@@ -54,6 +54,8 @@ class Scenario:
     source: str = ""
     text: str = ""
     pack: object = None
+    persist: tuple = ()          # global variables that survive kernel transitions (the harness's state)
+    invariants: dict = field(default_factory=dict)   # name -> its settings (checked on every event)
 
     def config(self, **over) -> Config:
         """Resolved run configuration: scenario defaults, then explicit overrides (None = keep),
@@ -87,8 +89,11 @@ class Scenario:
             fail("fix", f"unknown fix {cfg.fix!r} (this program has: none, {', '.join(sorted(self.program.variants))})")
 
 
-_TOP = {"scenario", "defaults", "vars", "percpu", "traffic", "weights", "schedule", "routines", "idt"}
-_SCEN = {"name", "description", "vcpus", "target", "goal", "timer_vector", "alloc_base", "pack"}
+_TOP = {"scenario", "defaults", "vars", "percpu", "traffic", "weights", "schedule", "routines", "idt", "invariants"}
+_SCEN = {"name", "description", "vcpus", "target", "goal", "timer_vector", "alloc_base", "pack", "persist"}
+_TOP_INV = "invariants"
+# Invariants a scenario may declare: name -> the keys of its settings table.
+INVARIANTS = {"hv-writes-owned": {"purposes"}}
 _DEF = {"hypervisor", "overlay", "fix", "garbage", "seed", "max_steps"}
 _TRAFFIC = {"from", "to", "vector", "count", "when"}
 
@@ -332,8 +337,24 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
             v.err(["routines"], str(e))
     for key, txt in (("goal", goal_text),):
         pass
+    persist = v.typ(sc, "persist", list, ["scenario"]) or []
+    for x in persist:
+        if not isinstance(x, str) or not _VAR.match(x):
+            v.err(["scenario", "persist"], f"expected global variable names, got {printable(repr(x), 40)}")
+    invariants = {}
+    for iname, settings in (v.typ(data, "invariants", dict, []) or {}).items():
+        if iname not in INVARIANTS:
+            v.err(["invariants", iname], f"unknown invariant (known: {', '.join(INVARIANTS)})")
+        if not isinstance(settings, dict):
+            v.err(["invariants", iname], "expected a table")
+        v.keys(settings, INVARIANTS[iname], ["invariants", iname])
+        purposes = settings.get("purposes", {})
+        if not isinstance(purposes, dict) or not all(isinstance(k, str) and isinstance(x, str) and _VAR.match(x)
+                                                     for k, x in purposes.items()):
+            v.err(["invariants", iname, "purposes"], "expected a table: structure = \"page purpose\"")
+        invariants[iname] = {"purposes": dict(purposes)}
     return Scenario(name, desc, vcpus, target, goal, goal_text, program, tv, traffic, defaults,
-                    init_vars, init_pcpu, weights, schedule, alloc_base, file, text, pack)
+                    init_vars, init_pcpu, weights, schedule, alloc_base, file, text, pack, tuple(persist), invariants)
 
 
 # One schema for a run configuration, wherever it comes from: a scenario's [defaults], the

@@ -21,14 +21,6 @@ class RunError(Exception):
     """Bad run input discovered while running (e.g. a schedule entry that is not enabled)."""
 
 
-def prng(seed: int, step: int) -> int:
-    """splitmix64 of (seed, step): the default choice policy holds no state."""
-    z = (seed * 0x9E3779B97F4A7C15 + (step + 1) * 0xD1B54A32D192ED03) & MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-    return z ^ (z >> 31)
-
-
 @dataclass
 class Traffic:
     src: int
@@ -208,7 +200,7 @@ class Scheduler:
         total = 0
         for a in acts:
             total += w[a[0]]
-        z = (self._seedmix + (self.step + 1) * 0xD1B54A32D192ED03) & MASK64   # prng(seed, step), inlined
+        z = (self._seedmix + (self.step + 1) * 0xD1B54A32D192ED03) & MASK64   # splitmix64 of (seed, step), inlined
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
         r = (z ^ (z >> 31)) % total

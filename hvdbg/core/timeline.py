@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from .defs import PAGE_SHIFT, vector_names
 from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_STEP, E_WRITES, Config, Engine, Result
 from .machine import F_FRAMES, F_IRR, F_ISR, F_PC, F_RT, RAM, Machine
+from .journal import JournalIndex
 from .view import MachineView
 
 STOP_POLL = 4096
@@ -86,6 +87,7 @@ class Break:
     """A breakpoint or watchpoint. ``kind``:
     pc (routine, op index, cpu?) - stop before that op executes;
     msr (msr, access 'rd'|'wr'|None, value?) / vector (what 'deliver'|'eoi'|'skip', vector?) /
+    note (note kind 'violation'|'transition', its first argument?) /
     mem (space, addr, length) / slot (state slot, bit?) - stop after the event that matches."""
     kind: str
     args: tuple
@@ -111,6 +113,9 @@ class Break:
         if self.kind == "mem":
             sp = "RAM" if a[0] == RAM else f"overlay(cpu{a[0]})"
             return f"watch {sp}[0x{a[1]:x}..+{a[2]}]"
+        if self.kind == "note":
+            what = {"violation": "a safety invariant violation (corruption)", "transition": "a kernel transition"}
+            return f"break on {what.get(a[0], a[0])}{'' if a[1] is None else ' ' + str(a[1])}{where}"
         return f"watch {tl.e.L.describe(a[0])}{'' if a[1] is None else f' bit 0x{a[1]:x}'}"
 
     def matches(self, tl: "Timeline", ev: tuple) -> bool:
@@ -124,6 +129,9 @@ class Break:
         if k == "msr":
             return any(n[0] == "msr" and n[2] == a[0] and (a[1] is None or n[1] == a[1]) and (a[2] is None or n[3] == a[2])
                        for n in ev[E_NOTES]) or any(n[0] == "gp" and n[1] == a[0] for n in ev[E_NOTES])
+        if k == "note":
+            kind, arg = a
+            return any(n[0] == kind and (arg is None or n[1] == arg) for n in ev[E_NOTES])
         if k == "vector":
             what, vec = a
             for n in ev[E_NOTES]:
@@ -173,8 +181,7 @@ class Timeline:
         self.result: Result | None = None
         self.breaks: list[Break] = []
         self._next_break = 1
-        self._index: dict = {}
-        self._indexed = 0
+        self.index = JournalIndex(engine)
         self.focus = 0
         self.frame_sel = 0
         self.stop_poll = STOP_POLL
@@ -402,9 +409,6 @@ class Timeline:
             raise ValueError(f"{routine} has ops 0..{len(r.ops) - 1}")
         return self.add_break("pc", rt, op, cpu=cpu)
 
-    def watch_slot(self, slot: int, bit: int | None = None) -> Break:
-        return self.add_break("slot", slot, bit)
-
     def watch_msr(self, cpu: int, msr: int) -> Break:
         return self.add_break("slot", self.e.bases[cpu] + self.e.L.msr_off[msr], None)
 
@@ -450,37 +454,11 @@ class Timeline:
         return self._search(False, stop)
 
     # ---- who wrote this? ----
-    def _index_upto(self, n: int) -> None:
-        idx = self._index
-        evs = self.e.events
-        for i in range(self._indexed, n):
-            for loc, old, new in evs[i][E_WRITES]:
-                if isinstance(loc, tuple) and loc[0] == "m":
-                    for j in range(len(new)):
-                        idx.setdefault(("b", loc[1], loc[2] + j), []).append(i)
-                else:
-                    idx.setdefault(loc, []).append(i)
-        self._indexed = max(self._indexed, n)
-
     def last_write(self, loc, before: int | None = None) -> int | None:
         """Step of the newest event before `before` (default: the current position) that wrote
-        `loc`: a state slot (int) or ("mem", space, addr) for one byte. Uses an index over
-        the journal (built incrementally), not a scan."""
-        before = self.pos if before is None else before
-        self._index_upto(self.length)
-        cands = []
-        if isinstance(loc, tuple) and loc[0] == "mem":
-            space, addr = loc[1], loc[2]
-            keys = [("b", space, addr), ("pg", addr >> PAGE_SHIFT) if space == RAM else ("ov", space)]
-        else:
-            keys = [loc]
-        for key in keys:
-            lst = self._index.get(key)
-            if lst:
-                j = bisect.bisect_left(lst, before) - 1
-                if j >= 0:
-                    cands.append(lst[j])
-        return max(cands) if cands else None
+        `loc`: a state slot (int), ("own", pfn) or ("mem", space, addr) for one byte. Uses the
+        journal index (journal.py), not a scan."""
+        return self.index.last(loc, self.pos if before is None else before)
 
     # ---- what-if branches ----
     def branch(self, name: str, at: int, edit: tuple | None = None, fix: str | None = None,

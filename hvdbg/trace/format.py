@@ -27,7 +27,11 @@ from typing import Any
 import msgpack
 
 MAGIC = b"HVDBGTR\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this hvdbg refuses with a reason (their state layout or content differs).
+OLD_VERSIONS = {1: "format version 1 was written by hvdbg 0.1, before the bug library: its machine state layout "
+                   "(page owners, kernel generations, the KVM PV MSRs) differs, so its digests cannot be checked; "
+                   "re-record it with this hvdbg (hvdbg run SCENARIO --record FILE)"}
 FILE_HEAD = struct.Struct("<8sI")  # magic, format version
 FILE_HEAD_SIZE = FILE_HEAD.size  # 12
 

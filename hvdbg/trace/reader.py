@@ -117,6 +117,8 @@ def _decode_header(path, buf: memoryview) -> tuple[dict, int]:
         raise F.TraceError(path, 8, f"format version {version} is newer than this hvdbg ({F.FORMAT_VERSION})")
     if version < 1:
         raise F.TraceError(path, 8, f"invalid format version {version}")
+    if version in F.OLD_VERSIONS:
+        raise F.TraceError(path, 8, F.OLD_VERSIONS[version])
     pos = F.FILE_HEAD_SIZE
     try:
         off, kind, payload = next(_frames(buf, pos))

@@ -1,0 +1,1 @@
+"""kvm-pv-hibernation (8b79feffeca2). See pack.toml and docs/bugs/kvm-pv-hibernation.md."""
