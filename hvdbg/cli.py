@@ -439,7 +439,6 @@ def cmd_sweep(args, out) -> int:
 
 def cmd_bugs(args, out) -> int:
     """The bug library (core/packs.py): one row per pack."""
-    from rich.table import Table
     from rich.text import Text
 
     from .core import packs
@@ -450,15 +449,17 @@ def cmd_bugs(args, out) -> int:
     if args.json:
         out.write(json.dumps(rows) + "\n")
         return EXIT_OK
-    t = Table(show_edge=False, header_style="bold")
-    for col in ("pack", "hypervisor", "transition", "symptom", "kernel", "upstream fix", "fixes (--fix)", "scenarios"):
-        t.add_column(col, overflow="fold")
-    for r in rows:
-        t.add_row(Text(r["pack"], "bold"), r["hypervisor"], r["transition"], r["symptom"], r["kernel"], r["upstream_fix"],
-                  ", ".join(r["fixes"]), ", ".join(r["scenarios"]))
     con = _console(out)
-    con.print(t)
-    con.print(Text("hvdbg run PACK shows the failure and its chain; --fix FIX runs a fix; docs/bugs/PACK.md tells each story",
+    for r in rows:
+        head = Text()
+        head.append(r["pack"], "bold")
+        head.append(f"   {r['hypervisor']} · {r['transition']} · {r['symptom']} · Linux {r['kernel']}")
+        con.print(head)
+        con.print(Text("  " + r["title"]))
+        scen = [f"{n} (default)" if n == r["default_scenario"] else n for n in r["scenarios"]]
+        con.print(Text(f"  --fix {' | '.join(r['fixes'])}   upstream {r['upstream_fix']}   {r['doc']}", style="dim"))
+        con.print(Text(f"  scenarios: {', '.join(scen)}", style="dim"))
+    con.print(Text("hvdbg run PACK shows the failure and its chain; --fix FIX runs a fix; hvdbg sweep PACK --seeds N",
                    style="dim"))
     return EXIT_OK
 

@@ -12,13 +12,13 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .core import hypervisors, packs
+from .core import hypervisors
 from .core.defs import VECTORS, vector_name
 from .core.explain import describe, explain, where
 from .core.machine import RAM
 from .core.msr import MSR_NAMES, MSRS
 from .core.timeline import Timeline
-from .core.why import CellError, cell_value, why_bit, why_cell, why_mem
+from .core.why import CellError, why_bit, why_cell, why_mem
 
 
 class CommandError(Exception):
@@ -584,8 +584,17 @@ def _branch_out(s: Session, name: str, child: Timeline, what: str) -> Output:
     s.branches[name] = child
     s.current = name
     out = child.result.outcome if child.result else "?"
-    return Output([f"branch {name}: {what} at step {child.fork} -> {out.upper()} after {child.length} steps",
-                   s.where_line()], {"branch": name, "outcome": out, "fork": child.fork}, moved=True)
+    d = child.e.replay_diverged
+    parent = child.parent.name if child.parent else "its parent"
+    if d >= 0:
+        how = f"; it followed {parent}'s recorded choices up to step {d}, then chose by its own seed"
+    elif child.parent is not None and child.length > child.parent.length:
+        how = f"; it followed all of {parent}'s recorded choices, then chose by its own seed"
+    else:
+        how = f"; it followed {parent}'s recorded choices"
+    return Output([f"branch {name}: {what} at step {child.fork} -> {out.upper()} after {child.length} steps{how}",
+                   s.where_line()], {"branch": name, "outcome": out, "fork": child.fork,
+                                     "replayed_until": d if d >= 0 else None}, moved=True)
 
 
 def _edit_branch(s: Session, stem: str, edit: tuple, stop=None) -> Output:
@@ -995,7 +1004,7 @@ def _expect(s, args, stop=None):
         need(args, 4, EXPECT_USAGE)
         addr = parse_int(args[1], "an address")
         space = parse_space(s, args[4] if len(args) > 4 else None)
-        val = e.m.read_mem(space, addr, 4)
+        val = tl.view().read(space, addr, 4)
         if val is None:
             raise ExpectationFailed(f"no page at 0x{addr:x} at step {tl.pos}")
         _cmp(val, args[2], parse_int(args[3], "a value"), f"u32 at 0x{addr:x} at step {tl.pos}")

@@ -7,12 +7,9 @@ import os
 import sys
 import tempfile
 import traceback
-from pathlib import Path
+from .paths import crash_dir
 
 
-def crash_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "hvdbg" / "crash"
 
 
 def write_crash_report(context: str = "") -> str:

@@ -24,7 +24,7 @@ from .core.timeline import Timeline
 from .safe import open_partial, output_target, printable
 from .trace.format import MAGIC, TraceError
 from .trace.reader import Trace, load_trace
-from .trace.writer import TraceWriter
+from .trace.writer import TraceWriter, publish
 
 TOOL = "hvdbg 0.1.0"
 CHECK_EVERY = 1000
@@ -101,7 +101,7 @@ def record(scn, cfg: Config, path, stop=None, checkpoint_every: int = 1000) -> T
         tl.pos = eng.step
         rec.finish(eng.step)
         w.close(tl.result.outcome, eng.step)
-        os.replace(tmp, target)
+        publish(tmp, target)
     except BaseException:
         w.abandon()
         raise
@@ -371,7 +371,7 @@ def save_session(session, path) -> int:
             n += 1
         out = main.result.outcome if main.result and main.result.outcome in OUTCOMES else "stopped"
         w.close(out, main.length)
-        os.replace(tmp, target)
+        publish(tmp, target)
     except BaseException:
         w.abandon()
         try:                        # an unfinished save is of no use: the partial file is ours, remove it

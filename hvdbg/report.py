@@ -140,8 +140,7 @@ def state_report(eng, step: int | None = None, branch: str = "main", mv: Machine
     vcpus = []
     for v, cv in zip(vcpu_summary(mv), mv.cpus()):
         msrs = {msr_label(m): f"0x{val:x}" for m, val in cv.msrs().items()}
-        shared_msrs = {p.msr for p in mv.shared_pages(cv.c)}
-        changed = [msr_label(m) for m, val in cv.msrs().items() if m in cv.msrs(changed_only=True) or m in shared_msrs]
+        changed = [msr_label(m) for m in cv.shown_msrs()]
         frames = [f"call from {f.routine}+{f.pc}" if f.kind == "call" else
                   f"interrupt 0x{f.vector:02x} in {f.routine}+{f.pc} (IF={f.IF})" for f in cv.frames()]
         regs = {f"r{i}": f"0x{x:x}" for i, x in enumerate(cv.regs)}

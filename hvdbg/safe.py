@@ -25,14 +25,6 @@ import stat
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def unsafe_char(s: str) -> str | None:
-    """The first character of `s` that must not reach a terminal unescaped, or None."""
-    for ch in s:
-        if ch in _BIDI or not ch.isprintable():
-            return ch
-    return None
-
-
 def printable(value, limit: int = 160) -> str:
     """`value` as one visible line: non-printable characters (newlines, ESC, NUL, bidi
     controls) escaped as \\xNN / \\uNNNN, cut to `limit` characters with a count."""

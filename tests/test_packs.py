@@ -3,7 +3,6 @@ chain is built from the journal, the generic layers know no pack, and a hypervis
 registered from a test file alone shows up everywhere the registry feeds."""
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess

@@ -107,3 +107,29 @@ def test_vector_and_msr_names_wherever_numbers_are():
 def test_docs_commands_md_is_generated_from_the_definitions():
     from hvdbg.commands import markdown_reference
     assert (ROOT / "docs" / "commands.md").read_text() == markdown_reference() + "\n"
+
+
+EXPECT_SAMPLES = {   # kind -> (a line that holds at step 1040 of cpu-offline, one that does not)
+    "outcome": ("expect outcome hang", "expect outcome ok"),
+    "isr": ("expect isr cpu1 has RESCHEDULE", "expect isr cpu1 lacks RESCHEDULE"),
+    "irr": ("expect irr cpu0 lacks 0x30", "expect irr cpu0 has 0x30"),
+    "msr": ("expect msr cpu1 HV_X64_MSR_VP_ASSIST_PAGE == 0", "expect msr cpu1 HV_X64_MSR_VP_ASSIST_PAGE != 0"),
+    "mem": ("expect mem 0x10001004 == 0xa5a5a5a5 ram", "expect mem 0x10001004 == 0 ram"),
+    "var": ("expect var nr_cpus == 2", "expect var nr_cpus == 3"),
+    "step": ("expect step == 1040", "expect step > 1040"),
+    "hotplug": ("expect hotplug cpu1 dying", "expect hotplug cpu1 online"),
+    "branch": ("expect branch main outcome hang", "expect branch main outcome ok"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECT_SAMPLES))
+def test_every_expect_kind_holds_and_fails(kind):
+    """Each `expect` kind both holds and fails through the command layer (one had a NameError)."""
+    from hvdbg.commands import EXPECT_USAGE
+    assert kind in EXPECT_USAGE
+    s = Session.open("cpu-offline")
+    s.execute("goto 1040")
+    good, bad = EXPECT_SAMPLES[kind]
+    assert s.execute(good).data == {"held": True}
+    with pytest.raises(ExpectationFailed):
+        s.execute(bad)

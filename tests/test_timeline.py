@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hvdbg.core.defs import VECTORS
 from hvdbg.core.msr import MSRS
 from hvdbg.core.engine import E_ACT, E_WRITES, Engine
-from hvdbg.core.explain import explain_hang
+from hvdbg.core.explain import explain, explain_hang
 from hvdbg.core.machine import F_ISR
 from hvdbg.core.scenario import load_scenario
 from hvdbg.core.timeline import Timeline
@@ -210,3 +210,99 @@ def test_a_branch_never_changes_its_parent(at, kind, seed):
     tl.goto(tl.length)
     assert tl.e.m.digest() == digest_end
     assert child.events[at][E_ACT] == edit
+
+
+# ---------------------------------------------------------------- issue 9 defects
+@settings(max_examples=12, deadline=None, database=None)
+@given(st.integers(0, 10_000), st.integers(1, 1400), st.sampled_from(["irr", "isr"]), st.integers(0, 1))
+def test_why_bit_names_the_event_that_last_toggled_it(seed, at, reg, cpu):
+    """`why irr|isr cpuN V`: the step it names toggled exactly that bit of that vCPU, and no
+    later event before the cursor did (e.g. a landing IPI on cpu0 is not blamed on cpu1's ops)."""
+    from hvdbg.core.why import cell_slot, why_bit
+    tl = record(seed=seed, max_steps=1500)
+    tl.goto(min(at, tl.length))
+    slot = cell_slot(tl, (reg, cpu))
+    bits = tl.e.m.S[slot]
+    vecs = [v for v in range(256) if bits >> v & 1] or [VECTORS["RESCHEDULE"]]
+    for v in vecs:
+        lines, data = why_bit(tl, cpu, reg, v)
+        i = data["step"]
+        toggles = [j for j in range(tl.pos) for loc, old, new in tl.events[j][E_WRITES]
+                   if loc == slot and (old ^ new) >> v & 1]
+        assert i == (toggles[-1] if toggles else None), lines
+        if i is not None:
+            ev = tl.events[i]
+            assert ev.act[0] != "op" or ev.cpu == cpu or reg == "irr", lines   # ISR changes only on its own vCPU
+
+
+@pytest.mark.parametrize("at", [0, 700, 1300])
+def test_a_branch_without_edit_reproduces_its_parent_with_prefix_statistics(at):
+    """A branch with no edit replays the parent's choices: same events, and the statistics and
+    pack state of the shared prefix are accounted (not restarted at zero)."""
+    tl = record()
+    tl.add_break("msr", MSRS["HV_X64_MSR_VP_ASSIST_PAGE"], "wr", 0, cpu=1)
+    child = tl.branch("same", at)
+    assert child.result.outcome == tl.result.outcome and child.length == tl.length
+    assert child.e.events == tl.e.events
+    assert child.e.stats == tl.e.stats and child.e.pack_state == tl.e.pack_state
+    assert [(b.number, b.kind, b.args, b.cpu) for b in child.breaks] == \
+        [(b.number, b.kind, b.args, b.cpu) for b in tl.breaks]          # breakpoints follow onto the branch
+    child.goto(0)
+    assert child.continue_().brk is not None and child.pos - 1 == tl.e.pack_state["first_disable_step"]
+
+
+def test_a_cpu_coming_back_online_runs_hv_cpu_init_with_irqs_on():
+    """IRQs are on when the re-onlined CPU's hv_cpu_init runs (start_secondary's
+    local_irq_enable, then the idle loop's sti; hlt before the cpuhp thread is woken), so it can
+    be interrupted - the window in which a stale apic_assist bit is consumed."""
+    tl = record("cpu-offline-online", fix="gfp-zero")
+    assert tl.result.outcome == "ok"
+    entries = [i for i, ev in enumerate(tl.e.events) if ev.act[0] == "op" and ev.cpu == 1
+               and tl.e.routines[tl.machine_at(i).S[tl.e.bases[1]]].name.startswith("hv_cpu_init")]
+    disable = tl.e.pack_state["first_disable_step"]
+    later = [i for i in entries if i > disable]
+    assert later, "cpu1 never ran hv_cpu_init after going offline"
+    from hvdbg.core.machine import F_IF
+    assert tl.machine_at(later[0]).S[tl.e.bases[1] + F_IF] == 1
+
+
+def test_branches_built_in_threads_while_the_parent_moves_equal_serial_ones():
+    """Readers never move what they read: 20 branches built in worker threads while the UI
+    thread moves the parent give exactly the events of the same branches built serially."""
+    import random
+    import threading
+    tl = record(seed=3, max_steps=1500)
+    ats = [random.Random(i).randrange(0, tl.length) for i in range(20)]
+    edit = ("edit", "inject", 1, VECTORS["CALL_FUNCTION"])
+    serial = [list(tl.branch(f"s{i}", at, edit).e.events) for i, at in enumerate(ats)]
+    out: dict = {}
+
+    def work(i, at):
+        out[i] = list(tl.branch(f"t{i}", at, edit).e.events)
+
+    threads = [threading.Thread(target=work, args=(i, at)) for i, at in enumerate(ats)]
+    rng = random.Random(0)
+    for t in threads:
+        t.start()
+        tl.goto(rng.randrange(0, tl.length + 1))
+    while any(t.is_alive() for t in threads):
+        tl.goto(rng.randrange(0, tl.length + 1))
+        tl.rstep()
+    for t in threads:
+        t.join()
+    assert [out[i] for i in range(20)] == serial
+
+
+def test_kvm_chains_never_speak_of_an_overlay():
+    """KVM has no overlay page: neither a KVM hang (a what-if bit0 in the never-zeroed page)
+    nor the KVM pack's corruption chain may say 'overlay'."""
+    tl = record(hypervisor="kvm")
+    page = tl.view().cpu(1).percpu("hv_vp_assist_page")
+    child = tl.branch("set-bit0", tl.e.pack_state["first_disable_step"] + 1, ("edit", "flip", -1, page, 0))
+    assert child.result.outcome == "hang"
+    s = scn("kvm-hibernation-resume")
+    eng = Engine(s, s.config())
+    assert eng.run().outcome == "corruption"
+    for e, outcome in ((child.e, "hang"), (eng, "corruption")):
+        links = explain(e, outcome)
+        assert links and not [lk.text for lk in links if "overlay" in lk.text.lower()]

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hvdbg.trace import TraceError, TraceWriter, atomic_save, load_trace, read_checkpoint, read_footer
+from hvdbg.trace import TraceError, TraceWriter, load_trace, read_checkpoint, read_footer
 from hvdbg.trace import format as F
 from hvdbg.trace import writer as W
 
@@ -220,26 +220,28 @@ def test_abandon_and_durable(tmp_path):
         TraceWriter(p, HEADER, overwrite=False)
 
 
-def test_atomic_save(tmp_path):
+def test_a_failed_save_leaves_the_old_trace_and_no_partial(tmp_path, monkeypatch):
+    """save_session writes PATH.partial and publishes it only when complete: a failure in the
+    middle leaves the old trace byte for byte and removes the partial file."""
+    from hvdbg import recording
+    from hvdbg.commands import Session
     p = tmp_path / "saved.hvt"
-    p.write_bytes(b"old")
+    s = Session.open("cpu-offline")
+    recording.save_session(s, p)
+    old = p.read_bytes()
+    s.execute("goto 1000")
+    s.execute("flip 0x10001000 0")
 
-    def boom(f):
-        f.write(b"partial")
+    def boom(self, *a, **k):
         raise OSError("disk full")
 
+    monkeypatch.setattr(TraceWriter, "branch", boom)
     with pytest.raises(OSError):
-        atomic_save(p, boom)
-    assert p.read_bytes() == b"old"
-
-    def write(f):
-        w = TraceWriter(f, HEADER)
-        for e in synth(10):
-            w.event(e)
-        w.close("ok", 10)
-
-    atomic_save(p, write)
-    assert len(load_trace(p).events) == 10 and load_trace(p).salvage is None
+        recording.save_session(s, p)
+    assert p.read_bytes() == old and sorted(os.listdir(tmp_path)) == ["saved.hvt"]
+    monkeypatch.undo()
+    assert recording.save_session(s, p) == 1
+    assert load_trace(p).salvage is None and len(load_trace(p).branches) == 1
     assert sorted(os.listdir(tmp_path)) == ["saved.hvt"]
 
 

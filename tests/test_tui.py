@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 
 from hvdbg.commands import COMMANDS, Session  # noqa: E402
-from hvdbg.tui.app import KEYS, CommandsProvider, HvdbgApp  # noqa: E402
+from hvdbg.tui.app import CommandsProvider, HvdbgApp  # noqa: E402
 
 from test_script import SAMPLES  # noqa: E402
 

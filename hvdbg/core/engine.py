@@ -326,8 +326,6 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
 
     _KIND_STAT = {"deliver": "deliveries", "land": "ipis_landed", "timer": "timer_fires", "traffic": "ipis_sent"}
 
-    EDIT_KINDS = EDIT_FIELDS
-
     def execute_edit(self, desc: tuple) -> Event:
         """Record a what-if edit as an event of its own kind: ("edit", kind, *ints).
         mem SPACE ADDR SIZE VALUE | flip SPACE ADDR BIT | msr CPU MSR VALUE | reg CPU N VALUE |

@@ -406,7 +406,3 @@ def _restore_image(eng, c, b, op, pc):
     eng._restore_image(c, op[1])
     return None
 
-
-def op_names() -> list[str]:
-    return sorted(OPS)
-

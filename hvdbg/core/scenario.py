@@ -335,8 +335,6 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
             program.select(fx)
         except ProgramError as e:
             v.err(["routines"], str(e))
-    for key, txt in (("goal", goal_text),):
-        pass
     persist = v.typ(sc, "persist", list, ["scenario"]) or []
     for x in persist:
         if not isinstance(x, str) or not _VAR.match(x):

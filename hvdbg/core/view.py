@@ -103,6 +103,14 @@ class CpuView:
                 out[m] = v
         return out
 
+    def shown_msrs(self) -> list[int]:
+        """The MSRs worth showing, in catalogue order: those not at their reset value and those
+        that point the hypervisor at a shared page (even while disabled). One list for the MSR
+        pane, `info` and the JSON report."""
+        keep = {p.msr for p in self.mv.shared_pages(self.c)}
+        changed = self.msrs(changed_only=True)
+        return [m for m in self.mv.e.L.msr_list if m in changed or m in keep]
+
     def percpu(self, name: str) -> int | None:
         off = self.mv.e.L.pvar.get(name)
         return None if off is None else self._s(off)

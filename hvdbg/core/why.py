@@ -41,10 +41,6 @@ def cell_slot(tl, cell: tuple) -> int:
     raise CellError(f"unknown cell {cell!r}")
 
 
-def cell_value(tl, cell: tuple):
-    return tl.e.m.S[cell_slot(tl, cell)]
-
-
 def event_line(tl, i: int) -> str:
     return f"step {i}: {describe(tl.e, tl.events[i])}"
 

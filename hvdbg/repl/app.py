@@ -20,6 +20,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from rich.console import Console
 from rich.markup import escape
 
+from ..paths import history_path
 from ..commands import ALIASES, COMMANDS, CommandError, ExpectationFailed, Session, complete, lookup
 from ..render import render_output
 
@@ -32,9 +33,8 @@ _LAST_WORD = re.compile(r"\S*$")
 
 
 def default_history_path() -> Path:
-    """``$XDG_STATE_HOME/hvdbg/history``, default ``~/.local/state/hvdbg/history``."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "hvdbg" / "history"
+    """``$XDG_STATE_HOME/hvdbg/history``, default ``~/.local/state/hvdbg/history`` (paths.py)."""
+    return history_path()
 
 
 def _default_history() -> History:

@@ -2,7 +2,7 @@
 
 from .format import FORMAT_VERSION, MAGIC, MAX_FRAME, TraceError, decode_descriptor, encode_descriptor
 from .reader import Trace, load_trace, read_checkpoint, read_footer
-from .writer import TraceWriter, atomic_save
+from .writer import TraceWriter, publish
 
 __all__ = [
     "FORMAT_VERSION",
@@ -11,7 +11,7 @@ __all__ = [
     "Trace",
     "TraceError",
     "TraceWriter",
-    "atomic_save",
+    "publish",
     "decode_descriptor",
     "encode_descriptor",
     "load_trace",

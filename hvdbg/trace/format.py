@@ -21,7 +21,6 @@ import os
 import struct
 import zlib
 from array import array
-from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -179,32 +178,6 @@ def decode_descriptor(enc: Any) -> tuple:
         if type(x) is not int:
             raise ValueError(f"malformed {DESC_NAMES[code]} descriptor {enc!r:.60}")
     return (DESC_NAMES[code], *enc[1:])
-
-
-class DescriptorDecoder:
-    """Interning decode table for events batches.
-
-    Real traces repeat a few hundred distinct descriptors, so ``decode_batch`` maps a
-    whole batch through a plain dict with ``operator.itemgetter`` (a C loop) and only
-    calls ``decode_descriptor`` for first sightings. The table size is bounded by the
-    number of bytes read.
-    """
-
-    def __init__(self):
-        self.table: dict = {}
-
-    def decode_batch(self, batch: tuple) -> tuple | list:
-        table = self.table
-        try:
-            if len(batch) > 1:
-                return itemgetter(*batch)(table)
-            return [table[x] for x in batch]
-        except KeyError:
-            pass
-        for x in batch:  # first sightings: validate and intern
-            if x not in table:
-                table[x] = decode_descriptor(x)
-        return [table[x] for x in batch]
 
 
 class Choices:

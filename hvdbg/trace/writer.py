@@ -13,9 +13,8 @@ process). ``os.fsync`` runs in ``close()``, and after every frame when
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from ..safe import open_partial
 from . import format as F
@@ -186,26 +185,13 @@ class TraceWriter:
         return False
 
 
-def atomic_save(path: Any, write_fn: Callable[[BinaryIO], None]) -> None:
-    """Replace ``path`` atomically: ``write_fn(f)`` fills a temp file in the same directory,
-    which is fsynced and ``os.replace``d over ``path``. On error the old file is untouched."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+def publish(tmp: str, path: str) -> None:
+    """Put a finished file in place: ``os.replace(tmp, path)`` (atomic: readers see the old
+    file or the new one, never a mix), then fsync the directory so the rename itself survives
+    a power loss. The writer fsynced the data in ``close()``."""
+    os.replace(tmp, path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(d, os.O_RDONLY)
+        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:

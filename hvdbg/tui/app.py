@@ -432,7 +432,6 @@ class HvdbgApp(App):
 
     def action_break_here(self) -> None:
         tl = self.session.tl
-        e = tl.e
         k = self.selection
         if k[0] == "msr":
             self.run_line(f"break msr {k[1]:#x} cpu {tl.focus}")

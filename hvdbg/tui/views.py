@@ -170,11 +170,7 @@ def decode_msr(m: int, v: int) -> str:
 
 def msr_rows(session, cpu: int) -> list[int]:
     """The MSRs the table shows (not at reset value, and the ones pointing at shared pages)."""
-    mv = session.tl.view()
-    cv = mv.cpu(cpu)
-    keep = {p.msr for p in mv.shared_pages(cpu)}
-    changed = cv.msrs(changed_only=True)
-    return [m for m in cv.msrs() if m in changed or m in keep]
+    return session.tl.view().cpu(cpu).shown_msrs()
 
 
 def selectable_vectors(session, cpu: int) -> list[tuple[str, int]]:

@@ -40,7 +40,7 @@ SWEEP_STATS = {
 
 def _why_stale(ctx, c: int, skip, space: int, addr: int) -> list:
     """Why apic_assist bit0 was stale when hv_apic_eoi_write read it."""
-    eng, L = ctx.e, ctx.L
+    L = ctx.L
     if space != RAM:
         return []
     b = L.base(c)
