@@ -66,7 +66,7 @@ class Result:
 
 
 def parse_garbage(spec: str) -> tuple:
-    """'0xfe' (fill byte) or 'random:SEED'. Raises ValueError with the reason."""
+    """'0xa5' (fill byte) or 'random:SEED'. Raises ValueError with the reason."""
     s = str(spec).strip().lower()
     if s.startswith("random:"):
         try:
@@ -76,7 +76,7 @@ def parse_garbage(spec: str) -> tuple:
     try:
         v = int(s, 0)
     except ValueError:
-        raise ValueError(f"garbage {spec!r}: expected a fill byte like 0xfe or random:SEED") from None
+        raise ValueError(f"garbage {spec!r}: expected a fill byte like 0xa5 or random:SEED") from None
     if not 0 <= v <= 255:
         raise ValueError(f"garbage {spec!r}: a fill byte is 0..255")
     return ("fill", v)
