@@ -900,8 +900,10 @@ def _info(s, args, stop=None):
         cfg = tl.e.cfg.as_dict()
         lines = [f"source: {s.source}", "config: " + ", ".join(f"{k}={v}" for k, v in cfg.items()),
                  f"branch {s.current}: {tl.length} events, outcome {tl.result.outcome if tl.result else '?'}, "
-                 f"{len(tl.ckpt)} checkpoints in memory"]
-        return Output(lines, {"config": cfg, "length": tl.length})
+                 f"segments of {tl.journal.K} events: {len(tl.journal.cache) + 1} built in memory "
+                 f"({tl.journal.built_events()} events), {tl.journal.builds} rebuilt so far"]
+        return Output(lines, {"config": cfg, "length": tl.length, "segment": tl.journal.K,
+                              "built_events": tl.journal.built_events(), "rebuilds": tl.journal.builds})
     raise CommandError(f"unknown info topic '{sub}'{_closest(sub, ['vcpu', 'msr', 'irq', 'assist', 'branches', 'trace'])}")
 
 

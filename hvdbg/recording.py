@@ -18,6 +18,7 @@ import msgpack
 
 from .core import hypervisors
 from .core.engine import E_ACT, E_WRITES, Config, Engine, RunError, act_text, edit_problem
+from .core.events import event_check  # noqa: F401  (re-exported: the check a trace stores per event)
 from .core.program import Program, ProgramError
 from .core.scenario import ScenarioError, check_config_values, parse_scenario
 from .core.timeline import Timeline
@@ -28,22 +29,6 @@ from .trace.writer import TraceWriter, publish
 
 TOOL = "hvdbg 0.1.0"
 CHECK_EVERY = 1000
-
-
-def event_check(writes) -> int:
-    """A 16-bit check of an event's writes, the same in every process."""
-    h = len(writes)
-    for loc, old, new in writes:
-        if loc.__class__ is int:
-            if new.__class__ is int:
-                h = (h * 1000003) ^ (loc << 7) ^ (new & 0xFFFFFFFF) ^ (new >> 200)
-            else:
-                h = (h * 1000003) ^ (loc << 7) ^ len(new)
-        else:
-            data = new if new.__class__ is bytes else b"" if new is None else repr(new).encode()
-            h = (h * 1000003) ^ zlib.crc32(data) ^ (loc[-1] if isinstance(loc[-1], int) else 0)
-        h &= 0xFFFFFFFFFFFF
-    return (h ^ (h >> 16) ^ (h >> 32)) & 0xFFFF
 
 
 def program_digest(scn) -> str:
@@ -92,10 +77,10 @@ def record(scn, cfg: Config, path, stop=None, checkpoint_every: int = 1000) -> T
     is written through); anything else is refused before the run starts (safe.output_target)."""
     target = output_target(path, MAGIC)
     eng = Engine(scn, cfg)
-    tl = Timeline(eng, checkpoint_every)
+    tl = Timeline(eng)
     tmp = partial_path(target)
     w = TraceWriter(open_partial(tmp), header_for(scn, cfg), owns=True)
-    rec = _Recorder(w, lambda step: eng.m.digest(), on_event=tl._hook)
+    rec = _Recorder(w, lambda step: eng.m.digest())
     try:
         tl.result = eng.run(stop=stop, hook=rec.hook)
         tl.pos = eng.step
@@ -237,7 +222,7 @@ def load(path, verify: bool = True, checkpoint_every: int = 1000, stop=None, jou
     eng = Engine(scn, cfg, journal=journal)
     eng.schedule = tr.events
     eng.schedule_ends_run = True
-    tl = Timeline(eng, checkpoint_every) if journal else None
+    tl = Timeline(eng) if journal else None
     all_checks = b"".join(c for c in tr.checkpoint_checks)
     n_checked = len(all_checks) // 2
     ends = {step: digest for step, digest, _s, _o in tr.checkpoints}
@@ -245,8 +230,6 @@ def load(path, verify: bool = True, checkpoint_every: int = 1000, stop=None, jou
     unpack = memoryview(all_checks).cast("H") if all_checks and sys.byteorder == "little" else None
 
     def hook(ev):
-        if tl is not None:
-            tl._hook(ev)
         if divergence:
             return
         i = ev[0]

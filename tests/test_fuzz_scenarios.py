@@ -119,7 +119,8 @@ def test_well_formed_hostile_scenarios_are_bounded(tmp_path, name):
     assert r.rss < 64 * MB + 8 * len(HOSTILE[name])
 
 
-def test_a_journaled_session_refuses_a_budget_it_cannot_hold(tmp_path):
+def test_a_journaled_session_refuses_a_budget_it_cannot_hold(tmp_path, monkeypatch):
+    monkeypatch.setenv("HVDBG_MEMORY", "2G")      # 1e9 events x 16 bytes does not fit
     f = tmp_path / "big.toml"
     f.write_text(HOSTILE["huge-budget"])
     script = tmp_path / "s.hvs"

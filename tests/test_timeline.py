@@ -138,7 +138,11 @@ def test_isr_watchpoint_and_stop_callback():
     tl.goto(0)
     tl.stop_poll = 100
     s = tl.continue_(stop=lambda: True)
-    assert s.reason == "interrupted" and 0 < tl.pos < tl.length
+    assert s.reason == "interrupted" and tl.pos < tl.length
+    tl.watch_irr(1, VECTORS["RESCHEDULE"], isr=True)
+    polls = []
+    s = tl.continue_(stop=lambda: polls.append(tl.pos) or len(polls) > 3)   # polled while it scans
+    assert len(polls) >= 1 and (s.reason == "interrupted" or s.brk is not None)
 
 
 def test_branch_flip_fixes_the_hang_and_parent_is_untouched():

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from .apic import ApicRules
 from .defs import PAGE_SHIFT, PAGE_SIZE
 from .events import (E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_STEP, E_WRITES, EDIT_FIELDS, Event, act_text,  # noqa: F401
-                     edit_problem, edit_text, make_event, parse_action)
+                     edit_problem, edit_text, event_check, make_event, parse_action)
 from .hang import NOT_CHECKED, HangSearch
+from .journal import DEFAULT_CACHE_BYTES, SEGMENT_EVENTS, Journal, JournalError
 from .lifecycle import LIFECYCLE_GLOBALS, Lifecycle
 from .hypervisors import make_hypervisor
 from .machine import F_HALT, F_IF, F_IRR, F_PC, F_R0, F_RT, RAM, Layout, Machine
@@ -90,7 +91,8 @@ def garbage_bytes(g: tuple, pfn: int) -> bytes:
 
 
 class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
-    def __init__(self, scenario, cfg: Config, journal: bool = True):
+    def __init__(self, scenario, cfg: Config, journal: bool = True, segment: int = SEGMENT_EVENTS,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.scn = scenario
         self.cfg = cfg
         # journal=False: events are passed to the run's hook but not kept (replay --verify,
@@ -154,7 +156,6 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
         from collections import deque
         self.replay: deque = deque()
         self.replay_diverged = -1
-        self.events: list[Event] = []
         self.step = 0
         self.stats: Counter = Counter()
         self._notes: list = []
@@ -169,6 +170,80 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
         self._hv_owned = inv["hv-writes-owned"]["purposes"] if "hv-writes-owned" in inv else None
         self._violation = None
         self._init_state()
+        self.attach_journal(Journal(segment, cache_bytes=cache_bytes))
+
+    def attach_journal(self, j: Journal) -> None:
+        """Make `j` this engine's journal (a new one, or a branch's over its parent's): its
+        head starts at the current step, where the current state is its first snapshot."""
+        self.events = j
+        j.rebuild = self._rebuild
+        if self.step not in j.snaps:
+            j.snaps[self.step] = self.m.snapshot()
+            j.stats_at[self.step] = (Counter(self.stats), _copy_state(self.pack_state))
+        self._app = j.head.events.append
+        self._jb = j.next_boundary()
+
+    def _close_segment(self) -> None:
+        j = self.events
+        self._jb = j.close_head(self.m.snapshot(), (Counter(self.stats), _copy_state(self.pack_state)))
+        self._app = j.head.events.append
+
+    def scratch(self, machine: Machine, step: int) -> "Engine":
+        """A shallow copy for read-only work at `step` on `machine` (explanations, rebuilding a
+        segment): it shares the program and the journal, keeps no journal of its own and has
+        its own statistics and caches, so this engine is not touched."""
+        import copy
+        e = copy.copy(self)
+        e.m = machine
+        e.step = step
+        e.journal = False
+        e._notes = []
+        e._cache = None
+        e._cw = None
+        e._waiting = set()
+        e._vars_changed = True
+        e.stats = Counter()
+        e.pack_state = {}
+        e.schedule, e.sched_i = [], 0
+        from collections import deque
+        e.replay = deque()
+        e.hv = copy.copy(self.hv)
+        e.hv.m = machine
+        e.hv.e = e
+        return e
+
+    def _rebuild(self, start: int, end: int) -> list:
+        """Re-execute events [start, end) of this engine's journal from the snapshot at
+        `start` with the recorded choices, checking each is enabled (and, for a trace, its
+        recorded check and the digest at the end). Runs on a scratch engine: this engine and
+        its machine do not move (the journal calls this from any thread)."""
+        j = self.events
+        m = Machine(self.L)
+        m.restore(j.snaps[start])
+        e = self.scratch(m, start)
+        out = []
+        last = None
+        checks = j.checks
+        off = j.fork
+        for i in range(start, end):
+            a = j.act(i)
+            if a[0] == "edit":
+                ev = e.execute_edit(a)
+                last = None
+            else:
+                acts = e._enabled_incremental(last, flat=True)
+                if a not in acts:
+                    raise JournalError(i, f"recorded choice {act_text(a)} is not enabled at step {i}")
+                ev = e.execute(a)
+                last = ev[5]
+            if checks is not None and 2 * (i - off) + 2 <= len(checks):
+                if int.from_bytes(checks[2 * (i - off):2 * (i - off) + 2], "little") != event_check(ev[5]):
+                    raise JournalError(i, f"event {i} ({act_text(a)}) wrote different values than when it was recorded")
+            out.append(ev)
+        want = j.digests.get(end)
+        if want is not None and want != m.digest():
+            raise JournalError(end - 1, f"state digest after event {end - 1} differs from the recorded one")
+        return out
 
     # ---------- setup ----------
     def start_routine(self, role: str) -> int:
@@ -318,10 +393,12 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
         writes = self.apply(a)
         notes = self._notes
         ev = make_event(self.step, a, c, rt, pc, writes, tuple(notes) if notes else ())
-        if self.journal:
-            self.events.append(ev)
         self._account(ev)
         self.step += 1
+        if self.journal:
+            self._app(ev)
+            if self.step == self._jb:
+                self._close_segment()
         return ev
 
     _KIND_STAT = {"deliver": "deliveries", "land": "ipis_landed", "timer": "timer_fires", "traffic": "ipis_sent"}
@@ -371,9 +448,12 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
                 m.set(0, tuple(lst))
             self.note("edit", f"{k} {' '.join(hex(a) if a > 9 else str(a) for a in args)}")
         ev = make_event(self.step, desc, cpu, -1, -1, m.w, tuple(self._notes))
-        self.events.append(ev)
         self._account(ev)
         self.step += 1
+        if self.journal:
+            self._app(ev)
+            if self.step == self._jb:
+                self._close_segment()
         self._cache = None
         return ev
 
@@ -550,6 +630,13 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
     def _result(self, outcome: str, reason: str) -> Result:
         self._last_result = r = Result(outcome, self.step, reason, dict(self.stats))
         return r
+
+
+def _copy_state(d: dict) -> dict:
+    """A copy of a pack's state dict deep enough that later runs do not change it (values are
+    ints, strings, tuples, lists, sets or dicts of those)."""
+    import copy
+    return copy.deepcopy(d) if d else {}
 
 
 def _collect(args, gvars: set, pvars: set) -> None:

@@ -6,6 +6,7 @@ its notes. Choices are descriptors (tuples), never indexes into a list.
 """
 from __future__ import annotations
 
+import zlib
 from typing import NamedTuple
 
 from .defs import VECTORS
@@ -134,3 +135,70 @@ def parse_action(text: str) -> tuple:
     return (k, *nums)
 
 
+
+
+# ---------------------------------------------------------------- packed choices
+# A model action packs into one u32: kind code in the low 3 bits, then its int arguments (each
+# 0..255: vCPUs < 64, vectors < 256), last argument lowest: ("op", 2) -> 16,
+# ("deliver", 1, 0xfb) -> 2009. The journal keeps every event's choice this way (4 bytes) and
+# trace files store these codes. An edit never packs: its code is EDIT_ACT and the descriptor
+# lives beside the column.
+ACT_KINDS = {"op": 0, "deliver": 1, "land": 2, "timer": 3, "traffic": 4}
+ACT_NAMES = {v: k for k, v in ACT_KINDS.items()}
+ACT_ARITY = {"op": 1, "deliver": 2, "land": 3, "timer": 2, "traffic": 3}
+_ARITY = {ACT_KINDS[k]: n for k, n in ACT_ARITY.items()}
+EDIT_ACT = 0xFFFFFFFF
+_PACKED: dict = {}
+_UNPACKED: dict = {}
+
+
+def pack_act(a: tuple) -> int:
+    """The u32 code of a model action (ValueError for anything that does not pack)."""
+    code = _PACKED.get(a)
+    if code is not None:
+        return code
+    k = ACT_KINDS.get(a[0]) if isinstance(a, tuple) and a and isinstance(a[0], str) else None
+    if k is None or len(a) != ACT_ARITY[a[0]] + 1:
+        raise ValueError(f"{str(a)[:60]} is not a model action")
+    code, shift = k, 3
+    for x in reversed(a[1:]):
+        if type(x) is not int or not 0 <= x <= 255:
+            raise ValueError(f"{str(a)[:60]}: argument {str(x)[:20]} does not pack (0..255)")
+        code |= x << shift
+        shift += 8
+    if len(_PACKED) < 65536:
+        _PACKED[a] = code
+    return code
+
+
+def unpack_act(code: int) -> tuple:
+    """Inverse of pack_act (ValueError on a code no action packs to)."""
+    a = _UNPACKED.get(code)
+    if a is not None:
+        return a
+    if type(code) is not int or code < 0:
+        raise ValueError(f"malformed action code {str(code)[:20]}")
+    n = _ARITY.get(code & 7)
+    if n is None or code >> (3 + 8 * n):
+        raise ValueError(f"malformed action code {code}")
+    args = [(code >> (3 + 8 * i)) & 0xFF for i in range(n)]
+    a = (ACT_NAMES[code & 7], *reversed(args))
+    if len(_UNPACKED) < 65536:
+        _UNPACKED[code] = a
+    return a
+
+
+def event_check(writes) -> int:
+    """A 16-bit check of an event's writes, the same in every process."""
+    h = len(writes)
+    for loc, old, new in writes:
+        if loc.__class__ is int:
+            if new.__class__ is int:
+                h = (h * 1000003) ^ (loc << 7) ^ (new & 0xFFFFFFFF) ^ (new >> 200)
+            else:
+                h = (h * 1000003) ^ (loc << 7) ^ len(new)
+        else:
+            data = new if new.__class__ is bytes else b"" if new is None else repr(new).encode()
+            h = (h * 1000003) ^ zlib.crc32(data) ^ (loc[-1] if isinstance(loc[-1], int) else 0)
+        h &= 0xFFFFFFFFFFFF
+    return (h ^ (h >> 16) ^ (h >> 32)) & 0xFFFF

@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .defs import PAGE_SHIFT, vector_name
-from .events import Event, act_text
-from .journal import JournalIndex
+from .events import Event, act_text, pack_act
+from .journal import Journal
 from .machine import F_FRAMES, F_HALT, F_IF, F_IRR, F_ISR, F_PC, F_RT, RAM
 from .program import parse_operand
 
@@ -65,7 +65,7 @@ class Ctx:
         self.e = eng
         self.L = eng.L
         self.now = eng.step
-        self.index = JournalIndex(eng)
+        self.index = eng.events
 
     def slot_write(self, slot, before: int, cond=None):
         """(event, write) of the newest write of a slot (or ("own", pfn)) before step `before`
@@ -107,10 +107,10 @@ class Ctx:
         rt = self.e.rid.get(routine)
         if rt is None:
             return []
-        evs = self.e.events
-        hi = len(evs) if before is None else min(before, len(evs))
-        return [evs[i] for i in range(max(0, after), hi) if evs[i].act[0] == "op" and evs[i].rt == rt
-                and evs[i].pc == 0]
+        j = self.e.events
+        hi = len(j) if before is None else min(before, len(j))
+        return [ev for ev in j.scan(max(0, after), hi, lambda summ, lo, h: j.has_where(rt << 16, lo, h))
+                if ev.act[0] == "op" and ev.rt == rt and ev.pc == 0]
 
     def first_write(self, ev) -> object:
         """A location the event wrote (for a link that points at the event itself), or None."""
@@ -219,7 +219,7 @@ def _blocked_chain(ctx: Ctx, c: int) -> list[Link]:
                         f"behind the in-service {vector_name(u)}{since}", w2[0] if w2 else None, "pending"))
     # later sends of the same vector that collapsed into the pending one (one link per send)
     seen_senders = set()
-    for cev in eng.events[ev.step + 1 if ev else 0:]:
+    for cev in eng.events.scan(ev.step + 1 if ev else 0, eng.step, Journal.with_note("collapse")):
         ca = cev.act
         if ca[0] == "land" and ca[2] == c and ca[3] == v and any(n[0] == "collapse" for n in cev.notes):
             sender = _find_send(eng, ca[1], c, v, cev.step)
@@ -235,7 +235,7 @@ def _blocked_chain(ctx: Ctx, c: int) -> list[Link]:
     out.append(Link(dev.step, f"{vector_name(u)} entered cpu{c}'s ISR when the hypervisor delivered it; no EOI has "
                     "cleared it since", dw[0], "isr"))
     # 4. where its EOI was skipped and why
-    skip = next((e2 for e2 in eng.events[dev.step + 1:]
+    skip = next((e2 for e2 in eng.events.scan(dev.step + 1, eng.step, Journal.with_note("eoi_skipped"))
                  if e2.cpu == c and e2.act[0] == "op" and any(n[0] == "eoi_skipped" for n in e2.notes)), None)
     if skip is None:
         out.append(Link(dev.step, f"no EOI for {vector_name(u)} was performed after it entered ISR", dw[0], "eoi"))
@@ -262,8 +262,13 @@ def _is_guest_store(eng, ev: Event) -> bool:
 
 
 def _find_send(eng, src: int, dst: int, v: int, before: int):
-    for i in range(before - 1, -1, -1):
-        ev = eng.events[i]
+    j = eng.events
+    code = pack_act(("traffic", src, dst, v))
+
+    def may(summ, lo, hi):
+        return summ is None or any(n[0] == "ipi" and n[1] == dst and n[2] == v for n in summ.notes) or \
+            j.rfind_code(code, hi, lo) is not None
+    for ev in j.scan(0, before, may, reverse=True):
         a = ev.act
         if a[0] == "traffic" and a[1] == src and a[2] == dst and a[3] == v:
             return ev
@@ -285,7 +290,8 @@ def explain_corruption(eng) -> list[Link]:
     never ran (the pack names it)."""
     ctx = Ctx(eng)
     L = eng.L
-    vev = next((ev for ev in reversed(eng.events) if any(n[0] == "violation" for n in ev.notes)), None)
+    vev = next((ev for ev in eng.events.scan(0, eng.step, Journal.with_note("violation"), reverse=True)
+                if any(n[0] == "violation" for n in ev.notes)), None)
     if vev is None:
         return []
     nt = next(n for n in vev.notes if n[0] == "violation")
@@ -323,7 +329,7 @@ def explain_corruption(eng) -> list[Link]:
                               f"0x{pfn << PAGE_SHIFT:x}: {describe(eng, zev)}, in kernel generation {g}", zw[0], "pointer"))
             # the transitions since then: the guest changed kernels, the hypervisor kept the pointer
             kslot = L.gindex["kgen"]
-            for tev in eng.events[zev.step + 1:vev.step]:
+            for tev in eng.events.scan(zev.step + 1, vev.step, Journal.with_note("transition")):
                 tn = next((n for n in tev.notes if n[0] == "transition"), None)
                 if tn is not None:
                     kw = next((w for w in tev.writes if w[0] == kslot), None)

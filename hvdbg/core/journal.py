@@ -1,84 +1,463 @@
-"""Who wrote what, when: an index over an engine's journal (its events' writes), built
-incrementally. The one answer to "the last write of this location before step N" - used by
-time travel (``Timeline.last_write``), `why` and every explanation - so no query scans the
-journal event by event.
+"""The journal: every event of one branch, kept compact and rebuilt on demand (issue 10).
 
-Keys: a state slot (int); ("b", space, addr) for one byte of RAM or an overlay page;
-("pg", pfn) / ("ov", cpu) for a page coming into existence; ("own", pfn) for a page owner.
+What stays in memory for the whole history, per event: the choice (a packed u32, events.py)
+and where the op ran (routine << 16 | pc, u32) - 8 bytes. Everything else (the writes, the
+notes) lives in **segments** of ``K`` events (a segment starts at a multiple of K, or at a
+branch's fork): a full machine snapshot is kept at every segment start, and a segment's
+events are re-executed from that snapshot with the recorded choices when someone asks for
+one of them (rr's checkpoints). Built segments sit in an LRU cache under a byte budget; the
+segment being recorded (the head) is always kept.
+
+Each closed segment also keeps a **summary**: the set of locations its events wrote (slots,
+pages, overlays, page owners) and the notes they made (kind and first two fields). "Who last
+wrote this byte before step N?" walks the summaries backwards and builds only the segment
+that has the answer; breakpoint searches skip segments whose summary cannot match.
+
+A branch's journal shares its parent's events before the fork (``base``/``fork``): nothing
+is copied, and the parent's journal is only read (its segment cache has a lock, so a branch
+can be computed in a worker thread while the UI moves the parent).
+
+Index keys (``last``): a state slot (int); ("b", space, addr) for one byte of RAM or an
+overlay page; ("pg", pfn) / ("ov", cpu) for a page coming into existence; ("own", pfn).
+Summary keys: a slot; ("pg", pfn) for any write into RAM page pfn; ("ov", cpu) for any write
+into an overlay page; ("own", pfn).
 """
 from __future__ import annotations
 
 import bisect
+import threading
+from array import array
+from collections import OrderedDict
+from typing import Callable, NamedTuple
 
 from .defs import PAGE_SHIFT
+from .events import EDIT_ACT, Event, pack_act, unpack_act
 from .machine import RAM
 
+SEGMENT_EVENTS = 16384         # K: events per segment (bench/timeline.py measures the choice)
+BYTES_PER_BUILT_EVENT = 520    # a built event in memory: its Event tuple, writes and notes (measured)
+DEFAULT_CACHE_BYTES = 512 << 20
+NO_RTPC = 0xFFFFFFFF
 
-class JournalIndex:
-    def __init__(self, eng):
-        self.e = eng
-        self._idx: dict = {}
-        self._n = 0
-        self._events = None
 
-    def _update(self) -> None:
-        evs = self.e.events
-        if evs is not self._events:            # a new journal (another engine or a restarted list)
-            self._idx, self._n, self._events = {}, 0, evs
-        n = len(evs)
-        if self._n >= n:
-            return
-        idx = self._idx
-        for i in range(self._n, n):
-            for loc, old, new in evs[i][5]:
-                if loc.__class__ is tuple and loc[0] == "m":
-                    for j in range(len(new)):
-                        idx.setdefault(("b", loc[1], loc[2] + j), []).append(i)
-                else:
-                    idx.setdefault(loc, []).append(i)
-        self._n = n
+class JournalError(Exception):
+    """A segment rebuilt from its snapshot does not match what was recorded (a trace whose
+    data disagrees with the model, or an engine bug). ``step`` is the first differing event."""
 
-    def steps(self, key) -> list[int]:
-        self._update()
-        return self._idx.get(key, [])
+    def __init__(self, step: int, why: str):
+        self.step = step
+        super().__init__(why)
 
-    def _keys(self, loc) -> list:
-        if isinstance(loc, tuple) and loc[0] == "mem":
-            space, addr = loc[1], loc[2]
-            return [("b", space, addr), ("pg", addr >> PAGE_SHIFT) if space == RAM else ("ov", space)]
+
+class Summary(NamedTuple):
+    writes: frozenset      # summary keys of every location written in the segment
+    notes: frozenset       # (kind, field1, field2) of every note (fields None when absent)
+
+
+def summary_key(loc):
+    if loc.__class__ is int:
+        return loc
+    k = loc[0]
+    if k == "m":
+        return ("pg", loc[2] >> PAGE_SHIFT) if loc[1] == RAM else ("ov", loc[1])
+    return loc                    # ("pg", pfn), ("ov", cpu), ("own", pfn)
+
+
+def note_key(n: tuple) -> tuple:
+    a = n[1] if len(n) > 1 else None
+    b = n[2] if len(n) > 2 else None
+    return (n[0], a if a.__class__ in (int, str) else None, b if b.__class__ in (int, str) else None)
+
+
+def summarize(events) -> Summary:
+    w, nt = set(), set()
+    wadd, nadd = w.add, nt.add
+    for ev in events:
+        for loc, _old, _new in ev[5]:
+            wadd(loc if loc.__class__ is int else summary_key(loc))
+        for n in ev[6]:
+            nadd(note_key(n))
+    return Summary(frozenset(w), frozenset(nt))
+
+
+def index_keys(loc, new) -> list:
+    if loc.__class__ is int:
         return [loc]
+    if loc[0] == "m":
+        return [("b", loc[1], loc[2] + j) for j in range(len(new))]
+    return [loc]
 
+
+def query_keys(loc) -> list[tuple]:
+    """(index key, summary key) pairs that a write of `loc` can show up under."""
+    if isinstance(loc, tuple) and loc[0] == "mem":
+        space, addr = loc[1], loc[2]
+        page = ("pg", addr >> PAGE_SHIFT) if space == RAM else ("ov", space)
+        return [(("b", space, addr), page), (page, page)]
+    return [(loc, loc)]
+
+
+class Segment:
+    """Events [start, start + len(events)) with a lazily built index (key -> steps)."""
+    __slots__ = ("start", "events", "_index", "_indexed")
+
+    def __init__(self, start: int, events: list):
+        self.start = start
+        self.events = events
+        self._index: dict = {}
+        self._indexed = 0
+
+    def index(self) -> dict:
+        evs = self.events
+        n = len(evs)
+        if self._indexed < n:
+            idx = self._index
+            for i in range(self._indexed, n):
+                ev = evs[i]
+                step = ev[0]
+                for loc, _old, new in ev[5]:
+                    if loc.__class__ is int:
+                        lst = idx.get(loc)
+                        if lst is None:
+                            idx[loc] = [step]
+                        elif lst[-1] != step:
+                            lst.append(step)
+                    else:
+                        for key in index_keys(loc, new):
+                            lst = idx.setdefault(key, [])
+                            if not lst or lst[-1] != step:
+                                lst.append(step)
+            self._indexed = n
+        return self._index
+
+
+class Journal:
+    """The events of one branch (module doc). Indexable like a list of Event tuples."""
+
+    def __init__(self, K: int = SEGMENT_EVENTS, base: "Journal | None" = None, fork: int = 0,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        self.K = max(1, K)
+        self.base = base
+        self.fork = fork
+        self.codes = array("I")           # closed own events: packed choices (EDIT_ACT for an edit)
+        self.rtpc = array("I")            # closed own events: routine << 16 | pc (NO_RTPC for edits)
+        self.edits: dict[int, tuple] = {}  # step -> edit descriptor
+        self.head = Segment(fork, [])     # the open segment the engine appends to
+        self.snaps: dict[int, tuple] = {}  # own segment starts -> machine snapshot
+        self.summaries: dict[int, Summary] = {}
+        self.cache: OrderedDict[int, Segment] = OrderedDict()
+        self.cache_bytes = cache_bytes
+        self.checks: bytearray | None = None   # per own event u16 checks, when known (traces)
+        self.digests: dict[int, str] = {}      # segment start -> state digest, when known (traces)
+        self.stats_at: dict[int, tuple] = {}   # segment start -> (statistics, pack state) there
+        # rebuild(start, end) -> list[Event]: re-executes [start, end) from snaps[start]
+        self.rebuild: Callable | None = None
+        self.lock = threading.RLock()
+        self.builds = 0                   # segments rebuilt so far (statistics, tests)
+
+    # ---------------------------------------------------------------- shape
+    def __len__(self) -> int:
+        return self.head.start + len(self.head.events)
+
+    @property
+    def closed(self) -> int:
+        """Events before the head segment (their columns are in codes/rtpc)."""
+        return self.head.start
+
+    def next_boundary(self) -> int:
+        s = self.head.start
+        return s - s % self.K + self.K
+
+    def seg_start(self, i: int) -> int:
+        if i < self.fork:
+            return self.base.seg_start(i)
+        return max(self.fork, i - i % self.K)
+
+    def seg_end(self, start: int) -> int:
+        if start < self.fork:
+            return min(self.base.seg_end(start), self.fork)
+        return min(start - start % self.K + self.K, self.head.start) if start < self.head.start else len(self)
+
+    def starts(self) -> list[int]:
+        """Own segment starts, oldest first (the head's included)."""
+        out, s = [], self.fork
+        while s <= self.head.start:
+            out.append(s)
+            if s == self.head.start:
+                break
+            s = s - s % self.K + self.K
+        return out
+
+    # ---------------------------------------------------------------- appending
+    def append(self, ev: Event) -> None:
+        """Slow path for callers outside the engine loop (the engine appends to head.events
+        directly and calls close_head at next_boundary())."""
+        self.head.events.append(ev)
+
+    def close_head(self, snapshot: tuple, stats: tuple | None = None) -> int:
+        """The head is complete (its last event reached a boundary): move its columns into the
+        arrays, summarize it, cache it built, keep `snapshot` (the state after it) and `stats`
+        (the run's statistics and pack state there) for the next segment. Returns the next
+        boundary."""
+        with self.lock:
+            head = self.head
+            evs = head.events
+            start = head.start
+            codes, rtpc = self.codes, self.rtpc
+            for ev in evs:
+                a = ev[1]
+                if a[0] == "edit":
+                    codes.append(EDIT_ACT)
+                    rtpc.append(NO_RTPC)
+                    self.edits[ev[0]] = a
+                else:
+                    codes.append(pack_act(a))
+                    rtpc.append(ev[3] << 16 | ev[4])
+            self.summaries[start] = summarize(evs)
+            end = start + len(evs)
+            self.snaps[end] = snapshot
+            if stats is not None:
+                self.stats_at[end] = stats
+            self.head = Segment(end, [])
+            if evs:
+                self.cache[start] = head
+                self._evict()
+            return self.next_boundary()
+
+    def truncate(self, n: int) -> None:
+        """Drop own events from n on (the head segment only: used when a run is cut back)."""
+        if n < self.head.start:
+            raise ValueError("only the open segment can be truncated")
+        del self.head.events[n - self.head.start:]
+        self.head._index, self.head._indexed = {}, 0
+
+    # ---------------------------------------------------------------- reading
+    def act(self, i: int) -> tuple:
+        """The choice of event i, without building its segment."""
+        if i < self.fork:
+            return self.base.act(i)
+        if i >= self.head.start:
+            return self.head.events[i - self.head.start][1]
+        c = self.codes[i - self.fork]
+        return self.edits[i] if c == EDIT_ACT else unpack_act(c)
+
+    def code(self, i: int) -> int:
+        if i < self.fork:
+            return self.base.code(i)
+        if i >= self.head.start:
+            a = self.head.events[i - self.head.start][1]
+            return EDIT_ACT if a[0] == "edit" else pack_act(a)
+        return self.codes[i - self.fork]
+
+    def where(self, i: int) -> tuple[int, int]:
+        """(routine, pc) of event i's op (-1, -1 for an edit), without building its segment."""
+        if i < self.fork:
+            return self.base.where(i)
+        if i >= self.head.start:
+            ev = self.head.events[i - self.head.start]
+            return ev[3], ev[4]
+        v = self.rtpc[i - self.fork]
+        return (-1, -1) if v == NO_RTPC else (v >> 16, v & 0xFFFF)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step == 1:
+                return list(self.iter_range(start, stop))
+            return [self[j] for j in range(start, stop, step)]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"event {i} is outside 0..{n - 1}")
+        if i < self.fork:
+            return self.base[i]
+        head = self.head
+        if i >= head.start:
+            return head.events[i - head.start]
+        s = max(self.fork, i - i % self.K)
+        return self.segment(s).events[i - s]
+
+    def __iter__(self):
+        return self.iter_range(0, len(self))
+
+    def __reversed__(self):
+        return self.iter_back(len(self), 0)
+
+    def __eq__(self, other) -> bool:
+        if other is self:
+            return True
+        try:
+            if len(other) != len(self):
+                return False
+        except TypeError:
+            return NotImplemented
+        return all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Journal({len(self)} events, {len(self.cache)} segments built)"
+
+    def iter_range(self, a: int, b: int):
+        """Events a..b-1 in order, one segment built at a time."""
+        b = min(b, len(self))
+        i = max(0, a)
+        while i < b:
+            if i < self.fork:
+                stop = min(b, self.fork)
+                yield from self.base.iter_range(i, stop)
+                i = stop
+                continue
+            head = self.head
+            if i >= head.start:
+                yield from head.events[i - head.start:b - head.start]
+                return
+            s = max(self.fork, i - i % self.K)
+            seg = self.segment(s)
+            stop = min(b, s + len(seg.events))
+            yield from seg.events[i - s:stop - s]
+            i = stop
+
+    def iter_back(self, b: int, a: int = 0):
+        """Events b-1 down to a."""
+        i = min(b, len(self)) - 1
+        while i >= max(0, a):
+            if i < self.fork:
+                yield from self.base.iter_back(i + 1, a)
+                return
+            head = self.head
+            if i >= head.start:
+                lo = max(a, head.start)
+                for j in range(i, lo - 1, -1):
+                    yield head.events[j - head.start]
+                i = lo - 1
+                continue
+            s = max(self.fork, i - i % self.K)
+            seg = self.segment(s)
+            lo = max(a, s)
+            evs = seg.events
+            for j in range(i, lo - 1, -1):
+                yield evs[j - s]
+            i = lo - 1
+
+    # ---------------------------------------------------------------- segments
+    def segment(self, start: int) -> Segment:
+        """The built segment that starts at `start` (own segments only)."""
+        head = self.head
+        if start == head.start:
+            return head
+        with self.lock:
+            seg = self.cache.get(start)
+            if seg is not None:
+                self.cache.move_to_end(start)
+                return seg
+            if self.rebuild is None or start not in self.snaps:
+                raise JournalError(start, f"segment at step {start} is not in memory and cannot be rebuilt")
+            end = self.seg_end(start)
+            events = self.rebuild(start, end)
+            self._check_rebuilt(start, end, events)
+            seg = Segment(start, events)
+            self.builds += 1
+            self.cache[start] = seg
+            self._evict()
+            return seg
+
+    def is_built(self, start: int) -> bool:
+        return start == self.head.start or start in self.cache or (start < self.fork and self.base.is_built(start))
+
+    def _check_rebuilt(self, start: int, end: int, events: list) -> None:
+        if len(events) != end - start:
+            raise JournalError(start + len(events), f"re-executing steps {start}..{end - 1} ended after "
+                                                    f"{len(events)} events")
+        off = self.fork
+        for ev in events:
+            i = ev[0]
+            want = self.rtpc[i - off]
+            got = NO_RTPC if ev[1][0] == "edit" else ev[3] << 16 | ev[4]
+            if want != got:
+                raise JournalError(i, f"event {i} ran a different op than was recorded")
+        if start not in self.summaries:
+            self.summaries[start] = summarize(events)
+
+    def _evict(self) -> None:
+        limit = max(2, self.cache_bytes // (BYTES_PER_BUILT_EVENT * self.K))
+        while len(self.cache) > limit:
+            self.cache.popitem(last=False)
+
+    def built_events(self) -> int:
+        return len(self.head.events) + sum(len(s.events) for s in self.cache.values())
+
+    # ---------------------------------------------------------------- snapshots
+    def snapshot_floor(self, k: int) -> tuple[int, tuple]:
+        """(step, snapshot) of the newest segment-start snapshot at or before step k (every own
+        segment start has one: the fork's is set by whoever makes the journal)."""
+        if k < self.fork:
+            return self.base.snapshot_floor(k)
+        s = self.seg_start(min(k, len(self)))
+        snap = self.snaps.get(s)
+        if snap is None:
+            raise JournalError(s, f"no snapshot at step {s}")
+        return s, snap
+
+    def stats_floor(self, k: int) -> tuple[int, tuple]:
+        """(step, (statistics, pack state)) kept at the newest segment start at or before k."""
+        if k < self.fork:
+            return self.base.stats_floor(k)
+        s = self.seg_start(min(k, len(self)))
+        while s not in self.stats_at:
+            s = self.seg_start(s - 1) if s > self.fork else None
+            if s is None:
+                return self.base.stats_floor(self.fork) if self.base is not None else (0, None)
+        return s, self.stats_at[s]
+
+    # ---------------------------------------------------------------- queries
     def last(self, loc, before: int) -> int | None:
         """Step of the newest event before `before` that wrote `loc`: a slot, ("own", pfn), or
-        ("mem", space, addr) for one byte (a page appearing counts as a write of its bytes)."""
-        best = None
-        for key in self._keys(loc):
-            lst = self.steps(key)
-            j = bisect.bisect_left(lst, before) - 1
-            if j >= 0 and (best is None or lst[j] > best):
-                best = lst[j]
-        return best
+        ("mem", space, addr) for one byte (a page appearing counts as a write of its bytes).
+        Walks the segment summaries backwards; builds only a segment that wrote it."""
+        qk = query_keys(loc)
+        before = min(before, len(self))
+        i = before - 1
+        while i >= self.fork and i >= 0:
+            s = max(self.fork, i - i % self.K)
+            summ = self.summaries.get(s)
+            if summ is None or any(sk in summ.writes for _ik, sk in qk):
+                idx = self.segment(s).index()
+                best = None
+                for ik, _sk in qk:
+                    lst = idx.get(ik)
+                    if lst:
+                        j = bisect.bisect_left(lst, before) - 1
+                        if j >= 0 and (best is None or lst[j] > best):
+                            best = lst[j]
+                if best is not None:
+                    return best
+            i = s - 1
+        if self.base is not None and i >= 0:
+            return self.base.last(loc, min(before, self.fork))
+        return None
 
     def last_where(self, loc, before: int, cond=None):
         """(event, write) of the newest write of slot / owner `loc` before `before` whose
         (old, new) satisfy cond; (None, None) if none."""
-        evs = self.e.events
-        lst = self.steps(loc)
-        j = bisect.bisect_left(lst, min(before, len(evs))) - 1
-        while j >= 0:
-            ev = evs[lst[j]]
+        b = min(before, len(self))
+        while True:
+            i = self.last(loc, b)
+            if i is None:
+                return None, None
+            ev = self[i]
             for w in ev[5]:
                 if w[0] == loc and (cond is None or cond(w[1], w[2])):
                     return ev, w
-            j -= 1
-        return None, None
+            b = i
 
     def byte_write(self, space: int, addr: int, before: int):
         """(event, write) that last put the byte (space, addr) in place before `before`."""
         i = self.last(("mem", space, addr), before)
         if i is None:
             return None, None
-        ev = self.e.events[i]
+        ev = self[i]
         pfn = addr >> PAGE_SHIFT
         for loc, old, new in ev[5]:
             if loc.__class__ is tuple:
@@ -87,3 +466,113 @@ class JournalIndex:
                 if (loc[0] == "pg" and space == RAM and loc[1] == pfn) or (loc[0] == "ov" and loc[1] == space):
                     return ev, (loc, old, new)
         return None, None
+
+    def summary_of(self, start: int) -> Summary | None:
+        """The summary of the segment starting at `start` (None: the open head, or unknown)."""
+        if start < self.fork:
+            return self.base.summary_of(start)
+        return self.summaries.get(start)
+
+    def has_where(self, value: int, a: int, b: int) -> bool:
+        """May an event in [a, b) have run the op routine << 16 | pc == value? Exact for closed
+        own events (the column), True for the open head."""
+        if a < self.fork:
+            if self.base.has_where(value, a, min(b, self.fork)):
+                return True
+            a = self.fork
+        if b > self.head.start:
+            return True
+        if a >= b:
+            return False
+        try:
+            self.rtpc.index(value, a - self.fork, b - self.fork)
+            return True
+        except ValueError:
+            return False
+
+    def segments_between(self, a: int, b: int, reverse: bool = False):
+        """(lo, hi, segment start) ranges covering [a, b), one per segment, in order."""
+        b = min(b, len(self))
+        if reverse:
+            i = b - 1
+            while i >= max(0, a):
+                s = self.seg_start(i)
+                lo = max(a, s)
+                yield lo, i + 1, s
+                i = lo - 1
+        else:
+            i = max(0, a)
+            while i < b:
+                s = self.seg_start(i)
+                hi = min(b, self.seg_end(s))
+                yield i, hi, s
+                i = hi
+
+    def scan(self, a: int, b: int, may=None, reverse: bool = False):
+        """Events in [a, b) (newest first if reverse), skipping every segment for which
+        may(summary, lo, hi) is False - summary None (the open head, or unknown) is passed too,
+        so `may` decides; segments skipped are not rebuilt."""
+        for lo, hi, s in self.segments_between(a, b, reverse):
+            if may is not None and not may(self.summary_of(s), lo, hi):
+                continue
+            yield from (self.iter_back(hi, lo) if reverse else self.iter_range(lo, hi))
+
+    @staticmethod
+    def with_note(kind: str, field1=None, field2=None):
+        """A `may` for scan(): the segment made a note of `kind` (with these fields if given)."""
+        def may(summ, lo, hi):
+            if summ is None:
+                return True
+            return any(n[0] == kind and (field1 is None or n[1] == field1) and (field2 is None or n[2] == field2)
+                       for n in summ.notes)
+        return may
+
+    def find_code(self, code: int, start: int, stop: int) -> int | None:
+        """First i in [start, stop) whose packed choice is `code`, without building segments."""
+        i = max(0, start)
+        stop = min(stop, len(self))
+        while i < stop:
+            if i < self.fork:
+                r = self.base.find_code(code, i, min(stop, self.fork))
+                if r is not None:
+                    return r
+                i = self.fork
+                continue
+            if i >= self.head.start:
+                evs, h = self.head.events, self.head.start
+                for j in range(i, stop):
+                    a = evs[j - h][1]
+                    if a[0] != "edit" and pack_act(a) == code:
+                        return j
+                return None
+            hi = min(stop, self.head.start)
+            try:
+                return self.codes.index(code, i - self.fork, hi - self.fork) + self.fork
+            except ValueError:
+                i = hi
+        return None
+
+    def rfind_code(self, code: int, start: int, stop: int) -> int | None:
+        """Last i in [stop, start) (searching backwards from start-1) with choice `code`."""
+        i = min(start, len(self)) - 1
+        while i >= max(0, stop):
+            if i < self.fork:
+                return self.base.rfind_code(code, i + 1, stop)
+            if i >= self.head.start:
+                evs, h = self.head.events, self.head.start
+                lo = max(stop, h)
+                for j in range(i, lo - 1, -1):
+                    a = evs[j - h][1]
+                    if a[0] != "edit" and pack_act(a) == code:
+                        return j
+                i = lo - 1
+                continue
+            codes, off = self.codes, self.fork
+            lo = max(stop, self.fork, i - 4095)
+            j = i
+            while j >= lo:
+                if codes[j - off] == code:
+                    return j
+                j -= 1
+            i = lo - 1
+        return None

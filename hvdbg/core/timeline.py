@@ -1,13 +1,15 @@
 """Time travel over a run's journaled events (design §4).
 
 A :class:`Timeline` owns one engine (one branch) and a position ``pos``: the machine
-holds the state after events ``0 .. pos-1``. Moving backwards applies recorded old
-values (cost of the events crossed, independent of the trace length); ``goto`` restores
-the nearest full snapshot (taken every ``checkpoint_every`` events while recording) and
-applies deltas forward — it never re-executes. Breakpoints and watchpoints are searched
-in the recorded events, forwards or backwards; ``last_write`` answers "who last wrote
-this?" from an index over the journal without moving. Long operations take a ``stop``
-callback. What-if edits create branches (:meth:`Timeline.branch`).
+holds the state after events ``0 .. pos-1``. The events live in the engine's journal
+(journal.py): segments of K events with a snapshot at each start, rebuilt from it on demand.
+Moving backwards applies recorded old values (cost of the events crossed, independent of the
+trace length); ``goto`` restores the nearest snapshot and applies deltas forward, or moves
+from the current position, whichever crosses fewer events and fewer segments to rebuild.
+Breakpoints and watchpoints are searched in the recorded events, forwards or backwards,
+skipping segments whose summary cannot match; ``last_write`` answers "who last wrote this?"
+without moving. Long operations take a ``stop`` callback. What-if edits create branches
+(:meth:`Timeline.branch`).
 """
 from __future__ import annotations
 
@@ -16,9 +18,12 @@ import os
 from dataclasses import dataclass
 
 from .defs import PAGE_SHIFT, vector_names
-from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_STEP, E_WRITES, Config, Engine, Result
+from collections import Counter
+
+from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_WRITES, Config, Engine, Result, _copy_state
+from .events import EDIT_ACT, pack_act
+from .journal import Journal
 from .machine import F_FRAMES, F_IRR, F_ISR, F_PC, F_RT, RAM, Machine
-from .journal import JournalIndex
 from .view import MachineView
 
 STOP_POLL = 4096
@@ -29,10 +34,12 @@ BRANCH_MIN_BUDGET = 100_000
 
 
 # ---------------------------------------------------------------- memory budget
-# A recorded (journaled) session keeps every event's writes: measured ~500 bytes per event
-# (bench/timeline.py). A session whose step budget cannot fit the memory budget is refused
-# up front instead of being OOM-killed hours later.
-JOURNAL_BYTES_PER_EVENT = 600
+# A journaled session keeps, for the whole history, 8 bytes per event (the choice and the op,
+# journal.py) plus a snapshot and a summary per segment - measured about 12 bytes per event on
+# soak (bench/timeline.py); the writes live only in the segments built, under a cache budget.
+# A session whose step budget cannot fit the memory budget is refused up front instead of
+# being OOM-killed hours later.
+JOURNAL_BYTES_PER_EVENT = 16
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -118,6 +125,36 @@ class Break:
             return f"break on {what.get(a[0], a[0])}{'' if a[1] is None else ' ' + str(a[1])}{where}"
         return f"watch {tl.e.L.describe(a[0])}{'' if a[1] is None else f' bit 0x{a[1]:x}'}"
 
+    def may_match(self, tl: "Timeline", start: int, end: int) -> bool:
+        """Can an event in [start, end) match? Answered from the journal's columns and the
+        segment's summary, without rebuilding the segment (True when unsure)."""
+        j = tl.e.events
+        a = self.args
+        k = self.kind
+        if k == "pc":
+            return j.has_where(a[0] << 16 | a[1], start, end)
+        summ = j.summary_of(j.seg_start(start))
+        if summ is None:
+            return True
+        if k == "mem":
+            space, addr, length = a
+            if space == RAM:
+                return any(("pg", p) in summ.writes for p in range(addr >> PAGE_SHIFT, ((addr + length - 1) >> PAGE_SHIFT) + 1))
+            return ("ov", space) in summ.writes
+        if k == "slot":
+            return a[0] in summ.writes
+        notes = summ.notes
+        if k == "msr":
+            return any((n[0] == "msr" and n[2] == a[0] and (a[1] is None or n[1] == a[1])) or
+                       (n[0] == "gp" and n[1] == a[0]) for n in notes)
+        if k == "note":
+            return any(n[0] == a[0] and (a[1] is None or n[1] == a[1]) for n in notes)
+        if k == "vector":
+            what, vec = a
+            kind = {"deliver": "deliver", "eoi": "eoi", "skip": "eoi_skipped"}[what]
+            return any(n[0] == kind and (vec is None or what == "skip" or n[1] == vec) for n in notes)
+        return True
+
     def matches(self, tl: "Timeline", ev: tuple) -> bool:
         a = self.args
         act = ev[E_ACT]
@@ -170,47 +207,48 @@ class Stop:
 
 # ---------------------------------------------------------------- the timeline
 class Timeline:
-    def __init__(self, engine: Engine, checkpoint_every: int = 1000, name: str = "main",
+    def __init__(self, engine: Engine, checkpoint_every: int | None = None, name: str = "main",
                  parent: "Timeline | None" = None, fork: int = 0):
         self.e = engine
-        self.K = max(1, checkpoint_every)
+        self.K = engine.events.K
         self.name = name
         self.parent = parent
         self.fork = fork
-        self.ckpt: dict[int, tuple] = {}
         self.result: Result | None = None
         self.breaks: list[Break] = []
         self._next_break = 1
-        self.index = JournalIndex(engine)
         self.focus = 0
         self.frame_sel = 0
         self.stop_poll = STOP_POLL
-        if engine.step == 0:
-            self.ckpt[0] = engine.m.snapshot()
         self.pos = engine.step
 
     # ---- recording ----
     @classmethod
-    def record(cls, scenario, cfg: Config, checkpoint_every: int = 1000, stop=None) -> "Timeline":
-        eng = Engine(scenario, cfg)
-        tl = cls(eng, checkpoint_every)
+    def record(cls, scenario, cfg: Config, checkpoint_every: int | None = None, stop=None,
+               **engine_options) -> "Timeline":
+        """Run a scenario with a journal. `checkpoint_every` is the segment size K (events
+        between snapshots; default journal.SEGMENT_EVENTS)."""
+        if checkpoint_every:
+            engine_options["segment"] = checkpoint_every
+        eng = Engine(scenario, cfg, **engine_options)
+        tl = cls(eng)
         tl.run(stop=stop)
         return tl
 
-    def _hook(self, ev: tuple) -> None:
-        if (ev[E_STEP] + 1) % self.K == 0:
-            self.ckpt[ev[E_STEP] + 1] = self.e.m.snapshot()
-
-    def run(self, max_steps: int | None = None, stop=None) -> Result:
+    def run(self, max_steps: int | None = None, stop=None, hook=None) -> Result:
         """Extend the recording from the head until an outcome."""
         self.goto(len(self.e.events))
         self.e.invalidate()
-        self.result = self.e.run(max_steps, stop=stop, hook=self._hook)
+        self.result = self.e.run(max_steps, stop=stop, hook=hook)
         self.pos = self.e.step
         return self.result
 
     @property
-    def events(self) -> list[tuple]:
+    def events(self) -> Journal:
+        return self.e.events
+
+    @property
+    def journal(self) -> Journal:
         return self.e.events
 
     @property
@@ -224,39 +262,47 @@ class Timeline:
         self.e.step = pos
         self.e.invalidate()
 
+    def _cost(self, a: int, b: int) -> int:
+        """Events crossed moving between a and b, plus K for each segment that would have to be
+        rebuilt on the way."""
+        j = self.e.events
+        lo, hi = min(a, b), max(a, b)
+        cost = hi - lo
+        if hi > lo:
+            s = j.seg_start(hi - 1)
+            while True:
+                if not j.is_built(s):
+                    cost += self.K
+                if s <= lo:
+                    break
+                s = j.seg_start(s - 1)
+        return cost
+
     def goto(self, k: int, stop=None) -> int:
-        """Move to position k (0..length): undo/redo from here or from the nearest checkpoint,
-        whichever crosses fewer events. Never re-executes."""
+        """Move to position k (0..length): undo/redo from here, or restore the snapshot at the
+        start of k's segment and redo, whichever is cheaper (journal.py rebuilds a segment that
+        is not in memory). Never re-executes the live engine."""
         if not 0 <= k <= self.length:
             raise ValueError(f"step {k} is outside 0..{self.length}")
         if k == self.pos:
             return k
-        m, evs = self.e.m, self.e.events
-        c = max((s for s in self.ckpt if s <= k), default=None) if len(self.ckpt) < 64 else self._ckpt_floor(k)
-        direct = abs(k - self.pos)
-        if c is not None and (k - c) < direct:
-            m.restore(self.ckpt[c])
-            for i in range(c, k):
-                m.redo(evs[i][E_WRITES])
+        m, j = self.e.m, self.e.events
+        s, snap = j.snapshot_floor(k)
+        if self._cost(s, k) < self._cost(self.pos, k):
+            m.restore(snap)
+            redo = m.redo
+            for ev in j.iter_range(s, k):
+                redo(ev[5])
         elif k < self.pos:
-            for i in range(self.pos - 1, k - 1, -1):
-                m.undo(evs[i][E_WRITES])
+            undo = m.undo
+            for ev in j.iter_back(self.pos, k):
+                undo(ev[5])
         else:
-            for i in range(self.pos, k):
-                m.redo(evs[i][E_WRITES])
+            redo = m.redo
+            for ev in j.iter_range(self.pos, k):
+                redo(ev[5])
         self._set(k)
         return k
-
-    def _ckpt_floor(self, k: int):
-        keys = self._ckpt_keys()
-        i = bisect.bisect_right(keys, k) - 1
-        return keys[i] if i >= 0 else None
-
-    def _ckpt_keys(self) -> list[int]:
-        if getattr(self, "_keys_n", -1) != len(self.ckpt):
-            self._keys = sorted(self.ckpt)
-            self._keys_n = len(self.ckpt)
-        return self._keys
 
     def event(self, n: int = 1) -> int:
         """Raw event steps forward (n > 0) or backward (n < 0)."""
@@ -266,29 +312,15 @@ class Timeline:
     def depth(self, cpu: int) -> int:
         return len(self.e.m.S[self.e.bases[cpu] + F_FRAMES])
 
-    def _is_op(self, i: int, cpu: int) -> bool:
-        a = self.e.events[i][E_ACT]
-        return a[0] == "op" and a[1] == cpu
-
-    def _scan(self, start: int, stop_at: int, step: int, want, stop) -> int | None:
-        """First index i in range(start, stop_at, step) with want(i), polling `stop` every
-        stop_poll indexes; None when the range is exhausted; -1 when stopped."""
-        count = 0
-        for i in range(start, stop_at, step):
-            if want(i):
-                return i
-            count += 1
-            if stop is not None and count % self.stop_poll == 0 and stop():
-                return -1
-        return None
-
     def step(self, cpu: int | None = None, n: int = 1, stop=None) -> Stop:
-        """Run events until `cpu` has executed its next op (others advance as recorded)."""
+        """Run events until `cpu` has executed its next op (others advance as recorded). The
+        search reads the choice column (no segment is rebuilt to find it)."""
         cpu = self.focus if cpu is None else cpu
+        code = pack_act(("op", cpu))
         for _ in range(n):
-            i = self._scan(self.pos, self.length, 1, lambda j: self._is_op(j, cpu), stop)
-            if i == -1:
+            if stop is not None and stop():
                 return Stop(self.pos, "interrupted")
+            i = self.e.events.find_code(code, self.pos, self.length)
             if i is None:
                 self.goto(self.length)
                 return Stop(self.pos, "end of the recording")
@@ -298,10 +330,11 @@ class Timeline:
     def rstep(self, cpu: int | None = None, n: int = 1, stop=None) -> Stop:
         """Back to just before `cpu`'s previous op."""
         cpu = self.focus if cpu is None else cpu
+        code = pack_act(("op", cpu))
         for _ in range(n):
-            i = self._scan(self.pos - 1, -1, -1, lambda j: self._is_op(j, cpu), stop)
-            if i == -1:
+            if stop is not None and stop():
                 return Stop(self.pos, "interrupted")
+            i = self.e.events.rfind_code(code, self.pos, 0)
             if i is None:
                 self.goto(0)
                 return Stop(0, "start of the recording")
@@ -419,27 +452,38 @@ class Timeline:
         self.breaks = [b for b in self.breaks if b.number != number]
 
     def _search(self, forward: bool, stop=None) -> Stop:
+        """Scan the recorded events from the position for the first enabled breakpoint that
+        matches, segment by segment; a segment no breakpoint may match (may_match) is skipped
+        without being rebuilt."""
         active = [b for b in self.breaks if b.enabled]
-        evs = self.e.events
+        j = self.e.events
         n = self.length
-        if forward:
-            rng = range(self.pos, n)
-        else:
-            rng = range(self.pos - 1, -1, -1)
+        pos = self.pos
         count = 0
-        for i in rng:
-            count += 1
-            if stop is not None and count % self.stop_poll == 0 and stop():
-                self.goto(i if forward else i + 1)
+        i = pos if forward else pos - 1
+        while (i < n) if forward else (i >= 0):
+            s = j.seg_start(i)
+            end = min(j.seg_end(s), n)
+            lo, hi = (i, end) if forward else (s, i + 1)
+            if stop is not None and stop():
+                self.goto(lo if forward else hi)
                 return Stop(self.pos, "interrupted")
-            ev = evs[i]
-            for b in active:
-                target = i if b.before else i + 1
-                if (target > self.pos) if forward else (target < self.pos):
-                    if b.matches(self, ev):
-                        b.hits += 1
-                        self.goto(target)
-                        return Stop(self.pos, b.describe(self), b)
+            hits = [b for b in active if b.may_match(self, lo, hi)]
+            if hits:
+                evs = j.iter_range(lo, hi) if forward else j.iter_back(hi, lo)
+                for ev in evs:
+                    count += 1
+                    if stop is not None and count % self.stop_poll == 0 and stop():
+                        self.goto(ev[0] if forward else ev[0] + 1)
+                        return Stop(self.pos, "interrupted")
+                    for b in hits:
+                        target = ev[0] if b.before else ev[0] + 1
+                        if (target > pos) if forward else (target < pos):
+                            if b.matches(self, ev):
+                                b.hits += 1
+                                self.goto(target)
+                                return Stop(self.pos, b.describe(self), b)
+            i = end if forward else s - 1
         if forward:
             self.goto(n)
             out = self.result.outcome if self.result else "end"
@@ -456,9 +500,9 @@ class Timeline:
     # ---- who wrote this? ----
     def last_write(self, loc, before: int | None = None) -> int | None:
         """Step of the newest event before `before` (default: the current position) that wrote
-        `loc`: a state slot (int), ("own", pfn) or ("mem", space, addr) for one byte. Uses the
-        journal index (journal.py), not a scan."""
-        return self.index.last(loc, self.pos if before is None else before)
+        `loc`: a state slot (int), ("own", pfn) or ("mem", space, addr) for one byte. The
+        journal's segment summaries say which segment to look in (journal.py), not a scan."""
+        return self.e.events.last(loc, self.pos if before is None else before)
 
     # ---- what-if branches ----
     def branch(self, name: str, at: int, edit: tuple | None = None, fix: str | None = None,
@@ -468,8 +512,9 @@ class Timeline:
         while they are still enabled, then the (seed, step) PRNG takes over. `fix` /
         `hypervisor` switch the fix variant or hypervisor model from `at` on (routines
         entered later use the new listings; a vCPU inside a changed routine keeps its pc).
-        The parent never moves: the fork state is built from its checkpoints (state_at), so a
-        branch can be computed in a worker while the UI reads and moves the parent."""
+        The parent never moves: the fork state is built from its snapshots (machine_at), and
+        the branch's journal reads the parent's for the prefix (nothing is copied), so a branch
+        can be computed in a worker while the UI reads and moves the parent."""
         if not 0 <= at <= self.length:
             raise ValueError(f"step {at} is outside 0..{self.length}")
         cfg = Config(**self.e.cfg.as_dict())
@@ -479,34 +524,42 @@ class Timeline:
             cfg.hypervisor = hypervisor
         if overlay:
             cfg.overlay = overlay
-        eng = Engine(self.e.scn, cfg)
+        pj = self.e.events
+        eng = Engine(self.e.scn, cfg, segment=pj.K, cache_bytes=pj.cache_bytes)
         if eng.L.size != self.e.L.size:
             raise ValueError("the new configuration has a different state layout")
         eng.m.restore(self.machine_at(at).snapshot())
-        eng.events = self.e.events[:at]          # shared event tuples (the prefix is not copied)
-        for ev in eng.events:                    # statistics and pack state of the shared prefix
+        s0, (stats, pstate) = pj.stats_floor(at)  # statistics and pack state of the shared prefix
+        eng.stats, eng.pack_state = Counter(stats), _copy_state(pstate)
+        for ev in pj.iter_range(s0, at):
             eng._account(ev)
         eng.step = at
-        child = Timeline(eng, self.K, name=name, parent=self, fork=at)
-        child.ckpt = {s: c for s, c in self.ckpt.items() if s <= at}
-        child.ckpt[at] = eng.m.snapshot()
+        eng.attach_journal(Journal(pj.K, base=pj, fork=at, cache_bytes=pj.cache_bytes))
+        child = Timeline(eng, name=name, parent=self, fork=at)
         child.focus = self.focus
         for b in self.breaks:                    # breakpoints follow onto the branch
             child.breaks.append(Break(b.kind, b.args, b.cpu, b.enabled, b.number))
         child._next_break = self._next_break
         if edit is not None:
             eng.execute_edit(edit)
-        eng.replay.extend(ev[E_ACT] for ev in self.e.events[at:] if ev[E_ACT][0] != "edit")
+        eng.replay = ReplayCursor(pj, at, len(pj))
         child.pos = eng.step
         budget = min(cfg.max_steps, eng.step + max(BRANCH_MIN_BUDGET, 2 * self.length))
         child.run(max_steps=budget, stop=stop)
         return child
 
     def compare(self, other: "Timeline") -> dict:
-        """First differing step, each outcome."""
+        """First differing step (the first event whose choice or op differs: from the journal
+        columns, no segment is rebuilt), each outcome."""
         a, b = self.e.events, other.e.events
         n = min(len(a), len(b))
-        first = next((i for i in range(n) if a[i][E_ACT] != b[i][E_ACT] or a[i][E_WRITES] != b[i][E_WRITES]), None)
+        start = 0
+        if b.base is a:
+            start = min(b.fork, n)
+        elif a.base is b:
+            start = min(a.fork, n)
+        first = next((i for i in range(start, n) if a.code(i) != b.code(i) or a.where(i) != b.where(i)
+                      or (a.code(i) == EDIT_ACT and a.act(i) != b.act(i))), None)
         if first is None and len(a) != len(b):
             first = n
         return {"first_difference": first,
@@ -523,16 +576,17 @@ class Timeline:
         return self.machine_at(step).snapshot()
 
     def machine_at(self, step: int) -> Machine:
-        """A scratch machine holding the state at `step`: the nearest checkpoint at or before
-        it, then the recorded writes forward. Reads only the checkpoints and the journal, so it
-        is safe while another thread moves this timeline."""
+        """A scratch machine holding the state at `step`: the snapshot at the start of its
+        segment, then the recorded writes forward. Reads only the journal, so it is safe while
+        another thread moves this timeline."""
         step = max(0, min(step, self.length))
-        c = self._ckpt_floor(step)
+        j = self.e.events
+        c, snap = j.snapshot_floor(step)
         m = Machine(self.e.L)
-        m.restore(self.ckpt[c])
-        evs = self.e.events
-        for i in range(c, step):
-            m.redo(evs[i][E_WRITES])
+        m.restore(snap)
+        redo = m.redo
+        for ev in j.iter_range(c, step):
+            redo(ev[5])
         return m
 
     def state_at(self, step: int) -> MachineView:
@@ -543,15 +597,9 @@ class Timeline:
     def engine_at(self, step: int):
         """The engine as it was at `step`, for read-only queries (explanations): a shallow copy
         sharing the program and the journal, with a scratch machine. This timeline does not move."""
-        import copy
         step = max(0, min(step, self.length))
-        e = copy.copy(self.e)
-        e.m = self.machine_at(step)
-        e.step = step
-        e._notes = []
-        e.hv = copy.copy(self.e.hv)
-        e.hv.m = e.m
-        e.hv.e = e
+        e = self.e.scratch(self.machine_at(step), step)
+        e.stats, e.pack_state = self.e.stats, self.e.pack_state    # read-only: what the run found
         return e
 
     def event_cells(self, i: int) -> list[tuple]:
@@ -587,6 +635,40 @@ class Timeline:
     def view(self) -> MachineView:
         """A read-only view of the state at the current position."""
         return MachineView(self.e, self.e.m, self.pos)
+
+
+class ReplayCursor:
+    """A branch's replay of its parent's recorded choices from the fork on (edits skipped),
+    read through a cursor over the parent's journal columns: what Scheduler.pick uses as
+    `replay` (peek with [0], popleft, clear, truthiness)."""
+
+    def __init__(self, journal: Journal, start: int, end: int):
+        self.j, self.i, self.end = journal, start, end
+        self._skip()
+
+    def _skip(self) -> None:
+        while self.i < self.end and self.j.code(self.i) == EDIT_ACT:
+            self.i += 1
+
+    def __bool__(self) -> bool:
+        return self.i < self.end
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.i)
+
+    def __getitem__(self, k: int) -> tuple:
+        if k != 0 or self.i >= self.end:
+            raise IndexError(k)
+        return self.j.act(self.i)
+
+    def popleft(self) -> tuple:
+        a = self[0]
+        self.i += 1
+        self._skip()
+        return a
+
+    def clear(self) -> None:
+        self.i = self.end
 
 
 def _vectors(bits: int) -> str:

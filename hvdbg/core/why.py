@@ -65,10 +65,12 @@ def why_bit(tl, cpu: int, reg: str, vector: int) -> tuple[list[str], dict]:
     chain = [i]
     if val and reg == "isr":
         # a vector that stays in service: the EOI skipped on this vCPU after it was delivered
-        j = next((j for j in range(i + 1, tl.pos) if tl.events[j].cpu == cpu and tl.events[j].act[0] == "op"
-                  and any(n[0] == "eoi_skipped" for n in tl.events[j].notes)), None)
+        from .journal import Journal
+        sev = next((ev for ev in tl.events.scan(i + 1, tl.pos, Journal.with_note("eoi_skipped"))
+                    if ev.cpu == cpu and ev.act[0] == "op" and any(n[0] == "eoi_skipped" for n in ev.notes)), None)
+        j = sev.step if sev is not None else None
         if j is not None:
-            nt = next(n for n in tl.events[j].notes if n[0] == "eoi_skipped")
+            nt = next(n for n in sev.notes if n[0] == "eoi_skipped")
             lines.append(f"its EOI was skipped at {event_line(tl, j)}: the EOI hint read 0x{nt[3]:08x} (bit0 = 1) from "
                          f"{'guest RAM' if nt[1] == RAM else 'the overlay'} with no hypervisor lease behind it")
             src = tl.last_write(("mem", nt[1], nt[2]), before=j)
