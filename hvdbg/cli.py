@@ -374,9 +374,14 @@ def cmd_info(args, out) -> int:
 def cmd_show(args, out) -> int:
     from .report import render_state, state_report
     from .safe import printable
+    from .core.journal import JournalError
+    from .recording import open_at
     main_only = args.branch == "main"
-    loaded = _load_trace(args.trace, journal=not main_only, upto=args.step if main_only else None,
-                         branches=not main_only)
+    try:
+        loaded = open_at(args.trace, at=args.step if main_only else 0)
+    except OSError as e:
+        raise UsageError(f"hvdbg: {printable(args.trace)}: cannot read: {getattr(e, 'why', None) or e.strerror or e}") \
+            from None
     n = len(loaded.trace.events)
     if args.step is not None and main_only and not 0 <= args.step <= n:
         raise UsageError(f"hvdbg: --step {args.step}: the main branch has steps 0..{n}")
@@ -396,9 +401,16 @@ def cmd_show(args, out) -> int:
         step = tl.length if args.step is None else args.step
         if not 0 <= step <= tl.length:
             raise UsageError(f"hvdbg: --step {step}: the {args.branch} branch has steps 0..{tl.length}")
-        tl.goto(step)
+        try:
+            tl.goto(step)
+        except JournalError as e:
+            print(f"hvdbg: {printable(args.trace)}: diverged at step {e.step}: {e}", file=sys.stderr)
+            return EXIT_DIVERGE
         eng = tl.e
-    _emit(args, out, state_report(eng, step, args.branch), render_state)
+    rep = state_report(eng, step, args.branch)
+    rep["verified"] = (f"the segment holding step {step} was re-executed from the snapshot before it and matched "
+                       "its recorded checks; `hvdbg replay --verify` re-executes the whole recording")
+    _emit(args, out, rep, render_state)
     return EXIT_OK
 
 

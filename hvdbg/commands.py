@@ -17,6 +17,7 @@ from .core.defs import VECTORS, vector_name
 from .core.explain import describe, explain, where
 from .core.machine import RAM
 from .core.msr import MSR_NAMES, MSRS
+from .core.journal import JournalError
 from .core.timeline import Timeline
 from .core.why import CellError, why_bit, why_cell, why_mem
 
@@ -154,15 +155,17 @@ class Session:
     @classmethod
     def open(cls, spec: str | None = None, memory: int | None = None, **options) -> "Session":
         """A built-in scenario, a scenario file, or a trace file (anything with the trace magic).
-        A trace is re-executed and verified; one that diverges is refused, a salvaged one opens
-        with ``salvaged`` set (scripts then exit 8). A scenario's step budget must fit the
-        memory budget of a recorded session (timeline.journal_problem)."""
+        A trace opens at its last step from its last snapshot (recording.open_at); each segment
+        is re-executed and checked when it is first looked at, and one that diverges ends the
+        command with the step. A salvaged trace opens with ``salvaged`` set (scripts then exit
+        8). A scenario's step budget must fit the memory budget of a recorded session
+        (timeline.journal_problem)."""
         from .core.scenario import ScenarioError, load_scenario
         from .core.timeline import journal_problem, memory_budget
         if spec and is_trace_file(spec):
-            from .recording import load
+            from .recording import open_at
             from .safe import printable
-            loaded = load(spec)
+            loaded = open_at(spec, cache_bytes=memory)
             if loaded.divergence is not None:
                 raise CommandError(f"{printable(spec)}: diverged at step {loaded.divergence[0]}: {loaded.divergence[1]}")
             s = cls(loaded.timeline, spec)
@@ -207,7 +210,10 @@ class Session:
             args = [head[2:]] + args
             head = "x"
         cmd = lookup(head)
-        return cmd.func(self, args, stop=stop)
+        try:
+            return cmd.func(self, args, stop=stop)
+        except JournalError as e:
+            raise CommandError(f"the recording does not re-execute as recorded at step {e.step}: {e}") from None
 
     # where are we
     def where_line(self) -> str:

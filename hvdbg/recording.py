@@ -1,24 +1,34 @@
 """Recording runs to msgpack traces and loading them back (docs/trace-format.md).
 
-A trace stores the header (tool, scenario text, resolved config, program digest) and each
-event's *choice*; the writes are recomputed on load by re-executing the engine with the
-recorded choices (rr's approach). Every ``CHECK_EVERY`` events a checkpoint record holds the
-exact state digest and one 16-bit check value per event, so a replay that diverges is
-reported at its first differing event.
+A trace stores the header (tool, scenario text, resolved config, program digest, segment
+size K) and, per event, its *choice*, where its op ran and a 16-bit check of its writes; the
+writes themselves are recomputed by re-executing the engine with the recorded choices (rr's
+approach). At every segment boundary (every K events) and at the end, a checkpoint record
+holds the exact state digest, the machine snapshot there (compressed), the summary of the
+segment that ends there and the run's statistics. So:
+
+* ``load`` re-executes the whole recording and checks every event, digest, snapshot, summary
+  and statistic (``replay --verify``, ``run TRACE``);
+* ``open_at`` opens it at any step by re-executing only that step's segment from the
+  snapshot before it (the TUI, the REPL, scripts, ``show``); other segments are rebuilt when
+  someone looks at them, each checked against its recorded checks and end digest.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import sys
-import zlib
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import msgpack
 
 from .core import hypervisors
-from .core.engine import E_ACT, E_WRITES, Config, Engine, RunError, act_text, edit_problem
+from .core import snapshot as snapshots
+from .core.engine import E_ACT, Config, Engine, Result, RunError, act_text, edit_problem
 from .core.events import event_check  # noqa: F401  (re-exported: the check a trace stores per event)
+from .core.journal import NO_RTPC, SEGMENT_EVENTS, JournalError, Segment, Summary, summarize
 from .core.program import Program, ProgramError
 from .core.scenario import ScenarioError, check_config_values, parse_scenario
 from .core.timeline import Timeline
@@ -27,64 +37,85 @@ from .trace.format import MAGIC, TraceError
 from .trace.reader import Trace, load_trace
 from .trace.writer import TraceWriter, publish
 
-TOOL = "hvdbg 0.1.0"
-CHECK_EVERY = 1000
+TOOL = "hvdbg 0.2.0"
 
 
 def program_digest(scn) -> str:
     return hashlib.blake2b(msgpack.packb(scn.program.to_data(), use_bin_type=True), digest_size=12).hexdigest()
 
 
-def header_for(scn, cfg: Config) -> dict:
+def header_for(scn, cfg: Config, segment: int = SEGMENT_EVENTS) -> dict:
     return {"tool": TOOL, "scenario": scn.name, "scenario_file": scn.source, "scenario_text": scn.text,
             "config": cfg.as_dict(), "program_digest": program_digest(scn), "program": scn.program.to_data(),
-            "check_every": CHECK_EVERY}
+            "segment": segment}
+
+
+def _where(ev) -> int:
+    return NO_RTPC if ev[1][0] == "edit" else ev[3] << 16 | ev[4]
 
 
 class _Recorder:
-    """Writes events with their 16-bit checks, and a checkpoint (digest + checks) every
-    CHECK_EVERY events and at the end. `digest_at(step)` gives the state digest at a step."""
+    """Writes each event (choice, where, check) and, at every segment boundary of the
+    engine's journal and at the end, a checkpoint: digest, snapshot, the segment's summary,
+    the statistics and pack state there."""
 
-    def __init__(self, w: TraceWriter, digest_at, on_event=None):
-        self.w, self.digest_at, self.on_event = w, digest_at, on_event
-        self.checks = bytearray()
+    def __init__(self, w: TraceWriter, eng: Engine):
+        self.w, self.e, self.j = w, eng, eng.events
+        self.last = 0                      # step of the last checkpoint written
+
+    def event(self, ev: tuple) -> None:
+        self.w.event(ev[1], _where(ev), event_check(ev[5]))
+
+    def boundary(self, step: int, snap: tuple, summary: Summary, stats: tuple, digest: str | None = None) -> None:
+        if digest is None:
+            from .core.machine import Machine
+            m = Machine(self.e.L)
+            m.restore(snap)
+            digest = m.digest()
+        self.w.checkpoint(step, digest, snapshots.encode(snap), summary, stats)
+        self.last = step
 
     def hook(self, ev: tuple) -> None:
-        if self.on_event is not None:
-            self.on_event(ev)
-        self.w.event(ev[E_ACT])
-        self.checks += event_check(ev[E_WRITES]).to_bytes(2, "little")
+        """Live recording: called after each event (the live machine is at the next step);
+        the journal has just closed a segment when that step is a boundary."""
+        self.event(ev)
         step = ev[0] + 1
-        if step % CHECK_EVERY == 0:
-            self.w.checkpoint(step, self.digest_at(step), None, bytes(self.checks))
-            self.checks = bytearray()
+        j = self.j
+        if step % j.K == 0 and step in j.snaps:
+            self.boundary(step, j.snaps[step], j.summaries[j.seg_start(step - 1)], j.stats_at[step],
+                          self.e.m.digest())
 
-    def finish(self, steps: int) -> None:
-        if steps % CHECK_EVERY or steps == 0:
-            self.w.checkpoint(steps, self.digest_at(steps), None, bytes(self.checks))
+    def finish(self, steps: int, snap: tuple, stats: tuple, digest: str | None = None) -> None:
+        """The last checkpoint, at the end of the recording (unless a boundary just wrote it)."""
+        if steps != self.last or steps == 0:
+            j = self.j
+            lo = j.seg_start(steps - 1) if steps else 0
+            summ = summarize(j.iter_range(lo, steps))
+            self.boundary(steps, snap, summ, stats, digest)
 
 
 def partial_path(path) -> str:
     return f"{path}.partial"
 
 
-def record(scn, cfg: Config, path, stop=None, checkpoint_every: int = 1000) -> Timeline:
+def record(scn, cfg: Config, path, stop=None, segment: int = SEGMENT_EVENTS) -> Timeline:
     """Run and record. The trace is written as the run goes to PATH.partial (append-only,
-    flushed at least every 1,000 events or 100 ms), closed with a footer at the outcome - a
-    hang included - and then renamed over PATH atomically, so an existing PATH is replaced
-    only by a complete trace. A killed recording leaves PATH.partial, loadable up to the
-    last flush. PATH must be new, or a regular file that is an hvdbg trace (a symlink to one
-    is written through); anything else is refused before the run starts (safe.output_target)."""
+    flushed at least every 1,000 events or 100 ms, a checkpoint with a snapshot every
+    `segment` events), closed with a footer at the outcome - a hang included - and then
+    renamed over PATH atomically, so an existing PATH is replaced only by a complete trace.
+    A killed recording leaves PATH.partial, loadable up to the last flush. PATH must be new,
+    or a regular file that is an hvdbg trace (a symlink to one is written through); anything
+    else is refused before the run starts (safe.output_target)."""
     target = output_target(path, MAGIC)
-    eng = Engine(scn, cfg)
+    eng = Engine(scn, cfg, segment=segment)
     tl = Timeline(eng)
     tmp = partial_path(target)
-    w = TraceWriter(open_partial(tmp), header_for(scn, cfg), owns=True)
-    rec = _Recorder(w, lambda step: eng.m.digest())
+    w = TraceWriter(open_partial(tmp), header_for(scn, cfg, segment), owns=True)
+    rec = _Recorder(w, eng)
     try:
         tl.result = eng.run(stop=stop, hook=rec.hook)
         tl.pos = eng.step
-        rec.finish(eng.step)
+        rec.finish(eng.step, eng.m.snapshot(), (Counter(eng.stats), dict(eng.pack_state)), eng.m.digest())
         w.close(tl.result.outcome, eng.step)
         publish(tmp, target)
     except BaseException:
@@ -96,7 +127,8 @@ def record(scn, cfg: Config, path, stop=None, checkpoint_every: int = 1000) -> T
 # Outcomes a recording can end with (the footer's "outcome").
 OUTCOMES = ("ok", "hang", "timeout", "corruption", "stopped")
 HEADER_FIELDS = {"tool": str, "scenario": str, "scenario_file": str, "scenario_text": str, "config": dict,
-                 "program_digest": str, "program": dict, "check_every": int}
+                 "program_digest": str, "program": dict, "segment": int}
+MAX_SEGMENT = 1 << 24
 
 
 @dataclass
@@ -153,19 +185,41 @@ def _scenario_and_config(tr: Trace, path) -> tuple:
     if scn.name != cfg.scenario:
         raise TraceError(path, 12, f"header config names scenario {printable(cfg.scenario)}, its text is "
                                    f"{printable(scn.name)}")
+    if not 1 <= h["segment"] <= MAX_SEGMENT:
+        raise TraceError(path, 12, f"header segment size {h['segment']} is outside 1..{MAX_SEGMENT}")
     return scn, cfg
 
 
 def _check_content(tr: Trace, scn, cfg: Config, path) -> None:
     """Every number in the records, against the model: recorded choices name existing vCPUs
-    and vectors 16..255, branch edits are in range (bit < 8, 64-bit values, ...), branch
-    switches name known fixes / hypervisors / policies, the footer's outcome is one the
-    engine produces, and checkpoints carry one check per event."""
+    and vectors 16..255, where each op ran names an existing routine and op, branch edits are
+    in range (bit < 8, 64-bit values, ...), branch switches name known fixes / hypervisors /
+    policies, the footer's outcome is one the engine produces, and there is a checkpoint -
+    with its snapshot, summary and statistics - at every segment boundary and at the end."""
     n = cfg.vcpus
     for d in tr.events.distinct():
         cpus, vecs = d[1:-1] if d[0] != "op" else d[1:], d[-1:] if d[0] != "op" else ()
         if not all(0 <= c < n for c in cpus) or not all(16 <= v <= 255 for v in vecs):
             raise TraceError(path, 12, f"recorded choice '{act_text(d)}' is not an action of this {n}-vCPU machine")
+    routines = scn.program.select(cfg.fix)
+    nops = [len(routines[r].ops) for r in sorted(routines)]
+    for v in set(tr.where):
+        rt, pc = v >> 16, v & 0xFFFF
+        if rt >= len(nops) or pc > nops[rt]:
+            raise TraceError(path, 12, f"a recorded event ran routine {rt} op {pc}, which this listing does not have")
+    K = tr.header["segment"]
+    total = len(tr.events)
+    for i, (step, _d, snap, off) in enumerate(tr.checkpoints):
+        if step % K and step != total:
+            raise TraceError(path, off, f"checkpoint at step {step} is neither a segment boundary (every {K} "
+                                        f"events) nor the end")
+        if snap is None or tr.checkpoint_summaries[i] is None or tr.checkpoint_stats[i] is None:
+            raise TraceError(path, off, f"checkpoint at step {step} lacks its snapshot, summary or statistics")
+    want = list(range(K, total + 1, K))
+    have = [c[0] for c in tr.checkpoints if c[0] % K == 0 and c[0] > 0]
+    if have != want[:len(have)] or (tr.footer is not None and have != want):
+        missing = next((x for x in want if x not in have), None)
+        raise TraceError(path, tr.footer_offset or 12, f"no checkpoint at segment boundary {missing}")
     for b in tr.branches:
         if b["edit"] is not None:
             why = edit_problem(b["edit"], n)
@@ -179,9 +233,6 @@ def _check_content(tr: Trace, scn, cfg: Config, path) -> None:
     if tr.footer is not None and tr.footer["outcome"] not in OUTCOMES:
         raise TraceError(path, tr.footer_offset, f"footer outcome {printable(repr(tr.footer['outcome']), 40)} is not "
                                                  f"one of {', '.join(OUTCOMES)}")
-    for (step, _d, _s, off), chk in zip(tr.checkpoints, tr.checkpoint_checks):
-        if chk is None:
-            raise TraceError(path, off, f"checkpoint at step {step} carries no per-event checks")
     if tr.footer is not None and len(tr.events) and (not tr.checkpoints or tr.checkpoints[-1][0] != len(tr.events)):
         raise TraceError(path, tr.footer_offset, "the last checkpoint does not cover the last event: "
                                                  "not every event can be verified")
@@ -210,37 +261,58 @@ def builtin_program_note(tr: Trace, scn) -> str:
             + ", ".join(diff[:5]) + (", ..." if len(diff) > 5 else ""))
 
 
-def load(path, verify: bool = True, checkpoint_every: int = 1000, stop=None, journal: bool = True,
-         upto: int | None = None, branches: bool = True) -> Loaded:
-    """Load a trace and re-execute it with its recorded choices (docs/security.md says what
-    this proves). Divergence - a recorded choice that is not enabled, a differing per-event
-    check or checkpoint digest, an outcome reached before the last event, or a final state
-    that is not the recorded outcome - is reported as (first differing step, why) and the
-    re-execution stops there. journal=False keeps no per-event journal (verify, show: memory
-    flat in the number of events); upto=N stops after N events (show --step N)."""
+def load(path, verify: bool = True, stop=None, journal: bool = True, upto: int | None = None,
+         branches: bool = True) -> Loaded:
+    """Load a trace and re-execute all of it with its recorded choices (docs/security.md
+    says what this proves). Divergence - a recorded choice that is not enabled, an op that
+    ran elsewhere, a differing per-event check, checkpoint digest, snapshot, segment summary
+    or statistics, an outcome reached before the last event, or a final state that is not the
+    recorded outcome - is reported as (first differing step, why) and the re-execution stops
+    there. journal=False keeps no journal (verify: memory flat in the number of events);
+    upto=N stops after N events."""
     tr, scn, cfg = open_trace(path)
-    eng = Engine(scn, cfg, journal=journal)
+    K = tr.header["segment"]
+    eng = Engine(scn, cfg, journal=journal, segment=K)
     eng.schedule = tr.events
     eng.schedule_ends_run = True
     tl = Timeline(eng) if journal else None
-    all_checks = b"".join(c for c in tr.checkpoint_checks)
-    n_checked = len(all_checks) // 2
-    ends = {step: digest for step, digest, _s, _o in tr.checkpoints}
+    checks = tr.checks
+    n_checked = len(checks) // 2
+    unpack = memoryview(checks).cast("H") if checks and sys.byteorder == "little" else None
+    where = tr.where
+    ckpts = {c[0]: i for i, c in enumerate(tr.checkpoints)}
     divergence: list = []
-    unpack = memoryview(all_checks).cast("H") if all_checks and sys.byteorder == "little" else None
+    seg_writes: set = set()
+    seg_notes: set = set()
+    from .core.journal import note_key, summary_key
 
     def hook(ev):
         if divergence:
             return
         i = ev[0]
         if i < n_checked:
-            want = unpack[i] if unpack is not None else int.from_bytes(all_checks[2 * i:2 * i + 2], "little")
-            if want != event_check(ev[E_WRITES]):
+            want = unpack[i] if unpack is not None else int.from_bytes(checks[2 * i:2 * i + 2], "little")
+            if want != event_check(ev[5]):
                 divergence.append((i, f"event {i} ({act_text(ev[E_ACT])}) wrote different values than when it was recorded"))
                 return
-        d = ends.get(i + 1)
-        if d is not None and d != eng.m.digest():
-            divergence.append((i, f"state digest after event {i} differs from the recorded checkpoint"))
+            if where[i] != _where(ev):
+                divergence.append((i, f"event {i} ({act_text(ev[E_ACT])}) ran a different op than was recorded"))
+                return
+        for loc, _o, _n in ev[5]:
+            seg_writes.add(loc if loc.__class__ is int else summary_key(loc))
+        for nt in ev[6]:
+            seg_notes.add(note_key(nt))
+        k = ckpts.get(i + 1)
+        if k is not None:
+            why = _check_checkpoint(tr, k, eng, seg_writes, seg_notes)
+            if why:
+                divergence.append((i, why))
+            seg_writes.clear()
+            seg_notes.clear()
+    if 0 in ckpts:                                  # a checkpoint at step 0 (an empty recording)
+        why = _check_checkpoint(tr, ckpts[0], eng, seg_writes, seg_notes)
+        if why:
+            divergence.append((0, why))
     limit = cfg.max_steps if upto is None else min(upto, len(tr.events))
     try:
         res = eng.run(max_steps=limit, stop=(lambda: bool(divergence)) if stop is None else
@@ -257,12 +329,7 @@ def load(path, verify: bool = True, checkpoint_every: int = 1000, stop=None, jou
     if div is None and upto is not None and eng.step < limit and res.outcome != "stopped":
         div = (eng.step, f"the re-execution reached '{res.outcome}' after {eng.step} events; the trace has "
                          f"{len(tr.events)}")
-    if res.outcome == "end":
-        if div is None and tr.footer is not None:
-            res.outcome, res.reason = tr.footer["outcome"], f"as recorded ({tr.footer['outcome']}), confirmed on the " \
-                                                            "re-executed final state"
-        else:
-            res.outcome, res.reason = "stopped", "the recording ends here"
+    _as_recorded(tr, res, div)
     loaded = Loaded(tr, scn, cfg, tl, div, {}, engine=eng,
                     status="diverged" if div else ("salvaged" if tr.salvage else "identical"),
                     verified=min(div[0] if div else eng.step, n_checked),
@@ -270,6 +337,151 @@ def load(path, verify: bool = True, checkpoint_every: int = 1000, stop=None, jou
     if div is None and tl is not None and branches:
         loaded.branches = _load_branches(tr, tl, path)
     return loaded
+
+
+class _FileSnapshots(Mapping):
+    """Segment-start snapshots read from a trace, decoded and checked (core/snapshot.py, and
+    against the digest recorded beside each) the first time a segment needs one."""
+
+    def __init__(self, eng: Engine, blobs: dict, first: tuple):
+        self.e, self.blobs = eng, blobs
+        self.done = {0: first}
+
+    def __getitem__(self, step: int) -> tuple:
+        snap = self.done.get(step)
+        if snap is None:
+            blob, digest = self.blobs[step]
+            try:
+                snap = snapshots.decode(blob, self.e, digest)
+            except snapshots.SnapshotError as e:
+                raise JournalError(step, f"the snapshot at step {step}: {e}") from None
+            self.done[step] = snap
+        return snap
+
+    def __contains__(self, step) -> bool:
+        return step in self.done or step in self.blobs
+
+    def __iter__(self):
+        return iter(sorted(set(self.done) | set(self.blobs)))
+
+    def __len__(self) -> int:
+        return len(set(self.done) | set(self.blobs))
+
+    def __setitem__(self, step: int, snap: tuple) -> None:
+        self.done[step] = snap
+
+
+def open_at(path, at: int | None = None, cache_bytes: int | None = None) -> Loaded:
+    """Open a trace without re-executing all of it: the header and records are read and
+    checked against the model (open_trace), the recorded columns become the timeline's
+    journal, and only the segment holding step `at` (default: the last step) is re-executed
+    from the snapshot before it - checked event by event against the recorded checks and
+    ops, and against the digest at its end. Other segments are rebuilt (and checked) when
+    someone looks at them; a check that fails raises JournalError naming the step.
+    Loaded.status is "opened" (or "salvaged"); `hvdbg replay --verify` re-executes everything."""
+    tr, scn, cfg = open_trace(path)
+    K = tr.header["segment"]
+    n = len(tr.events)
+    opts = {"segment": K}
+    if cache_bytes:
+        opts["cache_bytes"] = cache_bytes
+    eng = Engine(scn, cfg, **opts)
+    j = eng.events
+    j.codes = tr.events.codes
+    j.rtpc = tr.where
+    j.checks = tr.checks
+    j.head = Segment(n, [])
+    blobs = {}
+    for i, (step, digest, blob, _off) in enumerate(tr.checkpoints):
+        j.digests[step] = digest
+        if step % K == 0 and blob is not None:
+            blobs[step] = (blob, digest)
+            j.stats_at[step] = (Counter(tr.checkpoint_stats[i][0]), dict(tr.checkpoint_stats[i][1]))
+        summ = tr.checkpoint_summaries[i]
+        if summ is not None and step > 0:
+            j.summaries[j.seg_start(step - 1)] = Summary(*summ)
+    j.snaps = _FileSnapshots(eng, blobs, j.snaps[0])
+    eng._app = j.head.events.append
+    eng._jb = j.next_boundary()
+    tl = Timeline(eng)
+    target = n if at is None else max(0, min(at, n))
+    divergence = None
+    try:
+        tl.goto(target)
+        if target == n:
+            divergence = _claim_problem(tr, eng, cfg)
+    except JournalError as e:
+        divergence = (e.step, str(e))
+    last = next((i for i in range(len(tr.checkpoints) - 1, -1, -1) if tr.checkpoint_stats[i] is not None), None)
+    if last is not None:
+        eng.stats, eng.pack_state = Counter(tr.checkpoint_stats[last][0]), dict(tr.checkpoint_stats[last][1])
+    if tr.footer is not None:
+        res = Result(tr.footer["outcome"], n, f"as recorded ({tr.footer['outcome']})", dict(eng.stats))
+    else:
+        res = Result("stopped", n, "the recording ends here (salvaged)", dict(eng.stats))
+    eng._last_result = res
+    tl.result = res
+    loaded = Loaded(tr, scn, cfg, tl, divergence, {}, engine=eng,
+                    status="diverged" if divergence else "salvaged" if tr.salvage else "opened",
+                    verified=0 if divergence else j.built_events(), program_note=builtin_program_note(tr, scn))
+    if divergence is None:
+        try:
+            loaded.branches = _load_branches(tr, tl, path)
+        except JournalError as e:
+            loaded.divergence, loaded.status = (e.step, str(e)), "diverged"
+    return loaded
+
+
+def _claim_problem(tr: Trace, eng: Engine, cfg: Config) -> tuple | None:
+    """Does the final state (the engine is at the last step) bear out the footer's outcome?
+    The checks a lazily opened trace can make without re-executing the history: ok - the goal
+    holds; corruption - the last event violated an invariant; timeout - the step budget is
+    used up; hang - the hang definition holds on the final state."""
+    if tr.footer is None:
+        return None
+    n = len(tr.events)
+    want = tr.footer["outcome"]
+    if want == "ok" and not eng.goal_reached():
+        return (n, "the recording claims the goal was reached, but it does not hold in the final state")
+    if want == "corruption" and (n == 0 or not any(nt[0] == "violation" for nt in eng.events[n - 1].notes)):
+        return (n, "the recording claims a corruption, but its last event violated no invariant")
+    if want == "timeout" and n != cfg.max_steps:
+        return (n, f"the recording claims a timeout after {n} events, but the step budget is {cfg.max_steps}")
+    if want == "hang":
+        eng.invalidate()
+        if not (eng.quiescent(eng.enabled()) or eng.unreachable() is True):
+            return (n, "the recording ends with a hang, but in the final state the goal is still reachable")
+    return None
+
+
+def _as_recorded(tr: Trace, res, div) -> None:
+    if res.outcome == "end":
+        if div is None and tr.footer is not None:
+            res.outcome, res.reason = tr.footer["outcome"], f"as recorded ({tr.footer['outcome']}), confirmed on the " \
+                                                            "re-executed final state"
+        else:
+            res.outcome, res.reason = "stopped", "the recording ends here"
+
+
+def _check_checkpoint(tr: Trace, k: int, eng: Engine, writes: set, notes: set) -> str | None:
+    """Why checkpoint k disagrees with the re-executed state after its step, or None: its digest,
+    its snapshot (decoded and checked like any file data), the summary of the segment that
+    ends there and the statistics."""
+    step, digest, blob, _off = tr.checkpoints[k]
+    if digest != eng.m.digest():
+        return f"state digest after event {step - 1} differs from the recorded checkpoint"
+    if blob is not None:
+        try:
+            snapshots.decode(blob, eng, digest)
+        except snapshots.SnapshotError as e:
+            return f"the snapshot at step {step} does not hold the re-executed state: {e}"
+    summ = tr.checkpoint_summaries[k]
+    if summ is not None and (summ[0] != writes or summ[1] != notes):
+        return f"the summary of the segment ending at step {step} differs from the re-executed events"
+    st = tr.checkpoint_stats[k]
+    if st is not None and (st[0] != dict(eng.stats) or st[1] != eng.pack_state):
+        return f"the statistics recorded at step {step} differ from the re-executed run's"
+    return None
 
 
 def _outcome_divergence(tr: Trace, eng: Engine, res) -> tuple | None:
@@ -317,27 +529,37 @@ def _load_branches(tr: Trace, tl: Timeline, path) -> dict:
 
 def save_session(session, path) -> int:
     """Save the session's main recording and its what-if branches as one trace, replacing
-    `path` atomically. Branches are stored as records (parent, fork step, edit or switch)
-    and re-simulated on load. Returns the number of branches saved."""
+    `path` atomically. The main branch's events are written from its journal (segments not in
+    memory are rebuilt on the way), with a checkpoint at every segment boundary; branches are
+    stored as records (parent, fork step, edit or switch) and re-simulated on load. Returns
+    the number of branches saved."""
     main = session.branches["main"]
     e = main.e
+    j = e.events
     scn = getattr(session, "scenario", None) or e.scn
     target = output_target(path, MAGIC)
     tmp = partial_path(target)
-    w = TraceWriter(open_partial(tmp), header_for(scn, e.cfg), owns=True)
-    def digest_at(step: int) -> str:
-        here = main.pos
-        main.goto(step)
-        d = e.m.digest()
-        main.goto(here)
-        return d
-
-    rec = _Recorder(w, digest_at)
+    w = TraceWriter(open_partial(tmp), header_for(scn, e.cfg, j.K), owns=True)
+    rec = _Recorder(w, e)
+    n = main.length
     try:
-        for ev in main.events:
-            rec.hook(ev)
-        rec.finish(main.length)
-        n = 0
+        for lo, hi, start in j.segments_between(0, n):
+            for ev in j.iter_range(lo, hi):
+                rec.event(ev)
+            if hi % j.K == 0 and hi in j.snaps and hi != n:
+                rec.boundary(hi, j.snaps[hi], j.summary_of(start) or summarize(j.iter_range(start, hi)),
+                             j.stats_at[hi])
+        snap = main.snapshot_at(n)
+        s0, (stats, pstate) = j.stats_floor(n)
+        if s0 < n:                                   # statistics at the end: the last segment's events on top
+            from .core.engine import _copy_state
+            scratch = e.scratch(main.machine_at(s0), s0)
+            scratch.stats, scratch.pack_state = Counter(stats), _copy_state(pstate)
+            for ev in j.iter_range(s0, n):
+                scratch._account(ev)
+            stats, pstate = scratch.stats, scratch.pack_state
+        rec.finish(n, snap, (Counter(stats), dict(pstate)))
+        count = 0
         order = [b for b in session.branches.values() if b.parent is not None]
         order.sort(key=lambda b: _depth(b))
         for b in order:
@@ -351,9 +573,9 @@ def save_session(session, path) -> int:
             if b.e.cfg.overlay != b.parent.e.cfg.overlay:
                 switch["overlay"] = b.e.cfg.overlay
             w.branch(b.name, b.parent.name, b.fork, edit, switch or None)
-            n += 1
+            count += 1
         out = main.result.outcome if main.result and main.result.outcome in OUTCOMES else "stopped"
-        w.close(out, main.length)
+        w.close(out, n)
         publish(tmp, target)
     except BaseException:
         w.abandon()
@@ -362,7 +584,7 @@ def save_session(session, path) -> int:
         except OSError:
             pass
         raise
-    return n
+    return count
 
 
 def _depth(tl) -> int:

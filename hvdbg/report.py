@@ -185,3 +185,5 @@ def render_state(rep: dict, console: Console) -> None:
     if rep["page_owners"]:
         console.print(Text("page owners: " + ", ".join(f"{a}={o['purpose']}/cpu{o['cpu']}/gen{o['generation']}"
                                                        for a, o in rep["page_owners"].items())))
+    if rep.get("verified"):
+        console.print(Text(f"verified: {rep['verified']}", style="dim"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 import os
 import signal
 import subprocess
@@ -230,8 +231,7 @@ def test_checkpoints_beyond_the_events_are_refused_quickly(tmp_path):
     recs = TC.records(SEED.read_bytes())
     foot = recs.pop()
     for step in (10 ** 8, 2 * 10 ** 8, 3 * 10 ** 8):
-        recs.append([F.K_CHECKPOINT, {"step": step, "digest": "a" * 32, "snapshot": None, "event": step,
-                                      "checks": b"\0" * 64}])
+        recs.append([F.K_CHECKPOINT, {"step": step, "digest": "a" * 32, "snapshot": None, "event": step}])
     recs.append(foot)
     f = tmp_path / "c.hvt"
     f.write_bytes(TC.build(recs))
@@ -261,9 +261,9 @@ def _crafted_prefix(tmp_path, keep_from_end: int, outcome: str) -> Path:
     eng = Engine(scn, cfg)
     f = tmp_path / "short.hvt"
     w = TraceWriter(f, header_for(scn, cfg))
-    rec = _Recorder(w, lambda step: eng.m.digest())
+    rec = _Recorder(w, eng)
     eng.run(max_steps=n - keep_from_end, hook=rec.hook)
-    rec.finish(eng.step)
+    rec.finish(eng.step, eng.m.snapshot(), (Counter(eng.stats), dict(eng.pack_state)), eng.m.digest())
     w.close(outcome, eng.step)
     return f
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import tracecraft as TC
+
 from hvdbg.core.engine import Engine
 from hvdbg.core.scenario import load_scenario
 from hvdbg.recording import load, record
@@ -61,14 +63,7 @@ def test_divergence_names_the_first_differing_step(tmp_path):
     # of hv_cpu_init on CPU0 is the first event whose writes differ
     hdr = dict(tr.header)
     hdr["config"] = dict(hdr["config"], garbage="0x5a")
-    w2 = TraceWriter(tmp_path / "c.hvt", hdr)
-    done = 0
-    for (step, digest, snap, _), chk in zip(tr.checkpoints, tr.checkpoint_checks):
-        for d in tr.events[done:step]:
-            w2.event(d)
-        done = step
-        w2.checkpoint(step, digest, snap, chk)
-    w2.close(tr.footer["outcome"], tr.footer["steps"])
+    TC.rewrite(tr, tmp_path / "c.hvt", header=hdr)
     alloc = next(e[0] for e in tl.events if any(n[0] == "alloc" for n in e[6]))
     p = hv("replay", str(tmp_path / "c.hvt"), "--verify")
     assert p.returncode == 4, p.stdout + p.stderr
@@ -79,16 +74,9 @@ def test_a_choice_that_is_not_enabled_diverges(tmp_path):
     s = load_scenario("cpu-offline")
     record(s, s.config(), tmp_path / "a.hvt")
     tr = load_trace(tmp_path / "a.hvt")
-    w = TraceWriter(tmp_path / "b.hvt", tr.header)
     evs = list(tr.events)
     evs[5] = ("deliver", 1, 0x30)
-    done = 0
-    for (step, digest, snap, _), chk in zip(tr.checkpoints, tr.checkpoint_checks):
-        for d in evs[done:step]:
-            w.event(d)
-        done = step
-        w.checkpoint(step, digest, snap, chk)
-    w.close(tr.footer["outcome"], len(evs))
+    TC.rewrite(tr, tmp_path / "b.hvt", acts=evs)
     p = hv("replay", str(tmp_path / "b.hvt"), "--verify")
     assert p.returncode == 4 and "diverged at step 5" in p.stderr
 

@@ -76,7 +76,7 @@ def frame_map(data):
         ln, _, kind = F.FRAME_HEAD.unpack_from(data, pos)
         p = data[pos + 9 : pos + 9 + ln]
         if kind == F.K_EVENTS:
-            n_ev += len(msgpack.unpackb(p)[1])
+            n_ev += msgpack.unpackb(p)[1]
         if kind == F.K_CHECKPOINT:
             n_ck += 1
         pos += 9 + ln
@@ -357,16 +357,27 @@ def _hdr():
     return F.frame(F.K_HEADER, msgpack.packb(HEADER))
 
 
+def _ev(start, codes, where=None, checks=None, n=None, blob=None):
+    """An events frame (v3) for packed `codes`; n / blob override what the frame claims."""
+    from array import array
+    where = where if where is not None else [0] * len(codes)
+    checks = checks if checks is not None else [0] * len(codes)
+    if blob is None:
+        blob = F.pack_columns(array("I", codes), array("I", where), array("H", checks))
+    return F.frame(F.K_EVENTS, msgpack.packb((start, len(codes) if n is None else n, blob)))
+
+
 def test_error_cases(tmp_path):
     cases = {
         "empty": (b"", 0, "empty"),
         "text": (b"scenario = 'smp'\ncpus = 2\n" * 10, 0, "bad magic"),
         "random": (bytes(random.Random(1).randrange(256) for _ in range(500)), 0, "bad magic"),
-        "newer": (_file(_hdr(), version=7), 8, "format version 7 is newer than this hvdbg (2)"),
+        "newer": (_file(_hdr(), version=7), 8, "format version 7 is newer than this hvdbg (3)"),
         "old": (_file(_hdr(), version=1), 8, "format version 1 was written by hvdbg 0.1"),
+        "v2": (_file(_hdr(), version=2), 8, "format version 2 was written before segmented traces"),
         "version0": (_file(_hdr(), version=0), 8, "invalid format version"),
         "no header": (_file(), 12, "missing header record"),
-        "events first": (_file(F.frame(F.K_EVENTS, msgpack.packb((0, ())))), 12, "expected header"),
+        "events first": (_file(_ev(0, [16])), 12, "expected header"),
         "header not map": (_file(F.frame(F.K_HEADER, msgpack.packb([1, 2]))), 12, "expected a map"),
         "header int keys": (_file(F.frame(F.K_HEADER, msgpack.packb({1: 2}))), 12, "undecodable header"),
         "header 4GiB": (_file(struct.pack("<IIB", 0xFFFFFFFF, 0, F.K_HEADER) + b"x" * 20), 12, "over the"),
@@ -390,7 +401,7 @@ def test_error_cases(tmp_path):
 def test_salvage_and_refusal_cases():
     """Damage (cut, CRC, absurd length, unknown kind) is salvaged; a frame whose CRC holds but
     whose content is wrong is refused whole, naming its byte."""
-    ev0 = F.frame(F.K_EVENTS, msgpack.packb((0, (16, 24))))
+    ev0 = _ev(0, [16, 24])
     base = F.FILE_HEAD_SIZE + len(_hdr())
     after = base + len(ev0)
     salvaged = {
@@ -406,22 +417,33 @@ def test_salvage_and_refusal_cases():
         assert text in tr.salvage["reason"], (name, tr.salvage)
         assert f"byte {after}:" in tr.salvage["message"]
     refused = {
-        "ext type": (F.frame(F.K_EVENTS, msgpack.packb((2, (msgpack.ExtType(1, b"x"),)))), "invalid events record"),
+        "ext type": (F.frame(F.K_EVENTS, msgpack.packb((2, 1, msgpack.ExtType(1, b"x")))), "invalid events record"),
         "timestamp": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": msgpack.Timestamp(1, 0)})), "invalid checkpoint"),
-        "bad desc": (F.frame(F.K_EVENTS, msgpack.packb((2, (7,)))), "invalid events record"),
-        "bad desc2": (F.frame(F.K_EVENTS, msgpack.packb((2, ({"a": 1},)))), "invalid events record"),
-        "edit in events": (F.frame(F.K_EVENTS, msgpack.packb((2, ((5, "flip", -1, 0, 3),)))), "not a packed model action"),
-        "huge arg": (F.frame(F.K_EVENTS, msgpack.packb((2, ((0, 300),)))), "not a packed model action"),
-        "gap": (F.frame(F.K_EVENTS, msgpack.packb((5, (16,)))), "expected 2"),
-        "array bomb": (F.frame(F.K_EVENTS, b"\x92\x02\xdd\xff\xff\xff\xff"), "invalid events record"),
+        "bad code": (_ev(2, [7]), "malformed action code"),
+        "edit code": (_ev(2, [0xFFFFFFFF]), "malformed action code"),
+        "huge arg": (_ev(2, [1 << 12]), "malformed action code"),
+        "old batch": (F.frame(F.K_EVENTS, msgpack.packb((2, (16, 24)))), "not [start, count, columns]"),
+        "count lies": (_ev(2, [16, 24], n=3), "not 3 events"),
+        "count 0": (_ev(2, [16], n=0), "claims 0 events"),
+        "not zlib": (_ev(2, [16], blob=b"plain bytes"), "do not decompress"),
+        "zlib bomb": (_ev(2, [16], blob=__import__("zlib").compress(b"\0" * (1 << 20))), "not 1 events"),
+        "gap": (_ev(5, [16]), "expected 2"),
+        "array bomb": (F.frame(F.K_EVENTS, b"\x93\x02\xdd\xff\xff\xff\xff"), "invalid events record"),
         "nesting": (F.frame(F.K_BRANCH, b"\x91" * 5000), "invalid branch record"),
         "second header": (_hdr(), "second header"),
         "ckpt position": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 1, "digest": "a" * 32, "snapshot": None,
                                                                  "event": 9})), "but 2 events precede it"),
         "ckpt future": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 10 ** 8, "digest": "a" * 32, "snapshot": None,
                                                                "event": 2})), "but 2 events precede it"),
-        "ckpt checks": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 2, "digest": "a" * 32, "snapshot": None,
-                                                               "event": 2, "checks": b"\0" * 6})), "3 event checks"),
+        "ckpt summary": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 2, "digest": "a" * 32, "snapshot": None,
+                                                                "event": 2, "summary": [[["zz", 1]], []]})),
+                         "not a slot, page, overlay or owner"),
+        "ckpt note": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 2, "digest": "a" * 32, "snapshot": None,
+                                                             "event": 2, "summary": [[], [["x" * 40, 1, 2]]]})),
+                      "malformed note"),
+        "ckpt stats": (F.frame(F.K_CHECKPOINT, msgpack.packb({"step": 2, "digest": "a" * 32, "snapshot": None,
+                                                              "event": 2, "stats": [{"events": "many"}, {}]})),
+                       "maps of names to integers"),
         "footer mismatch": (F.frame(F.K_FOOTER, msgpack.packb({"outcome": "ok", "steps": 3, "events": 3,
                                                                "checkpoints": [], "branches": []})), "step count"),
         "branch main": (F.frame(F.K_BRANCH, msgpack.packb({"name": "main", "parent": None, "fork_step": 0})),

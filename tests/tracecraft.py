@@ -45,39 +45,84 @@ def build(recs: list, fix_index: bool = True, version: int = F.FORMAT_VERSION, t
     return body
 
 
-def events_of(recs) -> list:
-    """All encoded choices, in order."""
-    out = []
+def columns_of(recs) -> tuple[list, list, list]:
+    """(codes, where, checks) of every event, in order."""
+    codes, where, checks = [], [], []
     for kind, obj in recs:
         if kind == F.K_EVENTS:
-            out += list(obj[1])
-    return out
+            c, w, k = F.unpack_columns(obj[2], obj[1])
+            codes += list(c)
+            where += list(w)
+            checks += [int.from_bytes(k[i:i + 2], "little") for i in range(0, len(k), 2)]
+    return codes, where, checks
 
 
-def with_events(recs, codes: list, batch: int = 1000) -> list:
+def events_of(recs) -> list:
+    """All packed choices, in order."""
+    return columns_of(recs)[0]
+
+
+def events_frame(start: int, codes, where, checks) -> list:
+    from array import array
+    return [F.K_EVENTS, [start, len(codes), F.pack_columns(array("I", codes), array("I", where),
+                                                           array("H", checks))]]
+
+
+def with_events(recs, codes: list, batch: int = 1000, where: list | None = None, checks: list | None = None) -> list:
     """`recs` with its events replaced by `codes` (renumbered frames, checkpoints moved to
     the same steps where they still fit, footer counts renumbered): a file that is framed
-    and counted right but records other choices."""
+    and counted right but records other choices. The where / check columns follow the
+    original positions (padded with the last value) unless given."""
+    c0, w0, k0 = columns_of(recs)
+    if where is None:
+        where = [w0[min(i, len(w0) - 1)] if w0 else 0 for i in range(len(codes))]
+    if checks is None:
+        checks = [k0[min(i, len(k0) - 1)] if k0 else 0 for i in range(len(codes))]
     head = [r for r in recs if r[0] == F.K_HEADER]
     ckpts = [r for r in recs if r[0] == F.K_CHECKPOINT]
     branches = [r for r in recs if r[0] == F.K_BRANCH]
     footer = [r for r in recs if r[0] == F.K_FOOTER]
     out = list(head)
     done = 0
+
+    def emit(upto):
+        nonlocal done
+        while done < upto:
+            n = min(batch, upto - done)
+            out.append(events_frame(done, codes[done:done + n], where[done:done + n], checks[done:done + n]))
+            done += n
     for _, ck in ckpts:
         step = ck["step"]
         if step > len(codes):
             break
-        while done < step:
-            n = min(batch, step - done)
-            out.append([F.K_EVENTS, [done, codes[done:done + n]]])
-            done += n
+        emit(step)
         out.append([F.K_CHECKPOINT, dict(ck, event=done)])
-    while done < len(codes):
-        n = min(batch, len(codes) - done)
-        out.append([F.K_EVENTS, [done, codes[done:done + n]]])
-        done += n
+    emit(len(codes))
     out += branches
     for _, f in footer:
         out.append([F.K_FOOTER, dict(f, events=len(codes), steps=len(codes))])
     return out
+
+
+def rewrite(tr, path, header: dict | None = None, acts: list | None = None) -> None:
+    """Write trace `tr` (as read by load_trace) again at `path` through the real writer, with
+    another header and/or other recorded choices (each event keeps its recorded where and
+    check, every checkpoint its digest, snapshot, summary and statistics)."""
+    from hvdbg.core.journal import Summary
+    from hvdbg.trace import TraceWriter
+    acts = list(tr.events) if acts is None else acts
+    w = TraceWriter(path, header or tr.header)
+    done = 0
+    checks = tr.checks
+    for i, (step, digest, snap, _off) in enumerate(tr.checkpoints):
+        for k in range(done, step):
+            w.event(acts[k], tr.where[k], int.from_bytes(checks[2 * k:2 * k + 2], "little"))
+        done = step
+        summ = tr.checkpoint_summaries[i]
+        w.checkpoint(step, digest, snap, None if summ is None else Summary(*summ), tr.checkpoint_stats[i])
+    for k in range(done, len(acts)):
+        w.event(acts[k], tr.where[min(k, len(tr.where) - 1)], 0)
+    if tr.footer is not None:
+        w.close(tr.footer["outcome"], len(acts))
+    else:
+        w.abandon()

@@ -189,9 +189,10 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
         self._app = j.head.events.append
 
     def scratch(self, machine: Machine, step: int) -> "Engine":
-        """A shallow copy for read-only work at `step` on `machine` (explanations, rebuilding a
+        """A shallow copy for work at `step` on `machine` (explanations, re-executing a
         segment): it shares the program and the journal, keeps no journal of its own and has
-        its own statistics and caches, so this engine is not touched."""
+        its own statistics, caches, hypervisor model and fast paths (they are bound to a
+        machine), so this engine and its machine are never touched."""
         import copy
         e = copy.copy(self)
         e.m = machine
@@ -207,9 +208,8 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
         e.schedule, e.sched_i = [], 0
         from collections import deque
         e.replay = deque()
-        e.hv = copy.copy(self.hv)
-        e.hv.m = machine
-        e.hv.e = e
+        e.hv = make_hypervisor(e, e.cfg)
+        e.fast = [[e._fast_op(op, pc) for pc, op in enumerate(ops)] for ops in e.code]
         return e
 
     def _rebuild(self, start: int, end: int) -> list:

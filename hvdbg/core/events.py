@@ -152,11 +152,19 @@ _PACKED: dict = {}
 _UNPACKED: dict = {}
 
 
-def pack_act(a: tuple) -> int:
-    """The u32 code of a model action (ValueError for anything that does not pack)."""
+def act_code(a: tuple) -> int:
+    """pack_act for the engine's own actions (their arguments are ints by construction): cached."""
     code = _PACKED.get(a)
-    if code is not None:
-        return code
+    if code is None:
+        code = pack_act(a)
+        if len(_PACKED) < 65536:
+            _PACKED[a] = code
+    return code
+
+
+def pack_act(a: tuple) -> int:
+    """The u32 code of a model action (ValueError for anything that does not pack: another
+    kind, a wrong arity, an argument that is not an int in 0..255 - a bool is not an int)."""
     k = ACT_KINDS.get(a[0]) if isinstance(a, tuple) and a and isinstance(a[0], str) else None
     if k is None or len(a) != ACT_ARITY[a[0]] + 1:
         raise ValueError(f"{str(a)[:60]} is not a model action")
@@ -166,8 +174,6 @@ def pack_act(a: tuple) -> int:
             raise ValueError(f"{str(a)[:60]}: argument {str(x)[:20]} does not pack (0..255)")
         code |= x << shift
         shift += 8
-    if len(_PACKED) < 65536:
-        _PACKED[a] = code
     return code
 
 

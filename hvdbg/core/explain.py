@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .defs import PAGE_SHIFT, vector_name
-from .events import Event, act_text, pack_act
+from .events import Event, act_code, act_text
 from .journal import Journal
 from .machine import F_FRAMES, F_HALT, F_IF, F_IRR, F_ISR, F_PC, F_RT, RAM
 from .program import parse_operand
@@ -263,7 +263,7 @@ def _is_guest_store(eng, ev: Event) -> bool:
 
 def _find_send(eng, src: int, dst: int, v: int, before: int):
     j = eng.events
-    code = pack_act(("traffic", src, dst, v))
+    code = act_code(("traffic", src, dst, v))
 
     def may(summ, lo, hi):
         return summ is None or any(n[0] == "ipi" and n[1] == dst and n[2] == v for n in summ.notes) or \

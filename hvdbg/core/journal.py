@@ -31,7 +31,7 @@ from collections import OrderedDict
 from typing import Callable, NamedTuple
 
 from .defs import PAGE_SHIFT
-from .events import EDIT_ACT, Event, pack_act, unpack_act
+from .events import EDIT_ACT, Event, act_code, unpack_act
 from .machine import RAM
 
 SEGMENT_EVENTS = 16384         # K: events per segment (bench/timeline.py measures the choice)
@@ -63,10 +63,16 @@ def summary_key(loc):
     return loc                    # ("pg", pfn), ("ov", cpu), ("own", pfn)
 
 
+def _field(x):
+    if x.__class__ is int or (x.__class__ is str and len(x) <= 32):
+        return x
+    return None
+
+
 def note_key(n: tuple) -> tuple:
-    a = n[1] if len(n) > 1 else None
-    b = n[2] if len(n) > 2 else None
-    return (n[0], a if a.__class__ in (int, str) else None, b if b.__class__ in (int, str) else None)
+    """(kind, first field, second field) of a note, each field kept only when it is an int or a
+    short name (a vector, an MSR, a transition kind), else None."""
+    return (n[0], _field(n[1]) if len(n) > 1 else None, _field(n[2]) if len(n) > 2 else None)
 
 
 def summarize(events) -> Summary:
@@ -211,7 +217,7 @@ class Journal:
                     rtpc.append(NO_RTPC)
                     self.edits[ev[0]] = a
                 else:
-                    codes.append(pack_act(a))
+                    codes.append(act_code(a))
                     rtpc.append(ev[3] << 16 | ev[4])
             self.summaries[start] = summarize(evs)
             end = start + len(evs)
@@ -246,7 +252,7 @@ class Journal:
             return self.base.code(i)
         if i >= self.head.start:
             a = self.head.events[i - self.head.start][1]
-            return EDIT_ACT if a[0] == "edit" else pack_act(a)
+            return EDIT_ACT if a[0] == "edit" else act_code(a)
         return self.codes[i - self.fork]
 
     def where(self, i: int) -> tuple[int, int]:
@@ -355,13 +361,30 @@ class Journal:
             if self.rebuild is None or start not in self.snaps:
                 raise JournalError(start, f"segment at step {start} is not in memory and cannot be rebuilt")
             end = self.seg_end(start)
-            events = self.rebuild(start, end)
+            import gc
+            was = gc.isenabled()
+            gc.disable()                  # millions of acyclic tuples: nothing for the cyclic GC
+            try:
+                events = self.rebuild(start, end)
+            finally:
+                if was:
+                    gc.enable()
             self._check_rebuilt(start, end, events)
+            gc.freeze()                   # keep later collections from scanning the segment
             seg = Segment(start, events)
             self.builds += 1
             self.cache[start] = seg
             self._evict()
             return seg
+
+    def ensure(self, a: int, b: int) -> None:
+        """Build every segment that events [a, b) live in (so a caller can check everything
+        will be readable - a JournalError raised here - before it changes any state)."""
+        for _lo, _hi, s in self.segments_between(a, b):
+            if s < self.fork:
+                self.base.ensure(_lo, _hi)
+            elif s != self.head.start:
+                self.segment(s)
 
     def is_built(self, start: int) -> bool:
         return start == self.head.start or start in self.cache or (start < self.fork and self.base.is_built(start))
@@ -542,7 +565,7 @@ class Journal:
                 evs, h = self.head.events, self.head.start
                 for j in range(i, stop):
                     a = evs[j - h][1]
-                    if a[0] != "edit" and pack_act(a) == code:
+                    if a[0] != "edit" and act_code(a) == code:
                         return j
                 return None
             hi = min(stop, self.head.start)
@@ -563,7 +586,7 @@ class Journal:
                 lo = max(stop, h)
                 for j in range(i, lo - 1, -1):
                     a = evs[j - h][1]
-                    if a[0] != "edit" and pack_act(a) == code:
+                    if a[0] != "edit" and act_code(a) == code:
                         return j
                 i = lo - 1
                 continue

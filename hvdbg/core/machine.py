@@ -89,10 +89,14 @@ class Layout:
         return divmod(loc - self.nglobal, self.block)
 
 
+BIG_INT_BYTES = 33    # a 256-bit IRR/ISR set (vector 255 included) as a signed little-endian int
+
+
 def _canon(v):
-    """msgpack-able form of a slot value: 256-bit IRR/ISR sets become 32 little-endian bytes."""
+    """msgpack-able form of a slot value: an int outside 64 bits (the 256-bit IRR/ISR sets)
+    becomes BIG_INT_BYTES little-endian bytes (signed)."""
     if isinstance(v, int) and not -(1 << 63) <= v < (1 << 64):
-        return v.to_bytes(32, "little", signed=True)
+        return v.to_bytes(BIG_INT_BYTES, "little", signed=True)
     return v
 
 

@@ -13,7 +13,6 @@ without moving. Long operations take a ``stop`` callback. What-if edits create b
 """
 from __future__ import annotations
 
-import bisect
 import os
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from .defs import PAGE_SHIFT, vector_names
 from collections import Counter
 
 from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_WRITES, Config, Engine, Result, _copy_state
-from .events import EDIT_ACT, pack_act
+from .events import EDIT_ACT, act_code
 from .journal import Journal
 from .machine import F_FRAMES, F_IRR, F_ISR, F_PC, F_RT, RAM, Machine
 from .view import MachineView
@@ -288,7 +287,11 @@ class Timeline:
             return k
         m, j = self.e.m, self.e.events
         s, snap = j.snapshot_floor(k)
-        if self._cost(s, k) < self._cost(self.pos, k):
+        restore = self._cost(s, k) < self._cost(self.pos, k)
+        # build what the move reads first: a segment that fails its checks (JournalError)
+        # then leaves the machine and the position as they were
+        j.ensure(s, k) if restore else j.ensure(min(self.pos, k), max(self.pos, k))
+        if restore:
             m.restore(snap)
             redo = m.redo
             for ev in j.iter_range(s, k):
@@ -316,7 +319,7 @@ class Timeline:
         """Run events until `cpu` has executed its next op (others advance as recorded). The
         search reads the choice column (no segment is rebuilt to find it)."""
         cpu = self.focus if cpu is None else cpu
-        code = pack_act(("op", cpu))
+        code = act_code(("op", cpu))
         for _ in range(n):
             if stop is not None and stop():
                 return Stop(self.pos, "interrupted")
@@ -330,7 +333,7 @@ class Timeline:
     def rstep(self, cpu: int | None = None, n: int = 1, stop=None) -> Stop:
         """Back to just before `cpu`'s previous op."""
         cpu = self.focus if cpu is None else cpu
-        code = pack_act(("op", cpu))
+        code = act_code(("op", cpu))
         for _ in range(n):
             if stop is not None and stop():
                 return Stop(self.pos, "interrupted")

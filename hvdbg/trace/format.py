@@ -26,11 +26,14 @@ from typing import Any
 import msgpack
 
 MAGIC = b"HVDBGTR\0"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Versions this hvdbg refuses with a reason (their state layout or content differs).
 OLD_VERSIONS = {1: "format version 1 was written by hvdbg 0.1, before the bug library: its machine state layout "
                    "(page owners, kernel generations, the KVM PV MSRs) differs, so its digests cannot be checked; "
-                   "re-record it with this hvdbg (hvdbg run SCENARIO --record FILE)"}
+                   "re-record it with this hvdbg (hvdbg run SCENARIO --record FILE)",
+                2: "format version 2 was written before segmented traces (issue 10): it has no snapshots and its "
+                   "state digests encode IRR/ISR differently; re-record it with this hvdbg "
+                   "(hvdbg run SCENARIO --record FILE, or hvdbg replay OLD --verify with the hvdbg that wrote it)"}
 FILE_HEAD = struct.Struct("<8sI")  # magic, format version
 FILE_HEAD_SIZE = FILE_HEAD.size  # 12
 
@@ -63,6 +66,13 @@ KIND_NAMES = {
 #: many events, or the oldest pending event is this old (checked on each call).
 FLUSH_EVENTS = 1000
 FLUSH_SECONDS = 0.100
+
+#: An events frame (v3): msgpack [first event, n, zlib(codes u32 x n | where u32 x n | checks u16 x n)],
+#: all little-endian. EVENT_BYTES is the decompressed size per event.
+EVENT_BYTES = 10
+#: A checkpoint's summary and statistics are bounded (entries), whatever the frame size.
+MAX_SUMMARY_ENTRIES = 1 << 20
+MAX_STATS_ENTRIES = 256
 
 # Descriptor kind codes and the number of int arguments each takes.
 DESC_CODES = {"op": 0, "deliver": 1, "land": 2, "timer": 3, "traffic": 4, "edit": 5}
@@ -228,6 +238,14 @@ class Choices:
         """Each distinct descriptor once (for validation against the model)."""
         return [self._decode(c) for c in set(self.codes)]
 
+    def extend_codes(self, codes: array) -> None:
+        """Append packed codes (an events frame's column): every one must unpack to a model
+        action, else ValueError."""
+        from ..core.events import unpack_act
+        for code in set(codes) - self._table.keys():
+            self._table[code] = unpack_act(code)
+        self.codes.extend(codes)
+
     def extend_batch(self, batch) -> None:
         """Append an events batch (a tuple of encoded descriptors): every entry must be a
         packed code of a non-edit kind, else ValueError."""
@@ -240,6 +258,41 @@ class Choices:
         for code in set(arr) - self._table.keys():
             self._decode(code)           # validates (ValueError) and interns
         self.codes.extend(arr)
+
+
+def pack_columns(codes: array, where: array, checks: array) -> bytes:
+    """The compressed column block of an events frame (little-endian on every host)."""
+    import sys
+    cols = [array("I", codes), array("I", where), array("H", checks)]
+    if sys.byteorder != "little":
+        for c in cols:
+            c.byteswap()
+    return zlib.compress(b"".join(c.tobytes() for c in cols), 1)
+
+
+def unpack_columns(blob: bytes, n: int) -> tuple[array, array, bytes]:
+    """(codes, where, checks bytes) of an events frame's block of `n` events; ValueError when
+    it does not decompress to exactly n * EVENT_BYTES bytes (never more is inflated)."""
+    import sys
+    if type(n) is not int or not 0 < n <= MAX_FRAME:
+        raise ValueError(f"events frame claims {str(n)[:20]} events")
+    if not isinstance(blob, (bytes, bytearray)):
+        raise ValueError("events frame columns are not bytes")
+    want = n * EVENT_BYTES
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(blob, want + 1)
+    except zlib.error as e:
+        raise ValueError(f"events frame columns do not decompress ({e})") from None
+    if len(raw) != want or d.unconsumed_tail or not d.eof or d.unused_data:
+        raise ValueError(f"events frame columns are not {n} events")
+    codes, where = array("I"), array("I")
+    codes.frombytes(raw[:4 * n])
+    where.frombytes(raw[4 * n:8 * n])
+    if sys.byteorder != "little":
+        codes.byteswap()
+        where.byteswap()
+    return codes, where, raw[8 * n:]
 
 
 class DescriptorEncoder(dict):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,9 @@ _BRANCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 class Trace:
     header: dict
     events: F.Choices = field(default_factory=F.Choices)  # the recorded choices (descriptor tuples on access)
-    checkpoints: list = field(default_factory=list)  # (step, digest, snapshot | None, offset)
+    where: array = field(default_factory=lambda: array("I"))  # per event: routine << 16 | pc of its op
+    checks: bytearray = field(default_factory=bytearray)      # per event: 16-bit check of its writes (LE)
+    checkpoints: list = field(default_factory=list)  # (step, digest, snapshot bytes | None, offset)
     branches: list = field(default_factory=list)  # dicts: name, parent, fork_step, edit, event, offset
     footer: dict | None = None
     footer_offset: int = 0
@@ -48,8 +51,10 @@ class Trace:
     size: int = 0  # bytes in the file when read
     #: event index at which each checkpoint was taken (parallel to ``checkpoints``)
     checkpoint_events: list = field(default_factory=list)
-    #: per-event check values (bytes, 2 per event) stored with each checkpoint, or None (parallel)
-    checkpoint_checks: list = field(default_factory=list)
+    #: the summary of the segment ending at each checkpoint: (writes, notes) tuples, or None (parallel)
+    checkpoint_summaries: list = field(default_factory=list)
+    #: the run's (statistics, pack state) at each checkpoint, or None (parallel)
+    checkpoint_stats: list = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -152,15 +157,16 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
             try:
                 if kind == F.K_EVENTS:
                     rec = unpack(payload, use_list=False)
-                    if type(rec) is not tuple or len(rec) != 2:
-                        raise ValueError("events record is not [start, batch]")
-                    start, batch = rec
+                    if type(rec) is not tuple or len(rec) != 3:
+                        raise ValueError("events record is not [start, count, columns]")
+                    start, count, blob = rec
                     if start != len(events):
                         raise ValueError(f"events frame starts at event {F.one_line(str(start))[:30]}, expected "
                                          f"{len(events)} (frame lost?)")
-                    if type(batch) is not tuple:
-                        raise ValueError("events batch is not an array")
-                    events.extend_batch(batch)
+                    codes, where, checks = F.unpack_columns(blob, count)
+                    events.extend_codes(codes)
+                    tr.where.extend(where)
+                    tr.checks += checks
                 elif kind == F.K_CHECKPOINT:
                     rec = unpack(payload, use_list=True)
                     if not isinstance(rec, dict):
@@ -173,18 +179,13 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
                                          f"{F.one_line(str(ev))[:30]}), but {len(events)} events precede it")
                     if not _DIGEST.match(digest):
                         raise ValueError("checkpoint digest is not 16..128 hex digits")
-                    checks = rec.get("checks")
-                    if not (checks is None or isinstance(checks, bytes)):
-                        raise ValueError("checkpoint checks are not bytes")
                     prev = tr.checkpoints[-1][0] if tr.checkpoints else 0
                     if tr.checkpoints and step <= prev:
                         raise ValueError(f"checkpoint at step {step} does not follow the one at step {prev}")
-                    if checks is not None and len(checks) != 2 * (step - prev):
-                        raise ValueError(f"checkpoint at step {step} carries {len(checks) // 2} event checks for "
-                                         f"the {step - prev} events since step {prev}")
                     tr.checkpoints.append((step, digest, snap, off))
                     tr.checkpoint_events.append(ev)
-                    tr.checkpoint_checks.append(checks)
+                    tr.checkpoint_summaries.append(_summary(rec.get("summary")))
+                    tr.checkpoint_stats.append(_stats(rec.get("stats")))
                 elif kind == F.K_BRANCH:
                     rec = unpack(payload, use_list=False)
                     if not isinstance(rec, dict) or not isinstance(rec.get("name"), str):
@@ -257,6 +258,47 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
             f"recovered {len(events)} events, {len(tr.checkpoints)} checkpoints",
         }
     return tr
+
+
+def _summary(rec):
+    """A checkpoint's segment summary: ((written locations), (notes)), checked for shape."""
+    if rec is None:
+        return None
+    if type(rec) is not list or len(rec) != 2 or type(rec[0]) is not list or type(rec[1]) is not list \
+            or len(rec[0]) + len(rec[1]) > F.MAX_SUMMARY_ENTRIES:
+        raise ValueError("checkpoint summary is not [written locations, notes]")
+    writes = set()
+    for w in rec[0]:
+        if type(w) is int and 0 <= w < 1 << 32:
+            writes.add(w)
+        elif type(w) is list and len(w) == 2 and w[0] in ("pg", "ov", "own") and type(w[1]) is int \
+                and -(1 << 52) < w[1] < 1 << 52:
+            writes.add((w[0], w[1]))
+        else:
+            raise ValueError("checkpoint summary names a location that is not a slot, page, overlay or owner")
+    notes = set()
+    for nt in rec[1]:
+        if type(nt) is not list or len(nt) != 3 or type(nt[0]) is not str or len(nt[0]) > 32 or not all(
+                x is None or (type(x) is int and -(1 << 64) < x < 1 << 64) or (type(x) is str and len(x) <= 256)
+                for x in nt[1:]):
+            raise ValueError("checkpoint summary has a malformed note")
+        notes.add(tuple(nt))
+    return (frozenset(writes), frozenset(notes))
+
+
+def _stats(rec):
+    """A checkpoint's (statistics, pack state): two maps of names to integers."""
+    if rec is None:
+        return None
+    if type(rec) is not list or len(rec) != 2:
+        raise ValueError("checkpoint statistics are not [statistics, pack state]")
+    out = []
+    for d in rec:
+        if not isinstance(d, dict) or len(d) > F.MAX_STATS_ENTRIES or not all(
+                type(k) is str and len(k) <= 64 and type(v) is int and -(1 << 64) < v < 1 << 64 for k, v in d.items()):
+            raise ValueError("checkpoint statistics are not maps of names to integers")
+        out.append(dict(d))
+    return tuple(out)
 
 
 def _check_footer(tr: Trace, f: dict, off: int) -> None:

@@ -16,6 +16,9 @@ import os
 import time
 from typing import Any, BinaryIO
 
+from array import array
+
+from ..core.events import pack_act
 from ..safe import open_partial
 from . import format as F
 
@@ -31,9 +34,10 @@ class TraceWriter:
         self.durable = durable
         self.events_written = 0  # events passed to event()
         self.flushed_events = 0  # events handed to the OS (file.flush() done)
-        self._batch: list = []
+        self._codes = array("I")
+        self._where = array("I")
+        self._checks = array("H")
         self._batch_t0 = 0.0
-        self._enc = F.DescriptorEncoder()
         self._checkpoint_offsets: list[int] = []
         self._branch_offsets: list[int] = []
         self._closed = False
@@ -76,37 +80,43 @@ class TraceWriter:
             raise ValueError(f"{self.name}: trace writer is closed")
 
     # ------------------------------------------------------------ records
-    def event(self, descriptor: tuple) -> None:
-        """Record one event's choice (an action or edit descriptor tuple)."""
+    def event(self, descriptor: tuple, where: int = 0, check: int = 0) -> None:
+        """Record one event: its choice (a model action; ValueError for anything that does not
+        pack, e.g. an edit), where its op ran (routine << 16 | pc) and its 16-bit check."""
         if self._closed:
             raise ValueError(f"{self.name}: trace writer is closed")
-        batch = self._batch
-        batch.append(self._enc[descriptor])  # validates on first sight; raises ValueError
+        codes = self._codes
+        codes.append(pack_act(descriptor))
+        self._where.append(where)
+        self._checks.append(check)
         self.events_written += 1
         now = monotonic()
-        if len(batch) == 1:
+        if len(codes) == 1:
             self._batch_t0 = now
-        if len(batch) >= F.FLUSH_EVENTS or now - self._batch_t0 >= F.FLUSH_SECONDS:
+        if len(codes) >= F.FLUSH_EVENTS or now - self._batch_t0 >= F.FLUSH_SECONDS:
             self._flush_batch()
 
     def _flush_batch(self) -> None:
-        batch = self._batch
-        if not batch:
+        n = len(self._codes)
+        if not n:
             return
         start = self.flushed_events
-        self._write_frame(F.K_EVENTS, self._packer.pack((start, batch)))
-        self.flushed_events = start + len(batch)
-        self._batch = []
+        blob = F.pack_columns(self._codes, self._where, self._checks)
+        self._write_frame(F.K_EVENTS, self._packer.pack((start, n, blob)))
+        self.flushed_events = start + n
+        self._codes, self._where, self._checks = array("I"), array("I"), array("H")
 
     def flush(self) -> None:
         """Write pending events now (file.flush(); fsync too if durable)."""
         self._check_open()
         self._flush_batch()
 
-    def checkpoint(self, step: int, digest: str, snapshot: bytes | None = None, checks: bytes | None = None) -> int:
-        """Record state digest (hex str) and optional pre-encoded snapshot at ``step``; ``checks``
-        optionally holds the per-event check values (2 bytes each, little-endian) of the events
-        since the previous checkpoint, so replay can name the first differing event. Returns its offset."""
+    def checkpoint(self, step: int, digest: str, snapshot: bytes | None = None, summary=None,
+                   stats: tuple | None = None) -> int:
+        """Record the state digest (hex str) at ``step``, and optionally the encoded machine
+        snapshot there (core/snapshot.py), the summary of the segment that ends there
+        (journal.Summary: written locations, notes) and the run's statistics and pack state
+        there. Returns its offset."""
         self._check_open()
         if type(step) is not int or step < 0:
             raise ValueError(f"checkpoint step must be an int >= 0, got {step!r}")
@@ -114,14 +124,15 @@ class TraceWriter:
             raise TypeError(f"checkpoint digest must be a str, got {type(digest).__name__}")
         if snapshot is not None and not isinstance(snapshot, (bytes, bytearray, memoryview)):
             raise TypeError(f"checkpoint snapshot must be bytes or None, got {type(snapshot).__name__}")
-        if checks is not None and not isinstance(checks, (bytes, bytearray)):
-            raise TypeError(f"checkpoint checks must be bytes or None, got {type(checks).__name__}")
         self._flush_batch()
-        payload = self._packer.pack(
-            {"step": step, "digest": digest, "event": self.flushed_events,
-             "snapshot": None if snapshot is None else bytes(snapshot),
-             **({} if checks is None else {"checks": bytes(checks)})}
-        )
+        rec = {"step": step, "digest": digest, "event": self.flushed_events,
+               "snapshot": None if snapshot is None else bytes(snapshot)}
+        if summary is not None:
+            rec["summary"] = [[w if w.__class__ is int else list(w) for w in summary.writes],
+                              [list(n) for n in summary.notes]]
+        if stats is not None:
+            rec["stats"] = [dict(stats[0]), dict(stats[1])]
+        payload = self._packer.pack(rec)
         off = self._write_frame(F.K_CHECKPOINT, payload)
         self._checkpoint_offsets.append(off)
         return off
