@@ -22,7 +22,23 @@ from fuzzkit import check_contract, run_cli
 from hvdbg.trace import format as F
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = (ROOT / "traces" / "seed-hang.hvt").read_bytes()
+
+
+def _base() -> bytes:
+    """The seed hang recorded in segments of 128 events: checkpoints with snapshots, summaries
+    and statistics every 128 events, so mutations reach every kind of record content."""
+    import tempfile
+
+    from hvdbg.core.scenario import load_scenario
+    from hvdbg.recording import record
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "seed.hvt"
+        s = load_scenario("cpu-offline")
+        record(s, s.config(), f, segment=128)
+        return f.read_bytes()
+
+
+BASE = _base()
 RECS = TC.records(BASE)
 ALLOWED = {0, 2, 4, 8}
 
@@ -68,7 +84,8 @@ def _set(obj, path, value):
 def mutated(draw):
     import copy
     recs = copy.deepcopy(RECS)
-    kind = draw(st.sampled_from(["field", "field", "field", "drop", "dup", "swap", "events", "branch", "index"]))
+    kind = draw(st.sampled_from(["field", "field", "field", "drop", "dup", "swap", "events", "branch", "index",
+                                 "snapshot", "snapshot"]))
     if kind == "field":
         i = draw(st.integers(0, len(recs) - 1))
         paths = list(_paths(recs[i][1]))
@@ -101,10 +118,45 @@ def mutated(draw):
         if draw(st.booleans()):
             rec["switch"] = {draw(st.sampled_from(["fix", "hypervisor", "overlay", "colour"])): draw(hostile_strs)}
         recs.insert(len(recs) - 1, [F.K_BRANCH, rec])
+    elif kind == "snapshot":
+        # a slot of a snapshot changed and, half the time, the digest beside it made to match
+        # (what a careful forger does): the checker and the segment's re-execution must catch it
+        import zlib
+
+        import msgpack
+        ck = [r for r in recs if r[0] == F.K_CHECKPOINT and r[1].get("snapshot")]
+        rec = ck[draw(st.integers(0, len(ck) - 1))][1]
+        data = msgpack.unpackb(zlib.decompress(rec["snapshot"]), raw=False, use_list=True)
+        slots = data[0]
+        slots[draw(st.integers(0, len(slots) - 1))] = draw(hostile_ints | st.sampled_from([(), [[0, 1, 48]], None]))
+        try:
+            rec["snapshot"] = zlib.compress(msgpack.packb(data, use_bin_type=True))
+        except (OverflowError, TypeError, ValueError):
+            return BASE
+        if draw(st.booleans()):
+            rec["digest"] = _forged_digest(data) or rec["digest"]
     else:
         i = draw(st.integers(0, len(recs) - 1))
         recs[i][1] = _set(recs[i][1], (), draw(hostile_values))
     return TC.build(recs, fix_index=draw(st.booleans()) or kind != "index")
+
+
+def _forged_digest(data):
+    """The digest hvdbg would compute for snapshot `data`, if it is well-formed enough."""
+    from hvdbg.core.engine import Engine
+    from hvdbg.core.machine import Machine
+    from hvdbg.core.scenario import load_scenario
+    try:
+        s = load_scenario("cpu-offline")
+        e = Engine(s, s.config())
+        m = Machine(e.L)
+        S = [int.from_bytes(v, "little", signed=True) if isinstance(v, bytes) else
+             tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for v in data[0]]
+        m.restore((S, {k: v for k, v in data[1]}, {k: v for k, v in data[2]},
+                   {k: (g, p, c) for k, g, p, c in data[3]}))
+        return m.digest()
+    except Exception:
+        return None
 
 
 @st.composite

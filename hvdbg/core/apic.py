@@ -61,6 +61,15 @@ class ApicRules:
         b = self.L.base(c)
         v = self.deliverable(c)
         irr, isr = S[b + F_IRR], S[b + F_ISR]
+        if v not in self.idt:
+            # No handler (a what-if injection, a hostile trace): Linux's do_IRQ acks it at once
+            # (ack_APIC_irq) and drops it - "No irq handler for vector" (arch/x86/kernel/irq.c).
+            # Net effect modelled: the vector leaves IRR, ISR is as before (assumption: the
+            # guest's EOI path is not run for it).
+            m.set(b + F_IRR, irr & ~(1 << v))
+            self.note("deliver", v)
+            self.note("fault", f"no handler for vector 0x{v:02x}: do_IRQ acks and drops it")
+            return
         m.set(b + F_IRR, irr & ~(1 << v))
         m.set(b + F_ISR, isr | (1 << v))
         frame = (1, S[b + F_RT], S[b + F_PC], S[b + F_IF], S[b + F_R0], S[b + F_R0 + 1], S[b + F_R0 + 2],
