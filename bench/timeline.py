@@ -1,144 +1,218 @@
-"""Time-travel costs, measured in one run (issue 3):
+"""Time travel at scale (issue 10), measured in one run beside a calibration loop.
 
-(a) reverse-step cost / forward-step cost at positions 1k, 100k and 1M (forward = redo of a
-    recorded event, and = executing a new event);
-(b) median and p99 goto latency to random positions in a 1M-event recording;
-(c) trace load throughput / raw msgpack.Unpacker throughput over the same records
-    (when hvdbg.trace is present);
-(d) bytes per event on disk (when hvdbg.trace is present) and in memory.
+Each phase runs in its own process (peak RSS from os.wait4 of that process alone):
 
-Usage: python bench/timeline.py [--events 1000000]
+(1) record N events of `soak` to a trace: time, events/s, peak RSS, bytes per event on disk
+    and in memory (the journal's columns, snapshots and summaries; and peak RSS / N);
+(2) open that trace at its last step (recording.open_at), and the TUI's first paint on it;
+(3) `hvdbg show TRACE --step K` for random K: wall time of each CLI run;
+(4) goto to random steps: p50 / p99 when the segment is built, and when it must be rebuilt;
+(5) reverse-step and forward (redo) cost at positions 1k, 100k, 1M, 10M (when reached);
+(6) replay --verify of a 1M-event trace against the time to record it.
+
+Usage: python bench/timeline.py [--events 10000000] [--dir DIR] [--skip-tui]
 """
 from __future__ import annotations
 
 import argparse
-import gc
+import json
 import os
 import random
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 
-from hvdbg.core.engine import E_ACT, E_WRITES
-from hvdbg.core.scenario import load_scenario
-from hvdbg.core.timeline import Timeline
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from engine import calibration  # noqa: E402
+
+_LAUNCHER = """
+import os, sys, time
+t = time.perf_counter()
+pid = os.posix_spawn(sys.executable, [sys.executable, *sys.argv[2:]], os.environ)
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{ru.ru_maxrss * 1024} {time.perf_counter() - t}")
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
 
 
-def per_event(fn, reps: int) -> float:
+def child(args: list[str]) -> tuple[dict, int, float]:
+    """Run `python args...` as its own process: (its JSON output, peak RSS bytes, seconds)."""
+    fd, res = tempfile.mkstemp()
+    os.close(fd)
+    p = subprocess.run([sys.executable, "-c", _LAUNCHER, res, *args], capture_output=True, text=True)
+    with open(res) as f:
+        rss, secs = f.read().split()
+    os.unlink(res)
+    if p.returncode not in (0, 3, 5, 7):
+        raise SystemExit(f"phase {args[:3]} failed ({p.returncode}): {p.stderr[-2000:]}")
+    try:
+        out = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {}
+    except json.JSONDecodeError:
+        out = {"stdout": p.stdout[-500:]}
+    return out, int(rss), float(secs)
+
+
+# ---------------------------------------------------------------- phases (run as children)
+def phase_record(path: str, n: int) -> None:
+    from hvdbg.core.scenario import load_scenario
+    from hvdbg.recording import record
+    s = load_scenario("soak")
+    s.init_vars["warmup"] = 10 ** 9
     t = time.perf_counter()
-    fn(reps)
-    return (time.perf_counter() - t) / reps
+    tl = record(s, s.config(max_steps=n), path)
+    dt = time.perf_counter() - t
+    j = tl.journal
+    from hvdbg.core import snapshot as snapshots
+    snap_bytes = sum(len(snapshots.encode(v)) for v in j.snaps.values())      # compressed size
+    raw_snap = sum(sum(len(p) for p in v[1].values()) + sum(len(p) for p in v[2].values()) + 8 * len(v[0])
+                   for v in j.snaps.values())
+    summ = sum(64 * (len(v.writes) + len(v.notes)) for v in j.summaries.values())
+    resident = j.codes.itemsize * len(j.codes) + j.rtpc.itemsize * len(j.rtpc) + raw_snap + summ
+    print(json.dumps({"events": tl.length, "seconds": dt, "segments": len(j.snaps), "K": j.K,
+                      "resident_bytes": resident, "built_events": j.built_events()}))
+
+
+def phase_open(path: str) -> None:
+    from hvdbg.recording import open_at
+    t = time.perf_counter()
+    o = open_at(path)
+    dt = time.perf_counter() - t
+    print(json.dumps({"seconds": dt, "pos": o.timeline.pos, "status": o.status, "builds": o.timeline.journal.builds}))
+
+
+def phase_tui(path: str) -> None:
+    import asyncio
+    os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+    from hvdbg.commands import Session
+    from hvdbg.tui import HvdbgApp
+
+    async def go():
+        t = time.perf_counter()
+        s = Session.open(path)
+        app = HvdbgApp(s)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await pilot.pause()
+            app.screen._compositor.render_update(full=True)
+            return time.perf_counter() - t, s.tl.pos
+    dt, pos = asyncio.run(go())
+    print(json.dumps({"first_paint": dt, "pos": pos}))
+
+
+def phase_goto(path: str, reps: int) -> None:
+    from hvdbg.recording import open_at
+    o = open_at(path)
+    tl = o.timeline
+    j = tl.journal
+    rnd = random.Random(7)
+    built, rebuilt = [], []
+    for _ in range(reps):
+        k = rnd.randrange(0, tl.length + 1)
+        b0 = j.builds
+        t = time.perf_counter()
+        tl.goto(k)
+        dt = time.perf_counter() - t
+        (rebuilt if j.builds > b0 else built).append(dt)
+        # a second goto nearby in the now-built segment
+        k2 = min(tl.length, max(0, k + rnd.randrange(-j.K // 2, j.K // 2)))
+        if j.is_built(j.seg_start(max(0, k2 - 1))) and j.is_built(j.seg_start(max(0, min(k2, tl.length - 1)))):
+            t = time.perf_counter()
+            b1 = j.builds
+            tl.goto(k2)
+            (rebuilt if j.builds > b1 else built).append(time.perf_counter() - t)
+    out = {}
+    for name, xs in (("built", built), ("rebuilt", rebuilt)):
+        xs.sort()
+        if xs:
+            out[name] = {"n": len(xs), "p50_ms": xs[len(xs) // 2] * 1e3, "p99_ms": xs[max(0, int(len(xs) * 0.99) - 1)] * 1e3,
+                         "max_ms": xs[-1] * 1e3}
+    # reverse-step / redo cost at positions along the trace
+    costs = {}
+    for pos in (1_000, 100_000, 1_000_000, 10_000_000):
+        if pos + 2000 > tl.length:
+            continue
+        tl.goto(pos + 2000)
+        t = time.perf_counter()
+        for _ in range(2000):
+            tl.event(-1)
+        rev = (time.perf_counter() - t) / 2000
+        t = time.perf_counter()
+        for _ in range(2000):
+            tl.event(1)
+        fwd = (time.perf_counter() - t) / 2000
+        costs[str(pos)] = {"reverse_us": rev * 1e6, "forward_us": fwd * 1e6}
+    out["step_costs"] = costs
+    print(json.dumps(out))
+
+
+def phase_verify(path: str) -> None:
+    from hvdbg.recording import load
+    t = time.perf_counter()
+    o = load(path, journal=False)
+    print(json.dumps({"seconds": time.perf_counter() - t, "status": o.status}))
+
+
+PHASES = {"record": phase_record, "open": phase_open, "tui": phase_tui, "goto": phase_goto, "verify": phase_verify}
 
 
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--phase":
+        fn = PHASES[sys.argv[2]]
+        fn(sys.argv[3], *map(int, sys.argv[4:]))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--dir", default=None)
+    ap.add_argument("--skip-tui", action="store_true")
     a = ap.parse_args()
-    n = a.events
-    s = load_scenario("soak")
-    t = time.perf_counter()
-    tl = Timeline.record(s, s.config(max_steps=n + 4000), checkpoint_every=1000)
-    rec = time.perf_counter() - t
-    print(f"recorded {tl.length} events of soak in {rec:.1f} s ({tl.length / rec / 1e3:.0f} k events/s, "
-          f"{len(tl.ckpt)} checkpoints)")
-    gc.disable()
-    m, evs = tl.e.m, tl.events
-    reps = 2000
-    # positions 1k, 100k and 1M need a recording of 1M + 2 x reps events (default --events)
-    print("(a) reverse-step / forward-step cost")
-    for pos in (1_000, 100_000, 1_000_000):
-        if pos + reps > tl.length:
-            continue
-        tl.goto(pos + reps)
-
-        def back(k):
-            for i in range(pos + reps - 1, pos + reps - 1 - k, -1):
-                m.undo(evs[i][E_WRITES])
-
-        def fwd(k):
-            for i in range(pos, pos + k):
-                m.redo(evs[i][E_WRITES])
-        revs, fws = [], []
-        for _ in range(5):                  # alternate, keep the best of 5 (warm caches for both)
-            revs.append(per_event(back, reps))
-            fws.append(per_event(fwd, reps))
-        rev, fw = min(revs), min(fws)
-        print(f"    at {pos:>9,}: reverse {rev * 1e6:6.2f} us, forward (redo) {fw * 1e6:6.2f} us, "
-              f"ratio {rev / fw:.2f}")
-    # forward = executing new events (the engine's own step)
-    s2 = load_scenario("soak")
-    from hvdbg.core.engine import Engine
-    e2 = Engine(s2, s2.config(max_steps=20_000))
-    t = time.perf_counter()
-    e2.run()
-    ex = (time.perf_counter() - t) / e2.step
-    tl.goto(tl.length)
-    rev = per_event(lambda k: [m.undo(evs[i][E_WRITES]) for i in range(tl.length - 1, tl.length - 1 - k, -1)], reps)
-    tl._set(tl.length - reps)
-    tl.goto(tl.length)
-    print(f"    reverse-step / executing a new event: {rev * 1e6:.2f} us / {ex * 1e6:.2f} us = {rev / ex:.2f}")
-    print("(b) goto latency to random positions")
-    rnd = random.Random(1)
-    lat = []
-    for _ in range(300):
-        k = rnd.randrange(0, tl.length + 1)
+    me = os.path.abspath(__file__)
+    d = a.dir or tempfile.mkdtemp(prefix="hvdbg-bench-")
+    big = os.path.join(d, f"soak-{a.events}.hvt")
+    cal = calibration()
+    print(f"calibration loop: {cal / 1e6:.2f} M iterations/s")
+    rec, rss, _ = child([me, "--phase", "record", big, str(a.events)])
+    n = rec["events"]
+    size = os.path.getsize(big)
+    print(f"(1) recorded {n:,} events of soak in {rec['seconds']:.1f} s ({n / rec['seconds'] / 1e3:.0f} k events/s, "
+          f"ratio to calibration {n / rec['seconds'] / cal:.4f}); peak RSS {rss / 2**20:.0f} MiB "
+          f"({rss / n:.1f} bytes/event all in); journal resident {rec['resident_bytes'] / n:.1f} bytes/event "
+          f"(K = {rec['K']}, {rec['segments']} snapshots, {rec['built_events']:,} events built at the end); "
+          f"on disk {size / n:.2f} bytes/event ({size / 2**20:.1f} MiB)")
+    op, rss, wall = child([me, "--phase", "open", big])
+    print(f"(2) open_at the last step: {op['seconds']:.2f} s in-process ({wall:.2f} s wall with interpreter start), "
+          f"{op['builds']} segment rebuilt, peak RSS {rss / 2**20:.0f} MiB")
+    if not a.skip_tui:
+        tu, rss, wall = child([me, "--phase", "tui", big])
+        print(f"    TUI first paint at step {tu['pos']:,}: {tu['first_paint']:.2f} s ({wall:.2f} s wall), "
+              f"peak RSS {rss / 2**20:.0f} MiB")
+    rnd = random.Random(3)
+    times = []
+    for _ in range(5):
+        k = rnd.randrange(0, n + 1)
         t = time.perf_counter()
-        tl.goto(k)
-        lat.append(time.perf_counter() - t)
-    lat.sort()
-    print(f"    median {statistics.median(lat) * 1e3:.2f} ms, p99 {lat[int(len(lat) * 0.99) - 1] * 1e3:.2f} ms "
-          f"over {len(lat)} random gotos in {tl.length:,} events")
-    print("(d) memory per event")
-    tracemalloc.start()
-    s3 = load_scenario("soak")
-    e3 = Engine(s3, s3.config(max_steps=50_000))
-    before = tracemalloc.get_traced_memory()[0]
-    e3.run()
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    print(f"    in memory: {(after - before) / e3.step:.0f} bytes/event (journal as Python tuples)")
-    from hvdbg.recording import header_for
-    from hvdbg.trace import format as F
-    from hvdbg.trace.reader import load_trace
-    from hvdbg.trace.writer import TraceWriter
-    import msgpack
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "bench.hvt")
-        w = TraceWriter(path, header_for(s, tl.e.cfg))
-        for ev in evs:
-            w.event(ev[E_ACT])
-        w.close(tl.result.outcome, tl.length)
-        size = os.path.getsize(path)
-        print(f"(d) on disk: {size / tl.length:.2f} bytes/event ({size:,} bytes for {tl.length:,} events, "
-              f"choices only; `--record` adds a 2-byte check per event and a digest every 1,000)")
-        data = open(path, "rb").read()
-        pos, payloads = 12, []
-        while pos < len(data) - F.TAIL_SIZE:
-            ln = F.FRAME_HEAD.unpack_from(data, pos)[0]
-            payloads.append(data[pos + 9:pos + 9 + ln])
-            pos += 9 + ln
-        blob = b"".join(payloads[1:])
-
-        def best(fn, n=3):
-            ts = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t0)
-            return min(ts)
-
-        def raw():
-            u = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=len(blob) + 1)
-            u.feed(blob)
-            for _ in u:
-                pass
-        t_load, t_raw = best(lambda: load_trace(path)), best(raw)
-        print(f"(c) load_trace {tl.length / t_load / 1e6:.2f} M events/s, raw Unpacker over the same payloads "
-              f"{tl.length / t_raw / 1e6:.2f} M events/s: ratio {t_raw / t_load:.2f}; with the writes recomputed "
-              f"by re-execution (what `replay` does) {1 / ex / 1e3:.0f} k events/s")
+        p = subprocess.run([sys.executable, "-m", "hvdbg", "show", big, "--step", str(k), "--json"],
+                           capture_output=True, text=True)
+        times.append((time.perf_counter() - t, k, p.returncode))
+    print("(3) hvdbg show --step K (wall, whole CLI run): " + ", ".join(f"K={k:,}: {s:.2f} s (exit {c})"
+                                                                         for s, k, c in times))
+    go, rss, _ = child([me, "--phase", "goto", big, "100"])
+    for name in ("built", "rebuilt"):
+        g = go.get(name)
+        if g:
+            print(f"(4) goto, segment {name:7s}: p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, "
+                  f"max {g['max_ms']:.1f} ms over {g['n']} gotos")
+    print("(5) reverse-step / forward step: " + "; ".join(
+        f"at {int(p):,}: {c['reverse_us']:.1f} us / {c['forward_us']:.1f} us" for p, c in go["step_costs"].items()))
+    one = os.path.join(d, "soak-1M.hvt")
+    m = min(n, 1_000_000)
+    rec1, _, _ = child([me, "--phase", "record", one, str(m)])
+    ver, rss, _ = child([me, "--phase", "verify", one])
+    print(f"(6) {m:,} events: record {rec1['seconds']:.1f} s, replay --verify {ver['seconds']:.1f} s "
+          f"(ratio {ver['seconds'] / rec1['seconds']:.2f}, {ver['status']}), verify peak RSS {rss / 2**20:.0f} MiB")
+    print(f"(files in {d})")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -52,7 +52,8 @@ def _session_options(p: argparse.ArgumentParser, traces: bool = True) -> None:
     p.add_argument("--vcpus", type=_int, help="vCPU count 2..64")
     p.add_argument("--max-steps", type=_int, dest="max_steps", help="step budget (timeout)")
     p.add_argument("--memory", metavar="SIZE", help="memory budget of a recorded session, e.g. 4G "
-                                                    "(default: $HVDBG_MEMORY or 75%% of the available memory)")
+                                                    "(default: $HVDBG_MEMORY or 75%% of the available memory); "
+                                                    "a quarter of it (64M..512M) holds rebuilt segments")
 
 
 def _options(args) -> dict:

@@ -161,11 +161,12 @@ class Session:
         8). A scenario's step budget must fit the memory budget of a recorded session
         (timeline.journal_problem)."""
         from .core.scenario import ScenarioError, load_scenario
-        from .core.timeline import journal_problem, memory_budget
+        from .core.timeline import cache_budget, journal_problem, memory_budget
+        cache = cache_budget(memory_budget(memory))
         if spec and is_trace_file(spec):
             from .recording import open_at
             from .safe import printable
-            loaded = open_at(spec, cache_bytes=memory)
+            loaded = open_at(spec, cache_bytes=cache)
             if loaded.divergence is not None:
                 raise CommandError(f"{printable(spec)}: diverged at step {loaded.divergence[0]}: {loaded.divergence[1]}")
             s = cls(loaded.timeline, spec)
@@ -183,7 +184,7 @@ class Session:
         why = journal_problem(cfg.max_steps, memory_budget(memory))
         if why:
             raise CommandError(why)
-        tl = Timeline.record(scn, cfg)
+        tl = Timeline.record(scn, cfg, cache_bytes=cache)
         s = cls(tl, spec or "cpu-offline")
         s.scenario = scn
         _freeze()

@@ -386,6 +386,21 @@ class Journal:
             elif s != self.head.start:
                 self.segment(s)
 
+    def built_segment(self, a: int, b: int) -> Segment | None:
+        """The one built segment that holds events [a, b) (own or inherited), or None."""
+        if a >= b:
+            b = a + 1
+        if a < self.fork:
+            return self.base.built_segment(a, b) if b <= self.fork else None
+        head = self.head
+        if a >= head.start:
+            return head if b <= head.start + len(head.events) else None
+        s = max(self.fork, a - a % self.K)
+        if b > s - s % self.K + self.K or b > head.start:
+            return None
+        seg = self.cache.get(s)
+        return seg
+
     def is_built(self, start: int) -> bool:
         return start == self.head.start or start in self.cache or (start < self.fork and self.base.is_built(start))
 

@@ -26,6 +26,7 @@ from .machine import F_FRAMES, F_IRR, F_ISR, F_PC, F_RT, RAM, Machine
 from .view import MachineView
 
 STOP_POLL = 4096
+SHORT_MOVE = 512          # events: a move this short inside one built segment skips the cost model
 # A what-if branch re-simulates at most this many events past its fork, or twice the
 # parent's length if that is more (never past the configuration's max_steps): a branch
 # whose future never settles ends as a timeout instead of running for minutes.
@@ -75,6 +76,13 @@ def memory_budget(explicit: int | None = None) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 4 << 30
+
+
+def cache_budget(budget: int) -> int:
+    """Bytes of built segments a session keeps (journal.py) out of its memory budget: a quarter,
+    between 64 MiB and the journal's default."""
+    from .journal import DEFAULT_CACHE_BYTES
+    return max(64 << 20, min(budget // 4, DEFAULT_CACHE_BYTES))
 
 
 def journal_problem(max_steps: int, budget: int) -> str | None:
@@ -283,9 +291,24 @@ class Timeline:
         is not in memory). Never re-executes the live engine."""
         if not 0 <= k <= self.length:
             raise ValueError(f"step {k} is outside 0..{self.length}")
-        if k == self.pos:
+        pos = self.pos
+        if k == pos:
             return k
         m, j = self.e.m, self.e.events
+        if abs(k - pos) <= SHORT_MOVE:
+            seg = j.built_segment(min(k, pos), max(k, pos))
+            if seg is not None:          # a short move inside one built segment: undo/redo directly
+                evs, base = seg.events, seg.start
+                if k < pos:
+                    undo = m.undo
+                    for i in range(pos - 1 - base, k - 1 - base, -1):
+                        undo(evs[i][5])
+                else:
+                    redo = m.redo
+                    for i in range(pos - base, k - base):
+                        redo(evs[i][5])
+                self._set(k)
+                return k
         s, snap = j.snapshot_floor(k)
         restore = self._cost(s, k) < self._cost(self.pos, k)
         # build what the move reads first: a segment that fails its checks (JournalError)
