@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import shlex
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -957,6 +958,25 @@ def _load(s, args, stop=None):
         raise CommandError(str(e)) from None
     s.__dict__.update(new.__dict__)
     return _moved(s, f"loaded {args[0]}")
+
+
+@command("verify", "verify", "Re-execute every segment of the current branch's recording from its snapshot and check "
+         "it against what was recorded (for a trace: the whole file, segment by segment); Ctrl-C stops it.",
+         category="files")
+def _verify(s, args, stop=None):
+    tl = s.tl
+    j = tl.journal
+    t0 = time.perf_counter()
+    try:
+        n = j.verify(stop=stop)
+    except JournalError as e:
+        raise CommandError(f"the recording does not re-execute as recorded at step {e.step}: {e}") from None
+    total = len([x for x in j.starts() if x < j.head.start])
+    done = n == total
+    what = "every segment" if done else f"{n} of {total} segments (stopped)"
+    return Output([f"verified {what} of branch {s.current}: {j.head.start - j.fork:,} events re-executed from their "
+                   f"snapshots and checked, in {time.perf_counter() - t0:.1f} s"],
+                  {"verified": done, "segments": n, "total": total})
 
 
 # ---------------------------------------------------------------- expectations (scripts)

@@ -70,7 +70,7 @@ SAMPLES = {
     "set": "set msr cpu1 HV_X64_MSR_VP_ASSIST_PAGE 0", "flip": "flip 0x10001000 0", "inject": "inject cpu1 CALL_FUNCTION",
     "drop": "drop irr cpu1 RESCHEDULE", "fix": "fix gfp-zero", "hypervisor": "hypervisor kvm", "branch": "branch list",
     "why": "why", "info": "info irq", "x": "x/16 0x10001000", "save": "save {tmp}/s.hvt", "load": "load {tmp}/s.hvt",
-    "expect": "expect step >= 0", "help": "help why", "overlay": "overlay copy-back",
+    "expect": "expect step >= 0", "help": "help why", "overlay": "overlay copy-back", "verify": "verify",
 }
 
 

@@ -322,3 +322,37 @@ async def test_whatif_menu_runs_a_fix_branch():
         await pilot.press("exclamation_mark")
         await pilot.press("enter")                          # the first entry: inject ... opens the `:` line
         assert app.query_one("#cmdline").value.startswith("inject cpu0 RESCHEDULE")
+
+
+async def test_a_trace_opens_at_its_end_and_is_verified_in_the_background(tmp_path):
+    """A segmented trace opens from its last snapshot; a worker re-executes every segment and
+    the status line says so - or, for a trace tampered in the middle, where it diverges."""
+    import tracecraft as TC
+    from hvdbg.core.scenario import load_scenario
+    from hvdbg.recording import record
+    from hvdbg.trace import load_trace
+    f = tmp_path / "seg.hvt"
+    s0 = load_scenario("cpu-offline")
+    record(s0, s0.config(), f, segment=64)
+    s = Session.open(str(f))
+    app = HvdbgApp(s)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot)
+        assert s.tl.pos == s.tl.length == 1475
+        assert s.verification["state"] == "verified" and s.verification["done"] == s.verification["total"] == 24   # ceil(1475 / 64)
+        assert "verified" in str(app.query_one("#status").render())
+    tr = load_trace(f)
+    bad = bytearray(tr.checks)
+    bad[2 * 700] ^= 0xFF
+    tr.checks = bad
+    g = tmp_path / "bad.hvt"
+    TC.rewrite(tr, g)
+    s = Session.open(str(g))
+    app = HvdbgApp(s)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot)
+        assert s.verification["state"] == "diverged" and s.verification["step"] == 700
+        assert "DIVERGES at step 700" in str(app.query_one("#status").render())
+        assert any("step 700" in m for m in errors(app))
+        await type_line(pilot, "goto 650")                      # travelling there: an error, no crash
+        assert s.tl.pos == 1475 and any("step 700" in m for m in errors(app)[1:])

@@ -13,6 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, RichLog, Static
 
+from ..core.journal import JournalError
 from ..commands import COMMANDS, CommandError, ExpectationFailed, Session
 from .panes import EventLogPane, HexdumpPane, IrqPane, MsrPane, StatusLine, VcpuListPane, VcpuPane
 
@@ -234,6 +235,33 @@ class HvdbgApp(App):
     def on_mount(self) -> None:
         self._fit(self.size.width, self.size.height)
         self.refresh_all()
+        if getattr(self.session, "trace_path", None) and not self.synchronous:
+            # a trace opens from its last snapshot; check the rest of it in the background,
+            # segment by segment, with the progress in the status line
+            self.session.verification = {"state": "running", "done": 0, "total": 0}
+            self.run_worker(self._verify_trace, thread=True, group="verify", exit_on_error=False)
+
+    def _verify_trace(self) -> None:
+        from textual.worker import get_current_worker
+        worker = get_current_worker()
+        j = self.session.branches["main"].journal
+        v = self.session.verification
+
+        def progress(done: int, total: int) -> None:
+            v.update(done=done, total=total)
+            self.call_from_thread(self.query_one(StatusLine).refresh_view)
+        try:
+            j.verify(stop=lambda: worker.is_cancelled, progress=progress)
+            v["state"] = "verified" if not worker.is_cancelled else "stopped"
+        except JournalError as e:
+            v.update(state="diverged", step=e.step)
+            self.call_from_thread(self.notify, f"the trace does not re-execute as recorded at step {e.step}: {e}",
+                                  severity="error", timeout=12)
+        except Exception as e:            # never take the UI down
+            v.update(state="stopped")
+            self.call_from_thread(self.notify, f"background verification stopped: {type(e).__name__}",
+                                  severity="warning")
+        self.call_from_thread(self.query_one(StatusLine).refresh_view)
 
     def on_resize(self, event) -> None:
         self._fit(event.size.width, event.size.height)

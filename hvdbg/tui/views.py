@@ -265,6 +265,14 @@ def status_line(session) -> Text:
                                         "ok": "bold black on green"}.get(out, "bold"))
     if tl.result and out != "ok":
         t.append(f" {tl.result.reason}", style="dim")
+    v = getattr(session, "verification", None)
+    if v:
+        if v["state"] == "running":
+            t.append(f"  verifying {v['done']}/{v['total'] or '?'}", style="yellow")
+        elif v["state"] == "verified":
+            t.append("  verified", style="green")
+        elif v["state"] == "diverged":
+            t.append(f"  DIVERGES at step {v['step']}", style="bold white on red")
     others = [f"{n}:{b.result.outcome if b.result else '…'}" for n, b in session.branches.items() if n != session.current]
     if others:
         t.append("   branches " + " ".join(others), style="cyan")
