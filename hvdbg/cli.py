@@ -234,7 +234,7 @@ def cmd_run(args, out) -> int:
             if why:
                 note = f"explanation skipped: {why}"
             else:
-                again = Engine(scn, cfg)
+                again = Engine(scn, cfg, cache_bytes=64 << 20)   # the explanation rebuilds what it reads
                 again.run(max_steps=res.steps)
                 if again.step == res.steps and again.m.digest() == eng.m.digest():
                     again._last_result = res
