@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test fuzz bench sweep traces screenshots clean
+.PHONY: run test fuzz bench compiled-eval sweep traces screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,18 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/engine.py
+
+# The compiled-engine evaluation (docs/compiled.md): Cython (pinned in the optional group
+# compiled-eval; needs a C compiler) compiles hvdbg/core's hot modules as they are into
+# build/compiled-plain and build/compiled-typed (about 5 minutes each on 2 cores), then
+# bench/compiled.py checks identical event streams and compares throughput with pure Python
+# (instructions per event too when valgrind is there). hvdbg never loads these builds; the
+# default install and `make test` stay pure Python.
+compiled-eval: $(STAMP)
+	$(PY) -m pip install -q -e '.[test,compiled-eval]'
+	$(PY) tools/build_compiled.py --out build/compiled-plain
+	$(PY) tools/build_compiled.py --out build/compiled-typed --directive annotation_typing=True --directive infer_types=True
+	$(PY) bench/compiled.py $(if $(shell command -v valgrind),--instructions) plain=build/compiled-plain typed=build/compiled-typed
 
 # The shipped traces: the seed hang, both fixes, the kvm run and each bug pack's failure (tests verify
 # they replay identically).
