@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test fuzz bench compiled-eval sweep traces screenshots clean
+.PHONY: run test fuzz browser test-browser bench compiled-eval sweep traces screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,19 @@ test: $(STAMP)
 # The long hostile-input runs (issue 8): hundreds of mutated traces and scenarios through the CLI.
 fuzz: $(STAMP)
 	$(PY) -m pytest -n 2 -p no:cacheprovider -m slow
+
+# `hvdbg serve` in a real browser (issue 11): Debian's Chromium (apt, with sudo unless root) and
+# the extras serve (textual-serve) and browser (Playwright, which drives that Chromium and never
+# downloads a browser). test-browser runs only tests/test_serve.py, and fails where `make fuzz`
+# would skip it for want of these.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser: $(STAMP)
+	command -v chromium > /dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; }
+	$(PY) -m pip install -q -e '.[test,serve,browser]'
+
+test-browser: browser
+	HVDBG_BROWSER_TEST=1 $(PY) -m pytest -p no:cacheprovider -m slow -k serve tests/test_serve.py
 
 bench: $(STAMP)
 	$(PY) bench/engine.py

@@ -109,11 +109,31 @@ def _open_session(args):
 
 
 def cmd_tui(args, out) -> int:
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    from .serve import in_browser
+    if not (sys.stdin.isatty() and sys.stdout.isatty()) and not in_browser():
         raise UsageError("hvdbg: the TUI needs a terminal; use `hvdbg run`, `hvdbg repl` or `hvdbg script` without one")
     session = _open_session(args)
     from .tui import run_tui
     return run_tui(session)
+
+
+def cmd_serve(args, out) -> int:
+    """`hvdbg tui` in a browser (textual-serve, the extra `serve`): each connection runs
+    `python -m hvdbg tui ARGS`; the arguments are checked once here, as `tui` checks them."""
+    from .serve import require, serve
+    require()
+    if not 1 <= args.port <= 65535:
+        raise UsageError("hvdbg: --port: expected 1..65535")
+    if _is_trace(args.scenario):
+        _no_run_options_with_trace(args)
+    else:
+        _load(args)             # unknown scenario, bad file or option: one line now, not a dead page per tab
+    _memory(args)
+    tui_args = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in RUN_OPTIONS + ("memory",)
+                if getattr(args, k, None) is not None]
+    if args.scenario is not None:
+        tui_args += ["--", args.scenario] if args.scenario.startswith("-") else [args.scenario]
+    return serve(tui_args, args.host, args.port, out, title=f"hvdbg {args.scenario or ''}".strip())
 
 
 def cmd_repl(args, out) -> int:
@@ -163,6 +183,10 @@ def make_parser() -> _Parser:
     bg.add_argument("--json", action="store_true")
     tu = sub.add_parser("tui", help="the terminal UI (the default with no arguments)")
     _session_options(tu)
+    sv = sub.add_parser("serve", help="the TUI in a browser (textual-serve: pip install 'hvdbg[serve]')")
+    _session_options(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=_int, default=8000, help="port (default 8000)")
     rl = sub.add_parser("repl", help="interactive debugger prompt (prompt_toolkit)")
     _session_options(rl)
     sc = sub.add_parser("script", help="run commands from a file; `expect` lines gate CI (exit 6 if one fails)")
@@ -547,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
             args = make_parser().parse_args((["tui"] if interactive else ["run"]) + argv)
         code = {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "bugs": cmd_bugs, "replay": cmd_replay,
                 "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script,
-                "tui": cmd_tui}[args.cmd](args, out)
+                "tui": cmd_tui, "serve": cmd_serve}[args.cmd](args, out)
         out.flush()
         return code
     except UsageError as e:

@@ -34,6 +34,34 @@ class Output:
     moved: bool = False                             # the position or branch changed
 
 
+class Progress:
+    """A `stop` callback that also measures: long work calls it often (the engine once per
+    event, searches once per segment and every few thousand events), so `calls` is a count of
+    work done; `cancel()` makes the next call return True. A front end runs the command in a
+    worker with one of these and shows `label`, `calls`, `total` and the rate meanwhile."""
+
+    def __init__(self, label: str = "", total: int | None = None):
+        self.label = label
+        self.total = total
+        self.calls = 0
+        self.cancelled = False
+        self.started = time.monotonic()
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.cancelled
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def rate(self) -> float:
+        return self.calls / max(1e-6, time.monotonic() - self.started)
+
+
+def _cancelled(stop) -> bool:
+    return bool(getattr(stop, "cancelled", False))
+
+
 @dataclass
 class Command:
     name: str
@@ -537,6 +565,28 @@ def _delete(s, args, stop=None):
     return Output([f"deleted {', '.join(args)}"])
 
 
+def _set_enabled(s, args, on: bool) -> Output:
+    want = {parse_int(a, "a breakpoint number") for a in args} if args else {b.number for b in s.tl.breaks}
+    hit = [b for b in s.tl.breaks if b.number in want]
+    missing = want - {b.number for b in hit}
+    if missing:
+        raise CommandError(f"no breakpoint {min(missing)} (`breaks` lists them)")
+    for b in hit:
+        b.enabled = on
+    return Output([f"{'enabled' if on else 'disabled'} {len(hit)} breakpoint(s)"], {"numbers": sorted(want)})
+
+
+@command("enable", "enable [N...]", "Enable breakpoints/watchpoints (all without arguments).", category="breakpoints")
+def _enable(s, args, stop=None):
+    return _set_enabled(s, args, True)
+
+
+@command("disable", "disable [N...]", "Disable breakpoints/watchpoints (all without arguments); they stay listed.",
+         category="breakpoints")
+def _disable(s, args, stop=None):
+    return _set_enabled(s, args, False)
+
+
 @command("breaks", "breaks", "List breakpoints and watchpoints.", aliases=("info-breaks",), category="breakpoints")
 def _breaks(s, args, stop=None):
     bl = s.tl.breaks
@@ -612,10 +662,14 @@ def _edit_branch(s: Session, stem: str, edit: tuple, stop=None) -> Output:
     if why:
         raise CommandError(why)
     name = s.new_branch_name(stem)
+    if isinstance(stop, Progress):
+        stop.label, stop.total = f"what-if {stem}", max(tl.length - tl.pos, 1)
     try:
         child = tl.branch(name, tl.pos, edit, stop=stop)
     except ValueError as e:
         raise CommandError(str(e)) from None
+    if _cancelled(stop):
+        raise CommandError(f"cancelled: the {stem} branch was dropped; the session is as before")
     from .core.engine import edit_text
     return _branch_out(s, name, child, edit_text(edit))
 
@@ -714,10 +768,14 @@ def _switch_branch(s, what: str, value: str, choices, args, stop) -> Output:
         at = s.tl.pos
     tl = s.tl
     name = s.new_branch_name(f"{what}-{value}")
+    if isinstance(stop, Progress):
+        stop.label, stop.total = f"{what} {value}", max(tl.length - at, 1)
     try:
         child = tl.branch(name, at, None, **{what: value}, stop=stop)
     except ValueError as e:
         raise CommandError(str(e)) from None
+    if _cancelled(stop):
+        raise CommandError(f"cancelled: the {what}-{value} branch was dropped; the session is as before")
     return _branch_out(s, name, child, f"{what} {value}")
 
 
@@ -803,18 +861,21 @@ def _branch(s, args, stop=None):
 
 
 # ---------------------------------------------------------------- why
-WHY_USAGE = "why | why isr CPU VECTOR | why irr CPU VECTOR | why mem ADDR [ram|overlay[:CPU]] | why msr CPU MSR"
+WHY_USAGE = ("why | why isr CPU VECTOR | why irr CPU VECTOR | why mem ADDR [ram|overlay[:CPU]] | why msr CPU MSR | "
+             "why reg CPU rN")
 
 
 def _c_why(s, args):
     if not args:
-        return ["isr", "irr", "mem", "msr"]
-    if args[0] in ("isr", "irr", "msr") and len(args) == 1:
+        return ["isr", "irr", "mem", "msr", "reg"]
+    if args[0] in ("isr", "irr", "msr", "reg") and len(args) == 1:
         return _c_cpus(s, args)
     if args[0] in ("isr", "irr") and len(args) == 2:
         return _c_vectors(s, args)
     if args[0] == "msr" and len(args) == 2:
         return _c_msrs(s, args)
+    if args[0] == "reg" and len(args) == 2:
+        return ["r0", "r1", "r2", "r3"]
     return []
 
 
@@ -827,7 +888,7 @@ def _why(s, args, stop=None):
         links = explain(tl.engine_at(tl.length), outcome)
         if not links:
             return Output([f"the run's outcome is {outcome}: no hang to explain"], {"outcome": outcome, "chain": []})
-        return Output([f"{i}. step {lk.step}: {lk.text}" for i, lk in enumerate(links, 1)],
+        return Output([f"{i}. step {lk.step + 1}: {lk.text}" for i, lk in enumerate(links, 1)],
                       {"outcome": outcome, "chain": [lk.as_dict() for lk in links]})
     k = args[0]
     try:
@@ -847,9 +908,16 @@ def _why(s, args, stop=None):
             space = parse_space(s, args[2] if len(args) > 2 else None)
             lines, data = why_mem(tl, space, addr)
             return Output(lines, data)
+        if k == "reg":
+            need(args, 3, WHY_USAGE)
+            c, r = parse_cpu(s, args[1]), args[2].lower().lstrip("r")
+            if not r.isdigit():
+                raise CommandError(f"expected a register r0..r3, got '{args[2]}'")
+            lines, data = why_cell(tl, ("reg", c, int(r)), f"cpu{c} r{r}")
+            return Output(lines, data)
     except CellError as e:
         raise CommandError(str(e)) from None
-    raise CommandError(f"unknown why target '{k}'{_closest(k, ['isr', 'irr', 'mem', 'msr'])}; usage: {WHY_USAGE}")
+    raise CommandError(f"unknown why target '{k}'{_closest(k, ['isr', 'irr', 'mem', 'msr', 'reg'])}; usage: {WHY_USAGE}")
 
 
 # ---------------------------------------------------------------- info and x
@@ -931,7 +999,7 @@ def _x(s, args, stop=None):
     off = addr & 0xFFF
     data = bytes(pg[off:off + n])
     from .report import hexdump
-    return Output(hexdump(data, addr, n), {"addr": addr, "bytes": data.hex()})
+    return Output(hexdump(data, addr, n), {"addr": addr, "space": space, "bytes": data.hex()})
 
 
 # ---------------------------------------------------------------- files

@@ -65,7 +65,7 @@ def test_script_over_a_trace_and_with_options(tmp_path):
 SAMPLES = {
     "step": "step 2", "rstep": "rstep", "next": "next", "rnext": "rnext", "finish": "finish", "rfinish": "rfinish",
     "event": "event 3", "revent": "revent 2", "goto": "goto 1040", "continue": "continue", "rcontinue": "rcontinue",
-    "focus": "focus cpu1", "bt": "bt", "up": "up", "down": "down", "break": "break hv_apic_eoi_write:eoi cpu 1",
+    "enable": "enable", "disable": "disable", "focus": "focus cpu1", "bt": "bt", "up": "up", "down": "down", "break": "break hv_apic_eoi_write:eoi cpu 1",
     "watch": "watch mem 0x10001000 4", "delete": "delete", "breaks": "breaks", "mark": "mark here", "diff": "diff 1000",
     "set": "set msr cpu1 HV_X64_MSR_VP_ASSIST_PAGE 0", "flip": "flip 0x10001000 0", "inject": "inject cpu1 CALL_FUNCTION",
     "drop": "drop irr cpu1 RESCHEDULE", "fix": "fix gfp-zero", "hypervisor": "hypervisor kvm", "branch": "branch list",

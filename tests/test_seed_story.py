@@ -102,7 +102,7 @@ def test_cli_json_has_resolved_config_and_statistics():
     for k in ("outcome", "steps", "explanation", "vcpus", "hypervisor", "overlay", "fix", "garbage", "seed"):
         assert k in d
     assert d["outcome"] == "hang" and d["fix"] == "none" and d["hypervisor"] == "hyperv"
-    assert all(set(x) == {"step", "text", "kind"} for x in d["explanation"])
+    assert all(set(x) == {"step", "event", "text", "kind"} and x["step"] == x["event"] + 1 for x in d["explanation"])
     assert d["statistics"]["eoi_assisted_before_offline"] > 0
     p = subprocess.run([sys.executable, "-m", "hvdbg", "run", "--json", "--fix", "gfp-zero"], capture_output=True, text=True)
     assert p.returncode == 0 and json.loads(p.stdout)["outcome"] == "ok"

@@ -28,13 +28,16 @@ from .program import parse_operand
 
 @dataclass
 class Link:
+    """One link of a chain. `step` is the index of the event it is about (0-based, as the
+    journal numbers them); it is shown as "step step+1": the position right after that
+    event, where `goto` lands (docs/time-travel.md: step N = after N events)."""
     step: int
     text: str
     loc: object = None      # the journal location the link claims was written at `step`
     kind: str = ""
 
     def as_dict(self) -> dict:
-        return {"step": self.step, "text": self.text, "kind": self.kind}
+        return {"step": self.step + 1, "event": self.step, "text": self.text, "kind": self.kind}
 
 
 def op_at(eng, rt: int, pc: int):
@@ -195,14 +198,14 @@ def _blocked_chain(ctx: Ctx, c: int) -> list[Link]:
     if ev is not None and ev.act[0] == "land":
         sender = _find_send(eng, ev.act[1], c, v, ev.step)
         if sender is not None:
-            src = f", sent by {describe(eng, sender)} at step {sender.step}"
+            src = f", sent by {describe(eng, sender)} at step {sender.step + 1}"
     if not S[b + F_IF]:
         out.append(Link(ev.step if ev else 0, f"{vector_name(v)} is pending in cpu{c}'s IRR{src}, but cpu{c} has IRQs off",
                         w[0] if w else None, "pending"))
         return out
     u = isr.bit_length() - 1 if isr else -1
     dev, dw = ctx.slot_write(b + F_ISR, now, _set_bit(u)) if u >= 0 else (None, None)
-    since = f" (in service since step {dev.step})" if dev is not None else ""
+    since = f" (in service since step {dev.step + 1})" if dev is not None else ""
     out.append(Link(ev.step if ev else 0,
                     f"{vector_name(v)} became pending in cpu{c}'s IRR{src}; it cannot be delivered while "
                     f"{vector_name(u)} is in service{since} (class 0x{u >> 4:x} >= class 0x{v >> 4:x}, SDM 10.8.3.1)"
@@ -227,7 +230,7 @@ def _blocked_chain(ctx: Ctx, c: int) -> list[Link]:
                 seen_senders.add(sender.step)
                 iw = next((w for w in sender.writes if w[0] == 0), None)
                 out.append(Link(sender.step, f"{describe(eng, sender)} sent {vector_name(v)} to cpu{c}; it collapsed "
-                                f"into the already pending one when it landed at step {cev.step} (SDM: one IRR bit per "
+                                f"into the already pending one when it landed at step {cev.step + 1} (SDM: one IRR bit per "
                                 "vector)", iw[0] if iw else None, "collapse"))
     # 3. when the blocking vector entered ISR
     if dev is None:

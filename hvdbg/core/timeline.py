@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .defs import PAGE_SHIFT, vector_names
+from .defs import PAGE_SHIFT, vector_name, vector_names
 from collections import Counter
 
 from .engine import E_ACT, E_CPU, E_NOTES, E_PC, E_RT, E_WRITES, Config, Engine, Result, _copy_state
@@ -705,6 +705,18 @@ def _fmt(v) -> str:
     return hex(v) if isinstance(v, int) and v > 9 else repr(v)
 
 
+def _frames(fr: tuple, rnames: list) -> str:
+    """A frame stack as a backtrace: call frames (0, routine, return pc), interrupt frames
+    (1, routine, pc, IF, r0..r3, vector)."""
+    if not fr:
+        return "(none)"
+    parts = []
+    for f in fr:
+        name = rnames[f[1]] if 0 <= f[1] < len(rnames) else f"#{f[1]}"
+        parts.append(f"{name}+{f[2]}" if f[0] == 0 else f"irq 0x{f[-1]:02x} in {name}+{f[2]}")
+    return " > ".join(parts)
+
+
 def diff_states(e, a: tuple, b: tuple, sep: str, rnames_b: list | None = None) -> list[str]:
     """Lines naming what differs between two machine snapshots of engine `e`'s layout
     (`Machine.snapshot()`: slots, RAM pages, overlay pages): slots (IRR/ISR as vector sets,
@@ -719,6 +731,10 @@ def diff_states(e, a: tuple, b: tuple, sep: str, rnames_b: list | None = None) -
                 fx, fy = _vectors(x), _vectors(y)
             elif cpu >= 0 and off == F_RT:
                 fx, fy = e.rnames[x], rb[y]
+            elif cpu < 0 and i == 0:                      # the IPIs in flight: (from, to, vector)
+                fx, fy = (", ".join(f"cpu{f}->cpu{t} {vector_name(v)}" for f, t, v in z) or "none" for z in (x, y))
+            elif cpu >= 0 and off == F_FRAMES:
+                fx, fy = _frames(x, e.rnames), _frames(y, rb)
             else:
                 fx, fy = _fmt(x), _fmt(y)
             out.append(f"{L.describe(i)}: {fx} {sep} {fy}")
@@ -728,7 +744,8 @@ def diff_states(e, a: tuple, b: tuple, sep: str, rnames_b: list | None = None) -
             where = (lambda j: f"RAM[0x{(k << PAGE_SHIFT) + j:x}]") if pages == 1 else \
                     (lambda j: f"overlay({'cpu%d' % k if k >= 0 else 'saved%d' % k})[0x{j:x}]")
             if pa is None or pb is None:
-                out.append(f"{name} page {k:#x} exists on one side only")
+                at = f"at 0x{k << PAGE_SHIFT:x}" if pages == 1 else f"of {'cpu%d' % k if k >= 0 else 'saved%d' % k}"
+                out.append(f"{name} page {at} exists on one side only")
             elif pa != pb:
                 out += [f"{where(j)}: 0x{pa[j]:02x} {sep} 0x{pb[j]:02x}" for j in range(len(pa)) if pa[j] != pb[j]]
     return out

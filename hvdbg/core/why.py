@@ -1,7 +1,7 @@
 """`why` for one state cell at a timeline's position: the chain of writes behind it.
 
 A cell is named as the user names it - ("isr"|"irr", cpu, vector), ("msr", cpu, number),
-("var", name), ("percpu", cpu, name), ("hotplug", cpu) or ("mem", space, addr) - and
+("reg", cpu, n), ("var", name), ("percpu", cpu, name), ("hotplug", cpu) or ("mem", space, addr) - and
 mapped to a journal location here, so commands never handle slot offsets. Answers are
 (lines, data) built from the indexed ``Timeline.last_write``; every step they name is an
 event whose writes hold the cell.
@@ -38,11 +38,16 @@ def cell_slot(tl, cell: tuple) -> int:
         return e.bases[cell[1]] + e.L.pvar[cell[2]]
     if k == "hotplug":
         return e.bases[cell[1]] + e.L.P_HP
+    if k == "reg":
+        if not 0 <= cell[2] <= 3:
+            raise CellError(f"no register r{cell[2]} (r0..r3)")
+        from .machine import F_R0
+        return e.bases[cell[1]] + F_R0 + cell[2]
     raise CellError(f"unknown cell {cell!r}")
 
 
 def event_line(tl, i: int) -> str:
-    return f"step {i}: {describe(tl.e, tl.events[i])}"
+    return f"step {i + 1}: {describe(tl.e, tl.events[i])}"
 
 
 def why_bit(tl, cpu: int, reg: str, vector: int) -> tuple[list[str], dict]:

@@ -1,101 +1,307 @@
-"""The panes: Static widgets that re-render from the session when told to (attributes down)."""
+"""The panes. Each one is focusable and scrolls with the keyboard and the mouse; each
+re-renders itself from the session's read-only state view when the app tells it that the
+session (SessionChanged) or the selection (SelectionChanged) changed. No pane moves the
+timeline, and none reads another pane's state."""
 from __future__ import annotations
 
-from textual.widgets import Static
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, OptionList, RichLog, Static
+from textual.widgets.option_list import Option
 
 from . import views
+from .messages import LayoutChanged, SelectionChanged, SessionChanged
 
 
-class Pane(Static):
-    """A pane showing a pure view function of the session."""
+class TextPane(VerticalScroll, can_focus=True):
+    """A scrollable pane whose body is a view function of the session."""
+    ALLOW_MAXIMIZE = True
 
-    def __init__(self, session, **kw):
-        super().__init__("", **kw)
+    def __init__(self, session, title: str = "", **kw):
+        super().__init__(**kw)
         self.session = session
+        self.selection: tuple = ("byte",)
+        self.border_title = title
+        self._body = Static("", classes="body")
+
+    def compose(self):
+        yield self._body
+
+    def on_mount(self) -> None:
+        self.refresh_view()
+
+    def on_session_changed(self, message: SessionChanged) -> None:
+        self.refresh_view()
+
+    def on_selection_changed(self, message: SelectionChanged) -> None:
+        self.selection = message.selection
+        self.refresh_view()
 
     def refresh_view(self) -> None:
-        # every pane has a fixed size (app.tcss), so new content never needs a new layout
-        self.update(self.render_view(), layout=False)
+        self._body.update(self.render_view())
+        self.after_render()
 
     def render_view(self):  # pragma: no cover - overridden
         return ""
 
+    def after_render(self) -> None:
+        pass
 
-class VcpuPane(Pane):
+    def keep_visible(self, line: int) -> None:
+        """Scroll so that body line `line` is in the middle third of the pane."""
+        h = max(1, self.scrollable_content_region.height)
+        if not (self.scroll_y + h // 3 <= line < self.scroll_y + 2 * h // 3):
+            self.scroll_to(y=max(0, line - h // 2), animate=False)
+
+
+class VcpuPane(TextPane):
+    """One vCPU: the whole listing of its current routine (centred on the pc), its state in
+    the border title, registers and nested interrupts in the subtitle."""
+
     def __init__(self, session, cpu: int, **kw):
         super().__init__(session, **kw)
         self.cpu = cpu
+        self._cur = 0
 
     def render_view(self):
-        width = self.size.width or 60
-        sel = getattr(self.app, "selection", ("byte",)) if self.is_mounted else ("byte",)
-        return views.vcpu_pane(self.session, self.cpu, width=max(40, width - 2),
-                               reg=sel[1] if sel[0] == "reg" else None)
+        tl = self.session.tl
+        if self.cpu >= tl.e.n:
+            return Text("")
+        cv = tl.view().cpu(self.cpu)
+        hp = cv.hotplug
+        self.border_title = (f"cpu{self.cpu} {hp}  IF={cv.IF}{'  halted' if cv.halted else ''}  depth {cv.depth}"
+                             + ("  ◆" if self.cpu == tl.focus else ""))
+        reg = self.selection[1] if self.selection[0] == "reg" and self.cpu == tl.focus else None
+        regs = " ".join(f"{'[' if reg == i else ''}r{i}={x:#x}{']' if reg == i else ''}" for i, x in enumerate(cv.regs))
+        ints = [f for f in cv.frames() if f.kind == "interrupt"]
+        nested = ("  nested: " + " > ".join(f"0x{f.vector:02x} in {f.routine}" for f in reversed(ints))) if ints else ""
+        self.border_subtitle = f"{regs}  TPR={cv.tpr}{nested}"
+        self.set_class(self.cpu == tl.focus, "focused-cpu")
+        text, self._cur = views.vcpu_listing(self.session, self.cpu)
+        return text
+
+    def after_render(self) -> None:
+        self.keep_visible(self._cur)
 
 
-class VcpuListPane(Pane):
-    def render_view(self):
-        return views.vcpu_list(self.session)
+class VcpuListPane(OptionList):
+    """More than 4 vCPUs: one row per vCPU (scrolls; the subtitle says which are shown).
+    Enter or a click focuses that vCPU."""
+    ALLOW_MAXIMIZE = True
+
+    class Picked(Message):
+        def __init__(self, cpu: int):
+            super().__init__()
+            self.cpu = cpu
+
+    def __init__(self, session, **kw):
+        super().__init__(**kw)
+        self.session = session
+        self.border_title = "vCPUs"
+
+    def on_mount(self) -> None:
+        self.refresh_view()
+
+    def on_session_changed(self, message: SessionChanged) -> None:
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        rows = views.vcpu_rows(self.session, compact=True)
+        focus = self.session.tl.focus
+        keep = self.scroll_y
+        self.clear_options()
+        self.add_options([Option(Text(("▶ " if c == focus else "  ") + line, no_wrap=True,
+                                      style="bold" if c == focus else ""), id=str(c)) for c, line in rows])
+        self.highlighted = focus
+        self.scroll_to(y=keep, animate=False, immediate=True)
+        self.call_after_refresh(self._show_focus)
+
+    def _show_focus(self) -> None:
+        self.scroll_to_highlight()          # the focused vCPU is always in view
+        self._subtitle()
+
+    def _subtitle(self) -> None:
+        n = self.option_count
+        h = max(1, self.scrollable_content_region.height)
+        first = int(self.scroll_y)
+        last = min(n, first + h) - 1
+        more = f" · {last + 1}–{n - 1} below" if last < n - 1 else ""
+        self.border_subtitle = f"cpu{first}–{last} of {n}{more}"
+
+    def watch_scroll_y(self, old, new) -> None:
+        super().watch_scroll_y(old, new)
+        self._subtitle()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.post_message(self.Picked(int(event.option.id)))
 
 
-class HexdumpPane(Pane):
-    COMPARE = ("previous step", "mark", "branch")
+class SourcePane(TextPane):
+    """gdb's layout src / asm / split for the focused vCPU: the C lines of its routine (from
+    the listing's file:line and C text), the op listing, or both side by side; breakpoints
+    in the gutter (●), the current line highlighted (→)."""
 
     def __init__(self, session, **kw):
         super().__init__(session, **kw)
-        self.view = "ram"
-        self.cursor = 0
-        self.bit = 0
-        self.compare = "previous step"
+        self.layout_mode = "split"
+        self._cur = 0
 
-    def base(self):
-        s = self.session
-        tl = s.tl
-        if self.compare == "mark" and s.marks:
-            name, step = list(s.marks.items())[-1]
-            return (f"mark {name} (step {step})", views.page_at(tl, tl.focus, self.view, step))
-        if self.compare == "branch":
-            others = [n for n in s.branches if n != s.current]
-            if others:
-                other = s.branches[others[0]]
-                if tl.focus < other.e.n:
-                    return (f"branch {others[0]} at step {min(tl.pos, other.length)}",
-                            views.page_at(other, tl.focus, self.view, tl.pos))
-        return None
+    def on_layout_changed(self, message: LayoutChanged) -> None:
+        self.layout_mode = message.layout
+        self.refresh_view()
 
     def render_view(self):
-        return views.hexdump(self.session, self.session.tl.focus, self.view, rows=6, cursor=self.cursor, bit=self.bit,
-                             width=(self.size.width or 80) - 2, against=self.base())
-
-    def address(self) -> int:
         tl = self.session.tl
-        if self.view == "overlay":
-            return self.cursor
-        _, gpa = views.primary_structure(tl.view(), tl.focus)
-        return max(gpa, 0) + self.cursor
+        cv = tl.view().cpu(tl.focus)
+        r = tl.e.routines[cv.routine_id]
+        self.border_title = f"{self.layout_mode}: cpu{tl.focus} {r.name}  {r.file}"
+        src, s_cur = views.src_lines(tl, tl.focus)
+        asm, a_cur = views.asm_lines(tl, tl.focus)
+        if self.layout_mode == "src":
+            self._cur = s_cur
+            return src
+        if self.layout_mode == "asm":
+            self._cur = a_cur
+            return asm
+        from rich.table import Table
+        t = Table.grid(padding=(0, 2), expand=True)
+        t.add_column(ratio=3, no_wrap=True)
+        t.add_column(ratio=2, no_wrap=True)
+        t.add_row(src, asm)
+        self._cur = max(s_cur, a_cur)
+        return t
 
-    def space_word(self) -> str:
-        return "ram" if self.view == "ram" else f"overlay:cpu{self.session.tl.focus}"
+    def after_render(self) -> None:
+        self.keep_visible(self._cur)
 
 
-class MsrPane(Pane):
+class IrqPane(TextPane):
     def render_view(self):
-        sel = getattr(self.app, "selection", ("byte",)) if self.is_mounted else ("byte",)
-        return views.msr_table(self.session, self.session.tl.focus, selected=sel[1] if sel[0] == "msr" else None)
+        sel = self.selection[1] if self.selection[0] == "vector" else None
+        return views.irq_queue(self.session, selected=sel)
 
 
-class IrqPane(Pane):
+class MsrPane(TextPane):
     def render_view(self):
-        sel = getattr(self.app, "selection", ("byte",)) if self.is_mounted else ("byte",)
-        return views.irq_queue(self.session, selected=sel[1] if sel[0] == "vector" else None)
+        sel = self.selection[1] if self.selection[0] == "msr" else None
+        return views.msr_table(self.session, self.session.tl.focus, selected=sel)
 
 
-class EventLogPane(Pane):
-    def render_view(self):
-        rows = max(1, (self.size.height or 9) - 2)
-        return views.event_log(self.session, n=max(1, rows - 1))
+class BreakpointsPane(DataTable):
+    """`:breaks` as a table with hit counts; space enables/disables, delete removes (both
+    through the commands)."""
+    ALLOW_MAXIMIZE = True
+    BINDINGS = [Binding("space", "toggle", "enable/disable"), Binding("delete,x", "delete", "delete")]
+
+    class Run(Message):
+        def __init__(self, line: str):
+            super().__init__()
+            self.line = line
+
+    def __init__(self, session, **kw):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kw)
+        self.session = session
+        self.border_title = "breakpoints"
+
+    def on_mount(self) -> None:
+        self.add_columns("#", "on", "hits", "what")
+        self.refresh_view()
+
+    def on_session_changed(self, message: SessionChanged) -> None:
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        tl = self.session.tl
+        row = self.cursor_row
+        self.clear()
+        for b in tl.breaks:
+            self.add_row(str(b.number), "yes" if b.enabled else "no", str(b.hits), b.describe(tl), key=str(b.number))
+        if not tl.breaks:
+            self.add_row("", "", "", "none: b sets one on the selection, :break / :watch on anything")
+        if self.row_count:
+            self.move_cursor(row=min(row, self.row_count - 1))
+
+    def _number(self) -> str | None:
+        tl = self.session.tl
+        if not tl.breaks or self.cursor_row >= len(tl.breaks):
+            return None
+        return str(tl.breaks[self.cursor_row].number)
+
+    def action_toggle(self) -> None:
+        n = self._number()
+        if n:
+            b = self.session.tl.breaks[self.cursor_row]
+            self.post_message(self.Run(f"{'disable' if b.enabled else 'enable'} {n}"))
+
+    def action_delete(self) -> None:
+        n = self._number()
+        if n:
+            self.post_message(self.Run(f"delete {n}"))
 
 
-class StatusLine(Pane):
-    def render_view(self):
-        return views.status_line(self.session)
+class TranscriptPane(RichLog, can_focus=True):
+    """Every command and its output (rich text, as in the REPL); `/` searches it."""
+    ALLOW_MAXIMIZE = True
+    BINDINGS = [Binding("slash", "search", "search"), Binding("n", "search_next(1)", show=False),
+                Binding("N", "search_next(-1)", show=False)]
+
+    class SearchRequested(Message):
+        pass
+
+    def __init__(self, **kw):
+        super().__init__(markup=False, highlight=False, wrap=True, min_width=20, max_lines=5000, **kw)
+        self.border_title = "output"
+        self.plain: list[str] = []
+        self.query_text = ""
+        self._hit = -1
+
+    def write_entry(self, item) -> None:
+        self.write(item)
+        self.plain.append(item.plain if isinstance(item, Text) else str(item))
+
+    def action_search(self) -> None:
+        self.post_message(self.SearchRequested())
+
+    def search(self, text: str) -> bool:
+        self.query_text = text.lower()
+        self._hit = len(self.plain)
+        return self.action_search_next(-1)
+
+    def action_search_next(self, delta: int) -> bool:
+        if not self.query_text:
+            return False
+        n = len(self.plain)
+        for k in range(1, n + 1):
+            i = (self._hit + delta * k) % n
+            if self.query_text in self.plain[i].lower():
+                self._hit = i
+                # lines wrap: the entry's row is at least its index; scroll near it
+                self.scroll_to(y=self._row_of(i), animate=False)
+                return True
+        return False
+
+    def _row_of(self, i: int) -> int:
+        width = max(20, self.scrollable_content_region.width)
+        return sum(max(1, -(-len(p) // width)) for p in self.plain[:i])
+
+
+class StatusLine(Static):
+    """The position, the outcome, the verification of an opened trace, the branches, the
+    focused vCPU - or the progress of running work."""
+
+    def __init__(self, session, **kw):
+        super().__init__("", **kw)
+        self.session = session
+        self.progress = None
+
+    def on_mount(self) -> None:
+        self.refresh_view()
+
+    def on_session_changed(self, message: SessionChanged) -> None:
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        self.update(views.status_line(self.session, self.progress))

@@ -6,7 +6,6 @@ from __future__ import annotations
 from rich.text import Text
 
 from ..core.defs import VECTOR_NAMES, vector_names
-from ..core.explain import describe, where
 from ..core.machine import RAM
 from ..core.msr import decode_msr as _decode_msr
 from ..core.view import msr_label
@@ -18,59 +17,36 @@ def changed_cells(tl) -> set:
     return set(tl.event_cells(tl.pos - 1)) if tl.pos > 0 else set()
 
 
-def vcpu_pane(session, cpu: int, width: int = 60, context: int = 3, reg: int | None = None) -> Text:
+def vcpu_listing(session, cpu: int) -> tuple[Text, int]:
+    """The whole listing of `cpu`'s current routine, the current op marked with its function,
+    file:line and C text under it; (text, line of the current op)."""
     tl = session.tl
     e = tl.e
     cv = tl.view().cpu(cpu)
     rt, pc = cv.routine_id, cv.pc
-    focus = cpu == tl.focus
-    t = Text(no_wrap=True, overflow="ellipsis")
-    hp = cv.hotplug
-    t.append(f"cpu{cpu} ", style="bold reverse" if focus else "bold")
-    t.append(f"{hp}", style={"dying": "yellow", "dead": "red", "online": "green"}.get(hp, ""))
-    t.append(f"  IF={cv.IF}{'  halted' if cv.halted else ''}  depth {cv.depth}\n")
     r = e.routines[rt]
+    bps = pc_breaks(tl, rt)
+    t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f"{r.name}", style="bold cyan")
     t.append(f"  {r.file}\n", style="dim")
-    lo, hi = max(0, pc - context), min(len(r.ops), pc + context + 1)
-    for i in range(lo, hi):
-        op = r.ops[i]
+    cur_line = 1
+    for i, op in enumerate(r.ops):
         cur = i == pc
+        t.append("●" if i in bps else " ", style="bold red")
         t.append(f"{'→' if cur else ' '}{i:3d} ", style="bold yellow" if cur else "dim")
-        t.append(f"{op.text}"[: max(10, width - 12)], style="bold yellow" if cur else "")
+        t.append(op.text, style="bold yellow" if cur else "")
         if op.line:
             t.append(f"  :{op.line}", style="dim")
         t.append("\n")
         if cur:
+            cur_line = len(t.plain.splitlines()) - 1
             loc = f"{op.file}:{op.line}" if op.line else op.file
-            t.append(f"     {op.func}() {loc}\n", style="cyan")
+            t.append(f"      {op.func}() {loc}\n", style="cyan")
             if op.c:
-                t.append(f"     {op.c}\n", style="yellow")
-    for i, x in enumerate(cv.regs):
-        t.append(f"r{i}={x:#x} ", style="reverse" if reg == i and focus else "dim")
-    t.append(f" TPR={cv.tpr}\n", style="dim")
-    ints = [f for f in cv.frames() if f.kind == "interrupt"]
-    if ints:
-        t.append("nested: " + " > ".join(f"0x{f.vector:02x} in {f.routine}" for f in reversed(ints)) + "\n",
-                 style="magenta")
-    return t
-
-
-def vcpu_list(session) -> Text:
-    """More than 4 vCPUs: one line each (the focused one is shown in full below)."""
-    tl = session.tl
-    t = Text(no_wrap=True, overflow="ellipsis")
-    for cv in tl.view().cpus():
-        c, hp = cv.c, cv.hotplug
-        line = (f"{'>' if c == tl.focus else ' '}cpu{c:<3d}{hp:<8}IF={cv.IF} {'H' if cv.halted else ' '} "
-                f"{cv.routine}+{cv.pc:<3d}")
-        t.append(line, style="bold reverse" if c == tl.focus else {"dying": "yellow", "dead": "red"}.get(hp, ""))
-        if cv.isr:
-            t.append(" ISR " + ",".join(vec_names(cv.isr)), style="magenta")
-        if cv.irr:
-            t.append(" IRR " + ",".join(vec_names(cv.irr)), style="yellow")
-        t.append("\n")
-    return t
+                t.append(f"      {op.c}\n", style="yellow")
+    if pc >= len(r.ops):
+        t.append(f" →{pc:3d} (past the end)\n", style="bold red")
+    return t, cur_line
 
 
 def primary_structure(mv, cpu: int):
@@ -92,11 +68,6 @@ def page_bytes(mv, cpu: int, view: str) -> bytes | None:
         return mv.page(cpu)
     _, gpa = primary_structure(mv, cpu)
     return mv.page(RAM, gpa) if gpa > 0 else None
-
-
-def page_at(tl, cpu: int, view: str, step: int) -> bytes | None:
-    """The shown page of `cpu` at `step` of timeline `tl` (a scratch copy: `tl` does not move)."""
-    return page_bytes(tl.state_at(step), cpu, view)
 
 
 def hexdump(session, cpu: int, view: str = "ram", rows: int = 8, cursor: int = 0, bit: int = 0,
@@ -242,22 +213,22 @@ def irq_queue(session, selected: tuple | None = None) -> Text:
     return t
 
 
-def event_log(session, n: int = 12) -> Text:
+def status_line(session, progress=None) -> Text:
     tl = session.tl
     t = Text(no_wrap=True, overflow="ellipsis")
-    lo = max(0, tl.pos - n)
-    for i in range(lo, min(tl.length, tl.pos + 1)):
-        ev = tl.events[i]
-        style = "bold" if i == tl.pos - 1 else ("dim" if i >= tl.pos else "")
-        a = ev.act
-        text = (f"cpu{a[1]} {where(tl.e, ev.rt, ev.pc, c_text=False)}" if a[0] == "op" else describe(tl.e, ev))
-        t.append(f"{'>' if i == tl.pos - 1 else ' '}{i:7d} {text}\n", style=style)
-    return t
-
-
-def status_line(session) -> Text:
-    tl = session.tl
-    t = Text()
+    if progress is not None:
+        done, total = progress.calls, progress.total
+        rate = progress.rate()
+        t.append(f" {progress.label or 'working'} ", style="bold black on yellow")
+        if total:
+            frac = min(1.0, done / total)
+            bar = "█" * int(frac * 20) + "░" * (20 - int(frac * 20))
+            eta = (total - done) / rate if rate > 0 and done < total else 0
+            t.append(f" {bar} {done:,}/{total:,} ({rate / 1e3:,.0f}k/s, ~{eta:.0f} s left)")
+        else:
+            t.append(f" {done:,} done ({rate / 1e3:,.0f}k/s)")
+        t.append("   Esc cancels", style="bold")
+        return t
     out = tl.result.outcome if tl.result else "?"
     t.append(f" [{session.current}] ", style="bold reverse")
     t.append(f" step {tl.pos}/{tl.length} ")
@@ -278,3 +249,78 @@ def status_line(session) -> Text:
         t.append("   branches " + " ".join(others), style="cyan")
     t.append(f"   focus cpu{tl.focus}", style="bold")
     return t
+
+
+# ---------------------------------------------------------------- the source view (gdb's layout src / asm / split)
+def pc_breaks(tl, rt: int) -> set[int]:
+    """Op indexes of routine rt with an enabled pc breakpoint."""
+    return {b.args[1] for b in tl.breaks if b.kind == "pc" and b.enabled and b.args[0] == rt}
+
+
+def asm_lines(tl, cpu: int) -> tuple[Text, int]:
+    """Every op of the focused vCPU's routine, the current one marked; (text, its line)."""
+    cv = tl.view().cpu(cpu)
+    r = tl.e.routines[cv.routine_id]
+    bps = pc_breaks(tl, cv.routine_id)
+    t = Text(no_wrap=True)
+    cur_line = 0
+    for i, op in enumerate(r.ops):
+        cur = i == cv.pc
+        if cur:
+            cur_line = i
+        t.append("●" if i in bps else " ", style="bold red")
+        t.append(f"{'→' if cur else ' '}{i:3d} ", style="bold yellow" if cur else "dim")
+        t.append(op.text, style="bold yellow" if cur else "")
+        if op.line:
+            t.append(f"   :{op.line}", style="dim")
+        t.append("\n")
+    if cv.pc >= len(r.ops):
+        t.append(f" →{cv.pc:3d} (past the end of {r.name})\n", style="bold red")
+    return t, cur_line
+
+
+def src_lines(tl, cpu: int) -> tuple[Text, int]:
+    """The C lines of the focused vCPU's routine, from the listing's file:line and C text (in
+    op order, one row per source line; model glue marked), the current line highlighted."""
+    cv = tl.view().cpu(cpu)
+    r = tl.e.routines[cv.routine_id]
+    bps = pc_breaks(tl, cv.routine_id)
+    rows: list[list] = []        # [file, line, c text, op indexes]
+    index: dict = {}
+    for i, op in enumerate(r.ops):
+        key = (op.file, op.line) if op.line else ("model", -i - 1)
+        if key not in index:
+            index[key] = len(rows)
+            rows.append([op.file, op.line, op.c if op.line else f"(model) {op.c or op.text}", []])
+        rows[index[key]][3].append(i)
+    t = Text(no_wrap=True)
+    cur_line = 0
+    last_file = None
+    for n, (file, line, c, ops) in enumerate(rows):
+        if file != last_file and file != "model":
+            t.append(f"  {file}\n", style="dim cyan")
+            last_file = file
+        cur = cv.pc in ops
+        if cur:
+            cur_line = len(t.plain.splitlines())
+        t.append("●" if bps & set(ops) else " ", style="bold red")
+        t.append("→" if cur else " ", style="bold yellow")
+        t.append(f"{line:5d}  " if line else "    ·  ", style="bold yellow" if cur else "dim")
+        t.append(c or "", style="bold yellow" if cur else ("dim" if not line else ""))
+        t.append("\n")
+    return t, cur_line
+
+
+def vcpu_rows(session, compact: bool = False) -> list[tuple[int, str]]:
+    """One line per vCPU for the picker and the list: state, where, IRR/ISR (vector numbers
+    instead of names when compact)."""
+    out = []
+    names = (lambda m: [f"{v:02x}" for v in range(m.bit_length() - 1, -1, -1) if m >> v & 1]) if compact else vec_names
+    for cv in session.tl.view().cpus():
+        line = f"{cv.hotplug:<8} IF={cv.IF} {'halted ' if cv.halted else ''}{cv.routine}+{cv.pc}"
+        if cv.isr:
+            line += "  ISR " + ",".join(names(cv.isr))
+        if cv.irr:
+            line += "  IRR " + ",".join(names(cv.irr))
+        out.append((cv.c, f"cpu{cv.c:<3d} {line}"))
+    return out
