@@ -1,0 +1,106 @@
+"""Reading text traces: files (plain, gzip, xz), line formats and their auto-detection.
+
+Formats (docs/import.md):
+
+* ``trace`` / ``trace-pipe`` - ftrace's ``/sys/kernel/tracing/trace`` and ``trace_pipe``:
+  ``COMM-PID [CPU] FLAGS TIMESTAMP: EVENT: FIELDS``; the comm/pid column, the ``(TGID)``
+  column and the flags column are each optional, comms may be ``<...>`` or hold spaces
+  and dashes.
+* ``trace-cmd`` - ``trace-cmd report``: the same lines after a header (``cpus=N``,
+  ``version = 6``, ``CPU 0 is empty``, ``CPU:1 [LOST 12 EVENTS]``).
+* ``perf-script`` - ``perf script``: ``COMM PID[/TID] [CPU] TIMESTAMP: SYS:EVENT: FIELDS``
+  (right-aligned comm, system-prefixed event names such as ``kvm:kvm_exit``).
+
+Every reader is streaming: a line longer than :data:`MAX_LINE` characters is cut there
+(and reported), bytes that are not UTF-8 become U+FFFD, CRLF and CR line ends are read as
+LF.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import os
+import re
+
+from ..safe import UnsafeFile, kind_of
+
+FORMATS = ("trace", "trace-pipe", "trace-cmd", "perf-script")
+MAX_LINE = 4096           # characters kept of one line; the rest is skipped and reported
+DETECT_LINES = 400        # lines looked at to pick a format
+
+# ftrace / trace-cmd: [comm-pid] [(tgid)] [cpu] [flags] ts: event: rest
+FTRACE_RE = re.compile(
+    r"\s*(?:(?P<comm>\S.*?)-(?P<pid>\d{1,10})\s+)?(?:\(\s*[\d-]{1,10}\)\s+)?"
+    r"\[(?P<cpu>\d{1,6})\]\s+(?:[^\s\d]\S{0,9}\s+)?"
+    r"(?P<ts>\d{1,12}\.\d{1,12}):\s+(?P<ev>[\w:.-]{1,128}):\s*(?P<rest>.*)")
+# perf script: comm pid[/tid] [cpu] ts: [period] sys:event: rest
+PERF_RE = re.compile(
+    r"\s*(?P<comm>\S.*?)\s+(?P<pid>\d{1,10})(?:/\d{1,10})?\s+\[(?P<cpu>\d{1,6})\]\s+"
+    r"(?P<ts>\d{1,12}\.\d{1,12}):\s+(?:\d{1,20}\s+)?(?P<ev>\w{1,64}:[\w.-]{1,128}):\s*(?P<rest>.*)")
+# trace-cmd report header / bookkeeping lines (not events, not garbage)
+TRACE_CMD_HEADER_RE = re.compile(r"\s*(?:cpus=\d+|version\s*=\s*\S+|CPU \d+ is empty|CPU:\s*\d+ \[LOST"
+                                 r"|trace-cmd|\[LOST \d+ EVENTS\])")
+FTRACE_HEADER_RE = re.compile(r"\s*#|\s*CPU:\s*\d+ \[LOST|\s*##### CPU \d+ buffer started ####")
+
+
+def open_text(path):
+    """A text stream over `path` (plain, gzip or xz by magic bytes). Refuses non-regular files.
+    Raises UnsafeFile / OSError."""
+    p = os.fspath(path)
+    st = os.stat(p)
+    import stat as _stat
+    if not _stat.S_ISREG(st.st_mode):
+        raise UnsafeFile(p, f"is {kind_of(st.st_mode)}, not a regular file")
+    raw = open(p, "rb")
+    head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""
+    if head[:2] == b"\x1f\x8b":
+        raw = gzip.GzipFile(fileobj=raw)
+    elif head[:6] == b"\xfd7zXZ\x00":
+        raw = lzma.LZMAFile(raw)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
+
+
+def read_lines(f):
+    """(line number, text without newline, truncated?) for each line of text stream `f`;
+    never holds more than MAX_LINE characters of one line."""
+    n = 0
+    readline = f.readline
+    while True:
+        s = readline(MAX_LINE)
+        if not s:
+            return
+        n += 1
+        if s[-1] == "\n":
+            yield n, s[:-1], False
+            continue
+        if len(s) < MAX_LINE:           # last line without a newline
+            yield n, s, False
+            continue
+        # cut: skip the rest of this line
+        while True:
+            t = readline(MAX_LINE)
+            if not t or t[-1] == "\n":
+                break
+        yield n, s, True
+
+
+def detect(lines: list[str]) -> str | None:
+    """The format of a file from its first lines, or None when none of them is an event."""
+    ft = pf = hdr = 0
+    for s in lines:
+        if TRACE_CMD_HEADER_RE.match(s):
+            hdr += 1
+        elif s.lstrip().startswith("# tracer"):
+            hdr -= 5
+        m = FTRACE_RE.match(s)
+        if m:
+            ft += 1
+            continue
+        if PERF_RE.match(s):
+            pf += 1
+    if not ft and not pf:
+        return None
+    if pf > ft:
+        return "perf-script"
+    return "trace-cmd" if hdr > 0 else "trace"

@@ -1,0 +1,312 @@
+"""ImportedTrace: text traces read into one timeline of events, with reconstruction.
+
+Read-only API for front ends (TUI, REPL, export):
+
+* ``events`` - a sequence of :class:`Event` (index, ts, cpu, pid, name, vcpu, args, text,
+  line, file),
+* ``state_at(i)`` - the reconstructed :class:`~.model.State` after event ``i``,
+* ``findings`` - :class:`~.model.Finding` list, each naming the events that prove it,
+* ``describe(i)`` - one line for event ``i``,
+* ``flows`` - (send index, acceptance index, vector) of every IPI that was accepted,
+* ``skipped`` - (file, line number, why) of lines that were not events (first
+  ``MAX_REPORTED`` kept; ``skipped_count`` counts all).
+"""
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from . import decode, lines
+from .model import CHECKPOINT, NAME, TS, VCPU, Recon, State
+
+MAX_REPORTED = 200
+MAX_TEXT = 300
+
+
+class ImportError_(ValueError):
+    """Nothing in the input is a trace (one line)."""
+
+
+class Event(NamedTuple):
+    index: int
+    ts: float
+    cpu: int
+    pid: int
+    name: str
+    vcpu: int | None
+    args: tuple | None
+    text: str
+    line: int
+    file: int
+
+
+class EventList(Sequence):
+    def __init__(self, raw: list):
+        self._raw = raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self._raw)))]
+        if i < 0:
+            i += len(self._raw)
+        return Event(i, *self._raw[i])
+
+    def raw(self, i: int) -> tuple:
+        return self._raw[i]
+
+
+class SourceFile(NamedTuple):
+    path: str
+    format: str
+    role: str            # "host" | "guest"
+    offset: float
+    lines: int
+    events: int
+
+
+def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list, counts: Counter,
+                progress=None) -> tuple:
+    """Append the events of one file to `out`. Returns (format, lines, events, has_kvm)."""
+    f = lines.open_text(path)
+    with f:
+        it = lines.read_lines(f)
+        head = []
+        for item in it:
+            head.append(item)
+            if len(head) >= lines.DETECT_LINES:
+                break
+        if fmt == "auto":
+            fmt = lines.detect([s for _, s, _ in head]) or ""
+            if not fmt:
+                # maybe the first lines are all junk: look further before giving up
+                more = []
+                for item in it:
+                    more.append(item)
+                    if len(more) >= 20 * lines.DETECT_LINES:
+                        break
+                head += more
+                fmt = lines.detect([s for _, s, _ in head]) or ""
+        rx = lines.PERF_RE if fmt == "perf-script" else lines.FTRACE_RE
+        hdr = lines.TRACE_CMD_HEADER_RE if fmt == "trace-cmd" else lines.FTRACE_HEADER_RE
+        vcpu_of: dict = {}
+        host_dec, guest_dec = decode.HOST, decode.GUEST
+        n0 = len(out)
+        nlines = 0
+        append = out.append
+        match = rx.match
+
+        def chain():
+            yield from head
+            yield from it
+
+        for n, s, cut in chain():
+            nlines = n
+            if cut:
+                counts["cut"] += 1
+                if len(skipped) < MAX_REPORTED:
+                    skipped.append((fi, n, f"line longer than {lines.MAX_LINE} characters: cut"))
+            m = match(s) if fmt else None
+            if m is None:
+                if not s or s.isspace() or hdr.match(s):
+                    continue
+                counts["skipped"] += 1
+                if len(skipped) < MAX_REPORTED:
+                    from ..safe import printable
+                    skipped.append((fi, n, "not an event line: " + printable(s.strip(), 60)))
+                continue
+            comm, pid, cpu, ts, ev, rest = m.groups()
+            if ":" in ev:
+                ev = ev.rpartition(":")[2]
+            cpu = int(cpu)
+            pid = int(pid) if pid is not None else -1
+            key = pid if pid > 0 else -1 - cpu
+            args = None
+            vcpu = None
+            d = host_dec.get(ev)
+            if d is not None:
+                try:
+                    args = d(rest)
+                except ValueError:
+                    counts["garbled"] += 1
+                    if len(skipped) < MAX_REPORTED:
+                        skipped.append((fi, n, f"{ev}: fields do not match the kernel's format (kept as text)"))
+                else:
+                    if ev == "kvm_entry":
+                        vcpu = vcpu_of[key] = args[0]
+                    elif ev == "kvm_exit":
+                        if args[0] is not None:
+                            vcpu = vcpu_of[key] = args[0]
+                        else:
+                            vcpu = vcpu_of.get(key)
+                    elif ev in ("kvm_apic_accept_irq", "kvm_eoi", "kvm_pv_eoi"):
+                        vcpu = args[0]
+                    else:
+                        vcpu = vcpu_of.get(key)
+            else:
+                d = guest_dec.get(ev)
+                if d is None:
+                    if decode.is_vector_event(ev, rest):
+                        d = decode.guest_vector
+                    elif ev.startswith("kvm_hv_"):
+                        d = decode.kvm_hv
+                if d is not None:
+                    try:
+                        args = d(rest)
+                    except ValueError:
+                        counts["garbled"] += 1
+                        if len(skipped) < MAX_REPORTED:
+                            skipped.append((fi, n, f"{ev}: fields do not match the kernel's format (kept as text)"))
+                    else:
+                        if d is decode.kvm_hv:
+                            vcpu = dict(args).get("vcpu_id", vcpu_of.get(key))
+                        else:
+                            vcpu = cpu
+            append((float(ts) + offset, cpu, pid, ev, vcpu, args, rest if len(rest) <= MAX_TEXT else rest[:MAX_TEXT],
+                    n, fi))
+            if progress is not None and not (n & 0xffff):
+                progress(fi, n)
+        has_kvm = any(out[k][NAME].startswith("kvm_") for k in range(n0, len(out)))
+        return fmt, nlines, len(out) - n0, has_kvm
+
+
+class ImportedTrace:
+    def __init__(self, paths, fmt: str = "auto", offsets: dict | None = None, checkpoint: int = CHECKPOINT,
+                 progress=None):
+        offsets = offsets or {}
+        raw: list = []
+        self.skipped: list = []
+        self.counts: Counter = Counter()
+        self.files: list[SourceFile] = []
+        for fi, p in enumerate(paths):
+            n0 = len(raw)
+            f, nl, ne, has_kvm = _parse_file(p, fmt, fi, 0.0, raw, self.skipped, self.counts, progress)
+            role = "host" if has_kvm else "guest"
+            off = offsets.get(role, offsets.get(str(p), 0.0))
+            if off:
+                for k in range(n0, len(raw)):
+                    e = raw[k]
+                    raw[k] = (e[0] + off,) + e[1:]
+            self.files.append(SourceFile(str(p), f or "none", role, off, nl, ne))
+        if not raw:
+            raise ImportError_("no line of " + ", ".join(str(p) for p in paths) + " is a trace event "
+                               "(formats: " + ", ".join(lines.FORMATS) + ")")
+        if len(paths) > 1:
+            raw.sort(key=lambda e: e[0])      # stable: same-timestamp events keep file order
+        self._raw = raw
+        self.events = EventList(raw)
+        self._ts = None
+        names = Counter(e[NAME] for e in raw)
+        self.kinds = names
+        self.apicv = bool(names["kvm_apic_accept_irq"]) and not names["kvm_inj_virq"]
+        self._recon = Recon(raw, ipi_from_icr=not names["kvm_apic_ipi"], apicv=self.apicv)
+        self._k = max(1, checkpoint)
+        self._checkpoints: list[State] = []
+        st = State()
+        self._recon.collect = True
+        apply = self._recon.apply
+        k = self._k
+        for i, e in enumerate(raw):
+            if not i % k:
+                self._checkpoints.append(st.copy())
+            apply(st, i, e)
+        self._recon.collect = False
+        self.final = st
+        self.findings = self._recon.final_findings(st, raw[-1][TS])
+        self.flows = self._recon.flows
+
+    # -- queries -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def state_at(self, i: int) -> State:
+        """The reconstruction after event `i` (a fresh copy: the caller may keep it)."""
+        n = len(self._raw)
+        if not -n <= i < n:
+            raise IndexError(f"event {i}: the trace has events 0..{n - 1}")
+        if i < 0:
+            i += n
+        if i == n - 1:
+            return self.final.copy()
+        c = i // self._k
+        st = self._checkpoints[c].copy()
+        apply = self._recon.apply
+        raw = self._raw
+        for j in range(c * self._k, i + 1):
+            apply(st, j, raw[j])
+        return st
+
+    def index_at(self, ts: float) -> int:
+        """The last event at or before timestamp `ts` (0 when `ts` is before the first)."""
+        if self._ts is None:
+            self._ts = [e[TS] for e in self._raw]
+        return max(0, bisect.bisect_right(self._ts, ts) - 1)
+
+    def vcpus(self) -> list[int]:
+        return sorted(self.final.vcpus)
+
+    def describe(self, i: int) -> str:
+        e = self._raw[i]
+        ts, cpu, pid, name, vcpu, a, text = e[:7]
+        who = f"vCPU {vcpu}" if vcpu is not None else f"cpu {cpu}"
+        d = None
+        if a is not None:
+            if name == "kvm_entry":
+                d = f"enters the guest at rip 0x{a[1]:x}"
+            elif name == "kvm_exit":
+                d = f"exits: {a[1]} at rip 0x{a[2]:x}"
+            elif name == "kvm_apic_accept_irq":
+                d = f"accepts vector 0x{a[1]:02x} into IRR ({a[2]}, {a[3]})"
+            elif name == "kvm_inj_virq":
+                d = f"injects vector 0x{a[0]:02x} (IRR -> ISR)" if not a[1] else f"injects soft interrupt 0x{a[0]:02x}"
+            elif name in ("kvm_eoi", "kvm_pv_eoi"):
+                d = f"EOI of vector 0x{a[1] & 0xff:02x} (ISR clears){' via PV-EOI' if name == 'kvm_pv_eoi' else ''}"
+            elif name == "kvm_apic":
+                d = f"APIC {'write' if a[0] else 'read'} {a[1]} = 0x{a[2]:x}"
+            elif name == "kvm_msr":
+                d = f"{'wrmsr' if a[0] else 'rdmsr'} {decode.msr_name(a[1])} = 0x{a[2]:x}{' #GP' if a[3] else ''}"
+            elif name == "kvm_apic_ipi":
+                d = f"sends IPI vector 0x{a[1]:02x} to {a[4] if a[4] != 'dst' else 'APIC 0x%x' % a[0]} ({a[2]})"
+            elif name in ("write_msr", "read_msr"):
+                d = f"guest {'wrmsr' if name == 'write_msr' else 'rdmsr'} {decode.msr_name(a[0])} = 0x{a[1]:x}"
+            elif name in ("cpuhp_enter", "cpuhp_multi_enter"):
+                d = f"hotplug CPU {a[0]}: step {a[2]} ({a[3]}) towards {a[1]}"
+                who = f"cpu {cpu}"
+            elif name == "cpuhp_exit":
+                d = f"hotplug CPU {a[0]}: step {a[2]} done, state {a[1]}, ret {a[3]}"
+                who = f"cpu {cpu}"
+            elif name.endswith("_entry") and len(a) == 1:
+                d = f"guest handler {name[:-6]} vector 0x{a[0]:02x} starts"
+            elif name.endswith("_exit") and len(a) == 1:
+                d = f"guest handler {name[:-5]} vector 0x{a[0]:02x} returns"
+        if d is None:
+            d = f"{name}: {text}"
+        from ..safe import printable
+        return printable(f"#{i} {ts:.6f} {who}: {d}", 200)
+
+    def summary(self, at: int | None = None) -> dict:
+        i = len(self._raw) - 1 if at is None else at
+        st = self.state_at(i)
+        return {
+            "files": [f._asdict() for f in self.files],
+            "events": len(self._raw),
+            "kinds": dict(self.kinds.most_common()),
+            "vcpus": self.vcpus(),
+            "apicv_suspected": self.apicv,
+            "skipped_lines": self.counts["skipped"], "garbled_events": self.counts["garbled"],
+            "cut_lines": self.counts["cut"],
+            "skipped": [{"file": fi, "line": n, "why": w} for fi, n, w in self.skipped],
+            "findings": [f.to_dict() for f in self.findings],
+            "state_at": i,
+            "state": {str(n): v.to_dict(self.apicv) for n, v in sorted(st.vcpus.items())},
+        }
+
+
+def import_trace(paths, fmt: str = "auto", offsets: dict | None = None, **kw) -> ImportedTrace:
+    if isinstance(paths, (str, bytes)) or hasattr(paths, "__fspath__"):
+        paths = [paths]
+    return ImportedTrace(list(paths), fmt, offsets, **kw)
