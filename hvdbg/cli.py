@@ -182,6 +182,9 @@ def make_parser() -> _Parser:
     sp.add_argument("--step", type=_int, help="step (default: the end)")
     sp.add_argument("--branch", default="main")
     sp.add_argument("--json", action="store_true")
+    from . import export_cli, import_cli
+    import_cli.add_parser(sub)
+    export_cli.add_parser(sub)
     return p
 
 
@@ -523,6 +526,16 @@ class _Stdout:
         return getattr(self._f, name)
 
 
+def _import_cmd(args, out) -> int:
+    from .import_cli import cmd_import
+    return cmd_import(args, out)
+
+
+def _export_cmd(args, out) -> int:
+    from .export_cli import cmd_export
+    return cmd_export(args, out)
+
+
 def _on_sigterm(signum, frame):
     raise Terminated()
 
@@ -547,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             args = make_parser().parse_args((["tui"] if interactive else ["run"]) + argv)
         code = {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "bugs": cmd_bugs, "replay": cmd_replay,
                 "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script,
-                "tui": cmd_tui}[args.cmd](args, out)
+                "tui": cmd_tui, "import": _import_cmd, "export": _export_cmd}[args.cmd](args, out)
         out.flush()
         return code
     except UsageError as e:

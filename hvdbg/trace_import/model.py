@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from .decode import ASSIST_PAGE_MSR, PV_EOI_MSR, X2APIC_REGS, msr_name
 
 CHECKPOINT = 2048
+MAX_PENDING = 1024        # IPIs sent and not yet accepted, kept per trace
+MAX_NEST = 64             # guest handler nesting depth kept per CPU
 
 # event tuple layout (ImportedTrace stores these)
 TS, CPU, PID, NAME, VCPU, ARGS, TEXT, LINE, FILE = range(9)
@@ -220,7 +222,8 @@ class Recon:
                          "callback": (h.hotplug or {}).get("callback") if (h.hotplug or {}).get("step") == step
                          else None, "ret": ret, "event": i}
         elif name.endswith("_entry"):
-            v.guest_isr.append((a[0], i))
+            if len(v.guest_isr) < MAX_NEST:
+                v.guest_isr.append((a[0], i))
         elif name.endswith("_exit"):
             for k in range(len(v.guest_isr) - 1, -1, -1):
                 if v.guest_isr[k][0] == a[0]:
@@ -248,6 +251,8 @@ class Recon:
             targets = [None if logical else dst]
         for t in targets:
             st.pending_ipis.append((i, sender, t, vec))
+        if len(st.pending_ipis) > MAX_PENDING:      # bounded: the oldest are reported as lost
+            del st.pending_ipis[:len(st.pending_ipis) - MAX_PENDING]
 
     def _msr_write(self, st, v, vn, msr, val, i):
         if msr == ASSIST_PAGE_MSR or msr == PV_EOI_MSR:

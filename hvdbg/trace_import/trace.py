@@ -23,6 +23,7 @@ from .model import CHECKPOINT, NAME, TS, VCPU, Recon, State
 
 MAX_REPORTED = 200
 MAX_TEXT = 300
+MAX_VCPU = 4096           # KVM_MAX_VCPU_IDS on x86
 
 
 class ImportError_(ValueError):
@@ -166,6 +167,11 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
                             vcpu = dict(args).get("vcpu_id", vcpu_of.get(key))
                         else:
                             vcpu = cpu
+            if vcpu is not None and not 0 <= vcpu < MAX_VCPU:
+                vcpu = None
+                counts["garbled"] += 1
+                if len(skipped) < MAX_REPORTED:
+                    skipped.append((fi, n, f"{ev}: vCPU/CPU number out of range 0..{MAX_VCPU - 1} (kept as text)"))
             append((float(ts) + offset, cpu, pid, ev, vcpu, args, rest if len(rest) <= MAX_TEXT else rest[:MAX_TEXT],
                     n, fi))
             if progress is not None and not (n & 0xffff):
