@@ -90,7 +90,7 @@ def render(tr, rep: dict, out) -> None:
         w(f"skipped: {rep['skipped_lines']} lines that are not events, {rep['garbled_events']} events whose fields "
           f"do not parse (kept as text), {rep['cut_lines']} lines cut at 4096 characters\n")
         for s in rep["skipped"][:20]:
-            w(f"  {printable(rep['files'][s['file']]['path'], 60)}:{s['line']}: {s['why']}\n")
+            w(f"  {printable(rep['files'][s['file']]['path'], 200)}:{s['line']}: {s['why']}\n")
         more = rep["skipped_lines"] + rep["garbled_events"] + rep["cut_lines"] - min(20, len(rep["skipped"]))
         if more > 0:
             w(f"  ... and {more} more\n")
