@@ -202,11 +202,11 @@ def test_cli_import_summary_at_and_json(capsys, tmp_path):
 @pytest.mark.parametrize("argv, msg", [
     (["import", "NOPE"], "cannot read"),
     (["import", "DIR"], "not a regular file"),
-    (["import", "JUNK"], "is a trace event"),
+    (["import", "JUNK"], "no trace event found"),
     (["import", "HOST", "--at", "999"], "the trace has events 0..50"),
     (["import", "HOST", "--at", "x"], "expected an event index"),
     (["import", "HOST", "--offset", "guest=abc"], "expected host="),
-    (["import", "HOST", "--format", "perf-script"], "is a trace event"),
+    (["import", "HOST", "--format", "perf-script"], "no trace event found"),
     (["export", "HOST"], "--perfetto"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(capsys, tmp_path, argv, msg):

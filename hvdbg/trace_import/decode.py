@@ -59,12 +59,18 @@ def _m(rx, rest):
 
 
 def kvm_entry(rest):
-    v, rip = _m(_ENTRY, rest)
+    m = _ENTRY.match(rest)
+    if m is None:
+        raise ValueError
+    v, rip = m.groups()
     return int(v), int(rip, 16)
 
 
 def kvm_exit(rest):
-    v, reason, rip = _m(_EXIT, rest)
+    m = _EXIT.match(rest)
+    if m is None:
+        raise ValueError
+    v, reason, rip = m.groups()
     return (int(v) if v is not None else None), reason.strip(), int(rip, 16)
 
 
@@ -72,52 +78,82 @@ def kvm_inj_virq(rest):
     m = _INJ_NEW.match(rest)
     if m:
         return int(m.group(2), 16), m.group(1) != "IRQ", m.group(3) is not None
-    (v,) = _m(_INJ_OLD, rest)
+    m = _INJ_OLD.match(rest)
+    if m is None:
+        raise ValueError
+    (v,) = m.groups()
     return int(v), False, False
 
 
 def kvm_apic(rest):
-    rw, reg, val = _m(_APIC, rest)
+    m = _APIC.match(rest)
+    if m is None:
+        raise ValueError
+    rw, reg, val = m.groups()
     return rw == "write", reg, int(val, 16)
 
 
 def kvm_msr(rest):
-    rw, msr, val, gp = _m(_MSR, rest)
+    m = _MSR.match(rest)
+    if m is None:
+        raise ValueError
+    rw, msr, val, gp = m.groups()
     return rw == "write", int(msr, 16), int(val, 16), gp is not None
 
 
 def kvm_apic_ipi(rest):
-    dst, vec, dm, destmode, trig, sh = _m(_IPI, rest)
+    m = _IPI.match(rest)
+    if m is None:
+        raise ValueError
+    dst, vec, dm, destmode, trig, sh = m.groups()
     return int(dst, 16), int(vec) & 0xff, dm, destmode, sh
 
 
 def kvm_apic_accept_irq(rest):
-    a, vec, dm, trig, co = _m(_ACCEPT, rest)
+    m = _ACCEPT.match(rest)
+    if m is None:
+        raise ValueError
+    a, vec, dm, trig, co = m.groups()
     return int(a, 16), int(vec) & 0xff, dm, trig, co is not None
 
 
 def kvm_eoi(rest):
-    a, vec = _m(_EOI, rest)
+    m = _EOI.match(rest)
+    if m is None:
+        raise ValueError
+    a, vec = m.groups()
     return int(a, 16), int(vec)
 
 
 def kvm_set_irq(rest):
-    g, lv, src = _m(_SET_IRQ, rest)
+    m = _SET_IRQ.match(rest)
+    if m is None:
+        raise ValueError
+    g, lv, src = m.groups()
     return int(g), int(lv), int(src)
 
 
 def kvm_ioapic_set_irq(rest):
-    pin, dst, vec, dm, destmode, trig, masked, co = _m(_IOAPIC, rest)
+    m = _IOAPIC.match(rest)
+    if m is None:
+        raise ValueError
+    pin, dst, vec, dm, destmode, trig, masked, co = m.groups()
     return int(pin), int(dst, 16), int(vec) & 0xff, trig, masked is not None, co is not None
 
 
 def kvm_msi_set_irq(rest):
-    dst, vec = _m(_MSI, rest)
+    m = _MSI.match(rest)
+    if m is None:
+        raise ValueError
+    dst, vec = m.groups()
     return int(dst), int(vec, 16) & 0xff
 
 
 def kvm_pic_set_irq(rest):
-    chip, pin, trig, masked, co = _m(_PIC, rest)
+    m = _PIC.match(rest)
+    if m is None:
+        raise ValueError
+    chip, pin, trig, masked, co = m.groups()
     return int(chip), int(pin), trig, masked is not None, co is not None
 
 
@@ -130,22 +166,34 @@ def kvm_hv(rest):
 
 
 def guest_vector(rest):
-    (v,) = _m(_VEC, rest)
+    m = _VEC.match(rest)
+    if m is None:
+        raise ValueError
+    (v,) = m.groups()
     return (int(v),)
 
 
 def guest_msr(rest):
-    msr, val = _m(_GMSR, rest)
+    m = _GMSR.match(rest)
+    if m is None:
+        raise ValueError
+    msr, val = m.groups()
     return int(msr, 16), int(val, 16)
 
 
 def cpuhp_enter(rest):
-    cpu, target, step, fn = _m(_CPUHP_ENTER, rest)
+    m = _CPUHP_ENTER.match(rest)
+    if m is None:
+        raise ValueError
+    cpu, target, step, fn = m.groups()
     return int(cpu), int(target), int(step), fn
 
 
 def cpuhp_exit(rest):
-    cpu, state, step, ret = _m(_CPUHP_EXIT, rest)
+    m = _CPUHP_EXIT.match(rest)
+    if m is None:
+        raise ValueError
+    cpu, state, step, ret = m.groups()
     return int(cpu), int(state), int(step), int(ret)
 
 

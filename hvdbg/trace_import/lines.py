@@ -61,28 +61,36 @@ def open_text(path):
     return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
 
 
-def read_lines(f):
-    """(line number, text without newline, truncated?) for each line of text stream `f`;
-    never holds more than MAX_LINE characters of one line."""
-    n = 0
-    readline = f.readline
+def blocks(f, size: int = 1 << 20):
+    """Lists of lines (without newlines) of text stream `f`, read `size` characters at a time.
+    A line longer than MAX_LINE comes out as its first MAX_LINE + 1 characters (the caller
+    sees len > MAX_LINE and reports it cut); memory stays bounded by `size` whatever the
+    file holds."""
+    carry = ""
+    in_cut = False
+    lim = MAX_LINE + 1
     while True:
-        s = readline(MAX_LINE)
-        if not s:
+        chunk = f.read(size)
+        if not chunk:
+            if carry:
+                yield [carry]
             return
-        n += 1
-        if s[-1] == "\n":
-            yield n, s[:-1], False
+        parts = chunk.split("\n")
+        if in_cut:
+            parts[0] = carry
+        elif carry:
+            first = carry + parts[0]
+            parts[0] = first if len(first) <= MAX_LINE else first[:lim]
+        if len(parts) == 1:
+            carry = parts[0]
+            if len(carry) > MAX_LINE:
+                carry = carry[:lim]
+                in_cut = True
             continue
-        if len(s) < MAX_LINE:           # last line without a newline
-            yield n, s, False
-            continue
-        # cut: skip the rest of this line
-        while True:
-            t = readline(MAX_LINE)
-            if not t or t[-1] == "\n":
-                break
-        yield n, s, True
+        last = parts.pop()
+        yield parts
+        in_cut = len(last) > MAX_LINE
+        carry = last[:lim] if in_cut else last
 
 
 def detect(lines: list[str]) -> str | None:
@@ -104,3 +112,4 @@ def detect(lines: list[str]) -> str | None:
     if pf > ft:
         return "perf-script"
     return "trace-cmd" if hdr > 0 else "trace"
+

@@ -14,6 +14,8 @@ Read-only API for front ends (TUI, REPL, export):
 from __future__ import annotations
 
 import bisect
+import itertools
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -75,39 +77,38 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
     """Append the events of one file to `out`. Returns (format, lines, events, has_kvm)."""
     f = lines.open_text(path)
     with f:
-        it = lines.read_lines(f)
-        head = []
-        for item in it:
-            head.append(item)
-            if len(head) >= lines.DETECT_LINES:
+        it = lines.blocks(f)
+        head: list = []
+        nhead = 0
+        for blk in it:
+            head.append(blk)
+            nhead += len(blk)
+            if nhead >= (lines.DETECT_LINES if fmt == "auto" else 0):
                 break
         if fmt == "auto":
-            fmt = lines.detect([s for _, s, _ in head]) or ""
+            sample = [x for blk in head for x in blk[:lines.DETECT_LINES]][:lines.DETECT_LINES]
+            fmt = lines.detect(sample) or ""
             if not fmt:
-                # maybe the first lines are all junk: look further before giving up
-                more = []
-                for item in it:
-                    more.append(item)
-                    if len(more) >= 20 * lines.DETECT_LINES:
-                        break
-                head += more
-                fmt = lines.detect([s for _, s, _ in head]) or ""
+                # the first lines may all be junk: look at every line of the first blocks
+                sample = [x for blk in head for x in blk]
+                fmt = lines.detect(sample[:20 * lines.DETECT_LINES]) or ""
+            if not fmt:
+                it = iter(())           # not a trace: do not read the rest of a (maybe huge) file
         rx = lines.PERF_RE if fmt == "perf-script" else lines.FTRACE_RE
         hdr = lines.TRACE_CMD_HEADER_RE if fmt == "trace-cmd" else lines.FTRACE_HEADER_RE
         vcpu_of: dict = {}
         host_dec, guest_dec = decode.HOST, decode.GUEST
         n0 = len(out)
-        nlines = 0
         append = out.append
         match = rx.match
 
-        def chain():
-            yield from head
-            yield from it
-
-        for n, s, cut in chain():
-            nlines = n
-            if cut:
+        names: dict = {}
+        MAXL = lines.MAX_LINE
+        n = 0
+        for s in itertools.chain.from_iterable(itertools.chain(head, it)):
+            n += 1
+            if len(s) > MAXL:
+                s = s[:MAXL]
                 counts["cut"] += 1
                 if len(skipped) < MAX_REPORTED:
                     skipped.append((fi, n, f"line longer than {lines.MAX_LINE} characters: cut"))
@@ -121,8 +122,12 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
                     skipped.append((fi, n, "not an event line: " + printable(s.strip(), 60)))
                 continue
             comm, pid, cpu, ts, ev, rest = m.groups()
-            if ":" in ev:
-                ev = ev.rpartition(":")[2]
+            name = names.get(ev)
+            if name is None:
+                name = sys.intern(ev.rpartition(":")[2])
+                if len(names) < 10000:
+                    names[ev] = name
+            ev = name
             cpu = int(cpu)
             pid = int(pid) if pid is not None else -1
             key = pid if pid > 0 else -1 - cpu
@@ -172,12 +177,12 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
                 counts["garbled"] += 1
                 if len(skipped) < MAX_REPORTED:
                     skipped.append((fi, n, f"{ev}: vCPU/CPU number out of range 0..{MAX_VCPU - 1} (kept as text)"))
-            append((float(ts) + offset, cpu, pid, ev, vcpu, args, rest if len(rest) <= MAX_TEXT else rest[:MAX_TEXT],
-                    n, fi))
+            append((float(ts) + offset, cpu, pid, ev, vcpu, args,
+                    None if args is not None else rest if len(rest) <= MAX_TEXT else rest[:MAX_TEXT], n, fi))
             if progress is not None and not (n & 0xffff):
                 progress(fi, n)
         has_kvm = any(out[k][NAME].startswith("kvm_") for k in range(n0, len(out)))
-        return fmt, nlines, len(out) - n0, has_kvm
+        return fmt, n, len(out) - n0, has_kvm
 
 
 class ImportedTrace:
@@ -199,7 +204,7 @@ class ImportedTrace:
                     raw[k] = (e[0] + off,) + e[1:]
             self.files.append(SourceFile(str(p), f or "none", role, off, nl, ne))
         if not raw:
-            raise ImportError_("no line of " + ", ".join(str(p) for p in paths) + " is a trace event "
+            raise ImportError_("no trace event found in " + ", ".join(str(p) for p in paths) + " "
                                "(formats: " + ", ".join(lines.FORMATS) + ")")
         if len(paths) > 1:
             raw.sort(key=lambda e: e[0])      # stable: same-timestamp events keep file order
@@ -290,7 +295,7 @@ class ImportedTrace:
             elif name.endswith("_exit") and len(a) == 1:
                 d = f"guest handler {name[:-5]} vector 0x{a[0]:02x} returns"
         if d is None:
-            d = f"{name}: {text}"
+            d = f"{name}: {text if text is not None else ' '.join(f'{k}={v}' for k, v in a) if name.startswith('kvm_hv_') else a}"
         from ..safe import printable
         return printable(f"#{i} {ts:.6f} {who}: {d}", 200)
 
