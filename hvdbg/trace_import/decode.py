@@ -16,7 +16,7 @@ Sources (read from torvalds/linux; docs/import.md cites them):
   ``"gsi %u level %d source %d"``, kvm_ioapic_set_irq ``"pin %u dst %x vec=%u
   (%s|%s|%s%s)%s"`` (older: ``vec %u``), kvm_msi_set_irq ``"dst %u vec %x (%s|%s|%s%s)"``.
 * guest: ``arch/x86/include/asm/trace/irq_vectors.h`` ``"vector=%d"``,
-  ``include/trace/events/msr.h`` ``"%x, value %llx"``, ``include/trace/events/cpuhp.h``
+  ``arch/x86/include/asm/trace/msr.h`` ``"%x, value %llx%s"`` (`` #GP``), ``include/trace/events/cpuhp.h``
   ``"cpu: %04u target: %3d step: %3d (%ps)"`` / ``"cpu: %04u  state: %3d step: %3d ret: %d"``.
 
 Each decoder returns a tuple of values or raises ValueError (the line is then kept as an
@@ -46,7 +46,7 @@ _MSI = re.compile(r"dst (\d{1,10}) vec " + H)
 _PIC = re.compile(r"chip (\d{1,3}) pin (\d{1,3}) \((level|edge)(\|masked)?\)( \(coalesced\))?")
 _KV = re.compile(r"([a-z_]{1,24})[ =](0x[0-9a-fA-F]{1,16}|-?\d{1,20})\b")
 _VEC = re.compile(r"vector=(\d{1,3})\b")
-_GMSR = re.compile(H + r", value " + H)
+_GMSR = re.compile(H + r", value " + H + r"( #GP)?")
 _CPUHP_ENTER = re.compile(r"cpu: (\d{1,6}) target: +(-?\d{1,4}) step: +(-?\d{1,4}) \((.{0,120})\)")
 _CPUHP_EXIT = re.compile(r"cpu: (\d{1,6}) +state: +(-?\d{1,4}) step: +(-?\d{1,4}) ret: (-?\d{1,10})")
 
@@ -177,8 +177,8 @@ def guest_msr(rest):
     m = _GMSR.match(rest)
     if m is None:
         raise ValueError
-    msr, val = m.groups()
-    return int(msr, 16), int(val, 16)
+    msr, val, gp = m.groups()
+    return int(msr, 16), int(val, 16), gp is not None
 
 
 def cpuhp_enter(rest):

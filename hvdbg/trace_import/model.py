@@ -206,7 +206,9 @@ class Recon:
             if dm == "Fixed":
                 self._ipi(st, i, vn, dst, vec, destmode == "logical", sh)
         elif name in ("write_msr", "read_msr"):
-            msr, val = a
+            msr, val, gp = a
+            if gp:
+                return
             v.msrs[msr] = (val, i, "write" if name == "write_msr" else "read")
             if name == "write_msr":
                 self._msr_write(st, v, vn, msr, val, i)
