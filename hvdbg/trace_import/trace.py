@@ -14,6 +14,7 @@ Read-only API for front ends (TUI, REPL, export):
 from __future__ import annotations
 
 import bisect
+import gc
 import itertools
 import sys
 from collections import Counter
@@ -188,6 +189,16 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
 class ImportedTrace:
     def __init__(self, paths, fmt: str = "auto", offsets: dict | None = None, checkpoint: int = CHECKPOINT,
                  progress=None):
+        # millions of small tuples and no reference cycles: the cyclic GC would only re-scan them
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            self._build(paths, fmt, offsets, checkpoint, progress)
+        finally:
+            if was:
+                gc.enable()
+
+    def _build(self, paths, fmt, offsets, checkpoint, progress) -> None:
         offsets = offsets or {}
         raw: list = []
         self.skipped: list = []
