@@ -1,8 +1,8 @@
 """Importing text traces (issue 13): lines/s and peak memory for a generated trace, beside a plain
 `for line in f: line.split()` loop over the same file in the same run.
 
-A host trace of N lines (trace-cmd report format, 4 vCPUs: exits/entries, MSR writes, IPIs
-accepted/injected/EOI'd, a few unknown events) is written to a temporary file; each phase runs
+A host trace of N lines (trace-cmd report format, 4 vCPUs: exits/entries at 20000 distinct
+guest rips, MSR writes, IPIs accepted/injected/EOI'd, a few unknown events) is written to a temporary file; each phase runs
 in its own process so that its peak RSS (ru_maxrss) is its own:
 
   split      for line in f: line.split()                    (the calibration loop)
@@ -28,6 +28,7 @@ def generate(path: str, n: int, seed: int = 1) -> None:
     rnd = random.Random(seed)
     t = 5000.0
     pid = {v: 3000 + v for v in range(4)}
+    rips = [0xffffffff81000000 + rnd.randrange(1 << 24) for _ in range(20000)]   # 20k distinct guest rips
     out = []
     w = 0
     with open(path, "w") as f:
@@ -38,7 +39,7 @@ def generate(path: str, n: int, seed: int = 1) -> None:
             p = pid[v]
             head = f"        qemu-kvm-{p:<5} [{v:03d}] {t:.6f}: "
             r = rnd.random()
-            out.append(head + f"kvm_exit:             vcpu {v} reason EXTERNAL_INTERRUPT rip 0xffffffff81a3c2e6 "
+            out.append(head + f"kvm_exit:             vcpu {v} reason EXTERNAL_INTERRUPT rip 0x{rnd.choice(rips):x} "
                        "info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x800000ec error_code 0x00000000")
             if r < 0.3:
                 d = rnd.randrange(4)
@@ -53,7 +54,7 @@ def generate(path: str, n: int, seed: int = 1) -> None:
                 out.append(head + f"kvm_msr:              msr_write 40000073 = 0x{rnd.randrange(1 << 20):x}001")
             elif r < 0.8:
                 out.append(head + "kvm_fpu:              load")
-            out.append(head + f"kvm_entry:            vcpu {v}, rip 0xffffffff81a3c2e6")
+            out.append(head + f"kvm_entry:            vcpu {v}, rip 0x{rnd.choice(rips):x}")
             if len(out) >= 4096:
                 f.write("\n".join(out) + "\n")
                 w += len(out)

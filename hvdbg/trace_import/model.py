@@ -147,11 +147,13 @@ class Recon:
 
     # -- one event ---------------------------------------------------------------------
     def apply(self, st: State, i: int, ev) -> None:
-        name = ev[NAME]
-        a = ev[ARGS]
-        st.index = i
         vn = ev[VCPU]
-        if a is None or vn is None:
+        self.step(st, i, ev[NAME], -1 if vn is None else vn, ev[ARGS])
+
+    def step(self, st: State, i: int, name: str, vn: int, a) -> None:
+        """Event `i` (`name`, vCPU `vn` or -1, decoded `a` or None) applied to `st`."""
+        st.index = i
+        if a is None or vn < 0:
             return
         v = st.vcpu(vn)
         v.events += 1

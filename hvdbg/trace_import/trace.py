@@ -14,6 +14,7 @@ Read-only API for front ends (TUI, REPL, export):
 from __future__ import annotations
 
 import bisect
+from array import array
 import gc
 import itertools
 import sys
@@ -26,6 +27,7 @@ from .model import CHECKPOINT, NAME, TS, VCPU, Recon, State
 
 MAX_REPORTED = 200
 MAX_TEXT = 300
+DECODE_CACHE = 8192       # decoded field texts kept per event name
 MAX_VCPU = 4096           # KVM_MAX_VCPU_IDS on x86
 
 
@@ -44,6 +46,41 @@ class Event(NamedTuple):
     text: str
     line: int
     file: int
+
+
+class Columns:
+    """Events stored column-wise (arrays of numbers, lists of shared names and argument tuples,
+    texts only for opaque events): ~1/2 the memory of a list of tuples. ``cols[i]`` is the
+    event tuple (ts, cpu, pid, name, vcpu, args, text, line, file)."""
+    __slots__ = ("ts", "cpu", "pid", "name", "vcpu", "args", "text", "line", "file")
+
+    def __init__(self):
+        self.ts = array("d")
+        self.cpu = array("l")
+        self.pid = array("q")
+        self.name: list = []
+        self.vcpu = array("l")       # -1: not tied to a vCPU
+        self.args: list = []
+        self.text: dict = {}         # index -> text, for events kept opaque
+        self.line = array("q")
+        self.file = array("H")
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def __getitem__(self, i: int) -> tuple:
+        v = self.vcpu[i]
+        return (self.ts[i], self.cpu[i], self.pid[i], self.name[i], None if v < 0 else v, self.args[i],
+                self.text.get(i), self.line[i], self.file[i])
+
+    def reorder(self, order: list) -> None:
+        for k in ("ts", "cpu", "pid", "vcpu", "line", "file"):
+            a = getattr(self, k)
+            setattr(self, k, array(a.typecode, (a[j] for j in order)))
+        self.name = [self.name[j] for j in order]
+        self.args = [self.args[j] for j in order]
+        pos = {j: k for k, j in enumerate(order)} if self.text else {}
+        self.text = {pos[j]: t for j, t in self.text.items()}
 
 
 class EventList(Sequence):
@@ -100,10 +137,13 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
         vcpu_of: dict = {}
         host_dec, guest_dec = decode.HOST, decode.GUEST
         n0 = len(out)
-        append = out.append
         match = rx.match
+        a_ts, a_cpu, a_pid, a_name = out.ts.append, out.cpu.append, out.pid.append, out.name.append
+        a_vcpu, a_args, a_line, a_file = out.vcpu.append, out.args.append, out.line.append, out.file.append
+        texts = out.text
 
         names: dict = {}
+        caches: dict = {}
         MAXL = lines.MAX_LINE
         n = 0
         for s in itertools.chain.from_iterable(itertools.chain(head, it)):
@@ -136,13 +176,24 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
             vcpu = None
             d = host_dec.get(ev)
             if d is not None:
-                try:
-                    args = d(rest)
-                except ValueError:
-                    counts["garbled"] += 1
-                    if len(skipped) < MAX_REPORTED:
-                        skipped.append((fi, n, f"{ev}: fields do not match the kernel's format (kept as text)"))
-                else:
+                # identical field texts recur (same rip, reason, vector): decode each once and
+                # share the tuple (bounded cache per event name)
+                c = caches.get(ev)
+                if c is None:
+                    c = caches[ev] = {}
+                args = c.get(rest)
+                if args is None:
+                    try:
+                        args = d(rest)
+                    except ValueError:
+                        counts["garbled"] += 1
+                        if len(skipped) < MAX_REPORTED:
+                            skipped.append((fi, n, f"{ev}: fields do not match the kernel's format (kept as text)"))
+                    else:
+                        if len(c) >= DECODE_CACHE:
+                            c.clear()
+                        c[rest] = args
+                if args is not None:
                     if ev == "kvm_entry":
                         vcpu = vcpu_of[key] = args[0]
                     elif ev == "kvm_exit":
@@ -178,11 +229,20 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
                 counts["garbled"] += 1
                 if len(skipped) < MAX_REPORTED:
                     skipped.append((fi, n, f"{ev}: vCPU/CPU number out of range 0..{MAX_VCPU - 1} (kept as text)"))
-            append((float(ts) + offset, cpu, pid, ev, vcpu, args,
-                    None if args is not None else rest if len(rest) <= MAX_TEXT else rest[:MAX_TEXT], n, fi))
+            if args is None:
+                texts[len(out.ts)] = rest if len(rest) <= MAX_TEXT else rest[:MAX_TEXT]
+            a_ts(float(ts) + offset)
+            a_cpu(cpu)
+            a_pid(pid)
+            a_name(ev)
+            a_vcpu(-1 if vcpu is None else vcpu)
+            a_args(args)
+            a_line(n)
+            a_file(fi)
             if progress is not None and not (n & 0xffff):
                 progress(fi, n)
-        has_kvm = any(out[k][NAME].startswith("kvm_") for k in range(n0, len(out)))
+        nm = out.name
+        has_kvm = any(nm[k].startswith("kvm_") for k in range(n0, len(out)))
         return fmt, n, len(out) - n0, has_kvm
 
 
@@ -200,7 +260,7 @@ class ImportedTrace:
 
     def _build(self, paths, fmt, offsets, checkpoint, progress) -> None:
         offsets = offsets or {}
-        raw: list = []
+        raw = Columns()
         self.skipped: list = []
         self.counts: Counter = Counter()
         self.files: list[SourceFile] = []
@@ -210,19 +270,22 @@ class ImportedTrace:
             role = "host" if has_kvm else "guest"
             off = offsets.get(role, offsets.get(str(p), 0.0))
             if off:
+                t = raw.ts
                 for k in range(n0, len(raw)):
-                    e = raw[k]
-                    raw[k] = (e[0] + off,) + e[1:]
+                    t[k] += off
             self.files.append(SourceFile(str(p), f or "none", role, off, nl, ne))
-        if not raw:
+        if not len(raw):
             raise ImportError_("no trace event found in " + ", ".join(str(p) for p in paths) + " "
                                "(formats: " + ", ".join(lines.FORMATS) + ")")
         if len(paths) > 1:
-            raw.sort(key=lambda e: e[0])      # stable: same-timestamp events keep file order
+            t = raw.ts
+            order = sorted(range(len(raw)), key=t.__getitem__)     # stable: equal timestamps keep file order
+            if any(order[k] != k for k in range(len(order))):
+                raw.reorder(order)
         self._raw = raw
         self.events = EventList(raw)
         self._ts = None
-        names = Counter(e[NAME] for e in raw)
+        names = Counter(raw.name)
         self.kinds = names
         self.apicv = bool(names["kvm_apic_accept_irq"]) and not names["kvm_inj_virq"]
         self._recon = Recon(raw, ipi_from_icr=not names["kvm_apic_ipi"], apicv=self.apicv)
@@ -230,12 +293,12 @@ class ImportedTrace:
         self._checkpoints: list[State] = []
         st = State()
         self._recon.collect = True
-        apply = self._recon.apply
+        step = self._recon.step
         k = self._k
-        for i, e in enumerate(raw):
+        for i, (nm, vn, a) in enumerate(zip(raw.name, raw.vcpu, raw.args)):
             if not i % k:
                 self._checkpoints.append(st.copy())
-            apply(st, i, e)
+            step(st, i, nm, vn, a)
         self._recon.collect = False
         self.final = st
         self.findings = self._recon.final_findings(st, raw[-1][TS])
@@ -256,16 +319,17 @@ class ImportedTrace:
             return self.final.copy()
         c = i // self._k
         st = self._checkpoints[c].copy()
-        apply = self._recon.apply
+        step = self._recon.step
         raw = self._raw
+        nm, vc, ar = raw.name, raw.vcpu, raw.args
         for j in range(c * self._k, i + 1):
-            apply(st, j, raw[j])
+            step(st, j, nm[j], vc[j], ar[j])
         return st
 
     def index_at(self, ts: float) -> int:
         """The last event at or before timestamp `ts` (0 when `ts` is before the first)."""
         if self._ts is None:
-            self._ts = [e[TS] for e in self._raw]
+            self._ts = self._raw.ts
         return max(0, bisect.bisect_right(self._ts, ts) - 1)
 
     def vcpus(self) -> list[int]:
