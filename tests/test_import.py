@@ -267,6 +267,22 @@ def test_fuzz_random_truncated_huge_and_binary_lines(capsys, tmp_path):
         assert code in (0, 2)
 
 
+def test_cut_or_damaged_compressed_files(capsys, tmp_path):
+    text = (FIX / HOST[0]).read_bytes() * 40              # ~390 KiB: more than one 64 KiB block
+    gz = gzip.compress(text)
+    (tmp_path / "cut.gz").write_bytes(gz[:len(gz) * 2 // 3])
+    xz = bytearray(lzma.compress(text))
+    xz[len(xz) // 2] ^= 0xff
+    (tmp_path / "bad.xz").write_bytes(bytes(xz))
+    (tmp_path / "fake.gz").write_bytes(b"\x1f\x8b" + b"not gzip at all" * 10)
+    code, out, err = run(capsys, "import", tmp_path / "cut.gz")
+    assert code == 0 and "the rest of the file cannot be read" in out
+    code, out, err = run(capsys, "import", tmp_path / "bad.xz")
+    assert code in (0, 2) and (code == 2 or "cannot be read" in out)
+    code, out, err = run(capsys, "import", tmp_path / "fake.gz")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
 def test_import_through_the_console_script():
     p = subprocess.run([sys.executable, "-m", "hvdbg", "import", str(FIX / GUEST[1])], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr

@@ -22,6 +22,7 @@ import io
 import lzma
 import os
 import re
+import zlib
 
 from ..safe import UnsafeFile, kind_of
 
@@ -61,7 +62,7 @@ def open_text(path):
     return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
 
 
-def blocks(f, size: int = 1 << 20):
+def blocks(f, size: int = 1 << 20, errors: list | None = None):
     """Lists of lines (without newlines) of text stream `f`, read `size` characters at a time.
     A line longer than MAX_LINE comes out as its first MAX_LINE + 1 characters (the caller
     sees len > MAX_LINE and reports it cut); memory stays bounded by `size` whatever the
@@ -70,7 +71,13 @@ def blocks(f, size: int = 1 << 20):
     in_cut = False
     lim = MAX_LINE + 1
     while True:
-        chunk = f.read(size)
+        try:
+            chunk = f.read(size)
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
+            # a cut or damaged .gz/.xz: what was read stays, the rest is reported
+            if errors is not None:
+                errors.append(f"{type(e).__name__}: {e}"[:200] or type(e).__name__)
+            chunk = ""
         if not chunk:
             if carry:
                 yield [carry]

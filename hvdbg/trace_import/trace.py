@@ -14,6 +14,8 @@ Read-only API for front ends (TUI, REPL, export):
 from __future__ import annotations
 
 import bisect
+import gzip
+import lzma
 from array import array
 import gc
 import itertools
@@ -115,7 +117,10 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
     """Append the events of one file to `out`. Returns (format, lines, events, has_kvm)."""
     f = lines.open_text(path)
     with f:
-        it = lines.blocks(f)
+        read_errors: list = []
+        # compressed input is read in smaller blocks: a cut or damaged stream loses at most one block
+        compressed = isinstance(getattr(f, "buffer", None), (gzip.GzipFile, lzma.LZMAFile))
+        it = lines.blocks(f, 1 << 16 if compressed else 1 << 20, errors=read_errors)
         head: list = []
         nhead = 0
         for blk in it:
@@ -241,6 +246,9 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
             a_file(fi)
             if progress is not None and not (n & 0xffff):
                 progress(fi, n)
+        if read_errors:
+            counts["skipped"] += 1
+            skipped.append((fi, n + 1, "the rest of the file cannot be read: " + read_errors[0]))
         nm = out.name
         has_kvm = any(nm[k].startswith("kvm_") for k in range(n0, len(out)))
         return fmt, n, len(out) - n0, has_kvm
