@@ -122,8 +122,6 @@ def render(tr, rep: dict, out) -> None:
         w(f"  vCPU {n}: " + "; ".join(parts) + "\n")
         for m, d in v["msrs"].items():
             w(f"    {d['name']} = {d['value']} ({d['access']}@{d['event']})\n")
-    if any("?" in x for x in ()):
-        pass
     w("(@N = the event that set it; ? = unknown: see docs/import.md)\n")
 
 

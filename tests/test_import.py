@@ -143,6 +143,23 @@ def test_apicv_trace_has_no_injection_findings(tmp_path):
     assert tr.apicv and not [f for f in tr.findings if f.kind == "accepted-not-injected"]
 
 
+def test_no_stuck_finding_without_evidence(tmp_path):
+    """A vector accepted or injected just before the end, with nothing holding it, is not stuck;
+    after MIN_RUNS guest entries with no injection / EOI it is."""
+    from hvdbg.trace_import.model import MIN_RUNS
+    head = [" q-10 [000] 1.000000: kvm_entry: vcpu 0, rip 0x1000",
+            " q-10 [000] 1.000001: kvm_apic_accept_irq: apicid 0 vec 236 (Fixed|edge)",
+            " q-10 [000] 1.000002: kvm_apic_accept_irq: apicid 0 vec 34 (Fixed|edge)",
+            " q-10 [000] 1.000003: kvm_inj_virq: irq 34"]
+    runs = [f" q-10 [000] 1.0001{k:02d}: kvm_entry: vcpu 0, rip 0x1000" for k in range(MIN_RUNS)]
+    p = tmp_path / "t.txt"
+    p.write_text("\n".join(head + runs[:1]) + "\n")
+    assert import_trace(p).findings == []
+    p.write_text("\n".join(head + runs) + "\n")
+    got = {(f.kind, f.vector) for f in import_trace(p).findings}
+    assert got == {("accepted-not-injected", 0xec), ("injected-not-eoied", 0x22)}
+
+
 def test_xapic_icr_writes_send_ipis_when_kvm_apic_ipi_is_not_traced(tmp_path):
     p = tmp_path / "icr.txt"
     p.write_text("\n".join([

@@ -51,13 +51,6 @@ _CPUHP_ENTER = re.compile(r"cpu: (\d{1,6}) target: +(-?\d{1,4}) step: +(-?\d{1,4
 _CPUHP_EXIT = re.compile(r"cpu: (\d{1,6}) +state: +(-?\d{1,4}) step: +(-?\d{1,4}) ret: (-?\d{1,10})")
 
 
-def _m(rx, rest):
-    m = rx.match(rest)
-    if m is None:
-        raise ValueError
-    return m.groups()
-
-
 def kvm_entry(rest):
     m = _ENTRY.match(rest)
     if m is None:

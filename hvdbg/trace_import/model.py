@@ -19,6 +19,7 @@ such; what the trace cannot show is reported as unknown:
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from .decode import ASSIST_PAGE_MSR, PV_EOI_MSR, X2APIC_REGS, msr_name
@@ -26,6 +27,9 @@ from .decode import ASSIST_PAGE_MSR, PV_EOI_MSR, X2APIC_REGS, msr_name
 CHECKPOINT = 2048
 MAX_PENDING = 1024        # IPIs sent and not yet accepted, kept per trace
 MAX_NEST = 64             # guest handler nesting depth kept per CPU
+MIN_RUNS = 8              # guest entries after which a pending / in-service vector with no other
+                          # explanation is reported as stuck
+HOTPLUG_STALL_S = 0.5     # a hotplug step open this long before the end of the trace is stalled
 
 # event tuple layout (ImportedTrace stores these)
 TS, CPU, PID, NAME, VCPU, ARGS, TEXT, LINE, FILE = range(9)
@@ -142,6 +146,7 @@ class Recon:
         self.flows: list[tuple] = []         # (send index, accept index, vector)
         self.findings: list[Finding] = []
         self.last_entry: dict[int, int] = {}
+        self.entries: dict[int, list] = {}     # vCPU -> indexes of its kvm_entry events
         self.last_seen: dict[int, int] = {}
         self.collect = False
 
@@ -163,6 +168,7 @@ class Recon:
             v.in_guest = True
             if self.collect:
                 self.last_entry[vn] = i
+                self.entries.setdefault(vn, []).append(i)
         elif name == "kvm_exit":
             v.exit = (a[1], i)
             v.in_guest = False
@@ -283,6 +289,10 @@ class Recon:
             unk = v.unknown_isr()
             last_in = self.last_entry.get(vn, -1)
             seen = self.last_seen.get(vn, -1)
+            runs = self.entries.get(vn, [])
+
+            def runs_after(i):
+                return len(runs) - bisect.bisect_right(runs, i)
             if not self.apicv:
                 for vec, i in sorted(v.irr.items(), key=lambda t: t[1]):
                     if seen <= i:
@@ -294,6 +304,8 @@ class Recon:
                                                                     for x, j in blockers))
                     if v.tpr is not None and _cls(vec) <= v.tpr[0] >> 4:
                         why.append(f"TPR 0x{v.tpr[0]:02x} (event {v.tpr[1]})")
+                    if not why and runs_after(i) < MIN_RUNS:
+                        continue        # maybe interrupts disabled (window exit pending) or the trace ended
                     ran = (f"; the vCPU entered the guest again at event {last_in}" if last_in > i else
                            f"; the vCPU went on (event {seen}: {ev[seen][NAME]})")
                     out.append(Finding(
@@ -306,8 +318,8 @@ class Recon:
                 if vec in unk:
                     continue
                 behind = sorted((x, k) for x, k in v.irr.items() if k > j and _cls(x) <= _cls(vec))
-                if not behind and last_in <= j:
-                    continue
+                if not behind and runs_after(j) < MIN_RUNS:
+                    continue        # maybe the handler is still running when the trace ends
                 txt = (f"vCPU {vn}: vector 0x{vec:02x} injected at event {j} and never EOI'd "
                        f"({ts_end - ev[j][TS]:.6f} s before the end)")
                 if behind:
@@ -322,7 +334,7 @@ class Recon:
                 i = h["event"]
                 later = len(ev) - 1 - i
                 stuck = h["phase"] == "enter" or (h.get("target") is not None and h.get("state") != h.get("target"))
-                if stuck and later > 0 and ts_end > ev[i][TS]:
+                if stuck and later > 0 and ts_end - ev[i][TS] >= HOTPLUG_STALL_S:
                     what = (f"entered step {h['step']} ({h.get('callback') or '?'}) and never left it"
                             if h["phase"] == "enter" else
                             f"stopped at state {h.get('state')} short of target {h.get('target')}")

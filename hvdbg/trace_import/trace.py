@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from . import decode, lines
-from .model import CHECKPOINT, NAME, TS, VCPU, Recon, State
+from .model import CHECKPOINT, TS, Recon, State
 
 MAX_REPORTED = 200
 MAX_TEXT = 300
