@@ -21,6 +21,7 @@ import json
 import os
 
 PROCESS_UUID = 1
+MAX_DEPTH = 64            # open slices kept per track
 SEQ = 7001
 
 
@@ -212,9 +213,13 @@ class _Slices:
         self.sink = sink
         self.open: dict[int, list] = {}
 
-    def begin(self, ts, track, key, name, **kw):
-        self.open.setdefault(track, []).append(key)
+    def begin(self, ts, track, key, name, **kw) -> bool:
+        st = self.open.setdefault(track, [])
+        if len(st) >= MAX_DEPTH:          # a hostile trace of entries without exits
+            return False
+        st.append(key)
         self.sink.begin(ts, track, name, **kw)
+        return True
 
     def end(self, ts, track, key) -> bool:
         st = self.open.get(track)
@@ -258,13 +263,20 @@ def export_imported(tr, sink) -> dict:
     sl = _Slices(sink)
     st = State()
     recon = tr._recon
+    # seconds -> ns; counter clocks (x86-tsc, counter: integers far beyond 1e9 s) are taken as they
+    # are; negative (offset) timestamps are shifted to start at 0; Perfetto wants a uint64
+    all_ts = tr._raw.ts
+    t_min, t_max = (min(all_ts), max(all_ts)) if n_ev else (0.0, 0.0)
+    scale = 1e9 if t_max < 1e9 else 1.0
+    base = t_min if t_min < 0 else 0.0
+    top = (1 << 63) - 1
     seen = set()
     last = {}
     stats = {"slices": 0, "instants": 0, "flows": len(tr.flows), "counters": 0}
     ts = 0
     for i in range(n_ev):
         e = raw(i)
-        ts = int(round(e[TS] * 1e9))
+        ts = min(top, int(round((e[TS] - base) * scale)))
         name, vn, a = e[NAME], e[VCPU], e[ARGS]
         if vn is not None and vn not in seen:
             seen.add(vn)

@@ -143,6 +143,15 @@ def test_apicv_trace_has_no_injection_findings(tmp_path):
     assert tr.apicv and not [f for f in tr.findings if f.kind == "accepted-not-injected"]
 
 
+def test_integer_timestamps_of_counter_clocks(tmp_path):
+    p = tmp_path / "tsc.txt"
+    p.write_text("   <idle>-0     [001] d.h.. 1234567890123: local_timer_entry: vector=236\n"
+                 "   <idle>-0     [001] d.h.. 1234567890999: local_timer_exit: vector=236\n")
+    tr = import_trace(p)
+    assert [e.ts for e in tr.events] == [1234567890123.0, 1234567890999.0]
+    assert tr.state_at(0).vcpus[1].guest_isr == [(0xec, 0)]
+
+
 def test_no_stuck_finding_without_evidence(tmp_path):
     """A vector accepted or injected just before the end, with nothing holding it, is not stuck;
     after MIN_RUNS guest entries with no injection / EOI it is."""
@@ -357,6 +366,21 @@ def test_export_imported_host_trace_perfetto_and_chrome(capsys, tmp_path):
     assert code == 2 and other.read_text() == "precious"
     code, _, err = run(capsys, "export", FIX / HOST[0], "--perfetto", pf)       # ours: replaced
     assert code == 0
+
+
+def test_export_counter_clock_and_negative_offsets(capsys, tmp_path):
+    pytest.importorskip("perfetto")
+    p = tmp_path / "tsc.txt"
+    p.write_text("   <idle>-0     [001] d.h.. 99999999999999999999: local_timer_entry: vector=236\n"
+                 "   <idle>-0     [001] d.h.. 99999999999999999999: local_timer_exit: vector=236\n")
+    assert run(capsys, "export", p, "--perfetto", tmp_path / "a.pftrace")[0] == 0
+    _, slices, *_ = _read_pftrace(tmp_path / "a.pftrace")
+    assert slices and slices[0][2] == (1 << 63) - 1
+    code, out, err = run(capsys, "export", FIX / GUEST[0], "--offset", "guest=-500", "--perfetto", tmp_path / "b.pftrace",
+                         "--chrome-json", tmp_path / "b.json")
+    assert code == 0, err
+    _, slices, *_ = _read_pftrace(tmp_path / "b.pftrace")
+    assert min(t0 for _, _, t0, _ in slices) >= 0
 
 
 def test_export_guest_trace_hotplug_instants(capsys, tmp_path):

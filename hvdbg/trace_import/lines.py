@@ -34,11 +34,11 @@ DETECT_LINES = 400        # lines looked at to pick a format
 FTRACE_RE = re.compile(
     r"\s*(?:(?P<comm>\S.*?)-(?P<pid>\d{1,10})\s+)?(?:\(\s*[\d-]{1,10}\)\s+)?"
     r"\[(?P<cpu>\d{1,6})\]\s+(?:[^\s\d]\S{0,9}\s+)?"
-    r"(?P<ts>\d{1,12}\.\d{1,12}):\s+(?P<ev>[\w:.-]{1,128}):\s*(?P<rest>.*)")
+    r"(?P<ts>\d{1,20}(?:\.\d{1,12})?):\s+(?P<ev>[\w:.-]{1,128}):\s*(?P<rest>.*)")
 # perf script: comm pid[/tid] [cpu] ts: [period] sys:event: rest
 PERF_RE = re.compile(
     r"\s*(?P<comm>\S.*?)\s+(?P<pid>\d{1,10})(?:/\d{1,10})?\s+\[(?P<cpu>\d{1,6})\]\s+"
-    r"(?P<ts>\d{1,12}\.\d{1,12}):\s+(?:\d{1,20}\s+)?(?P<ev>\w{1,64}:[\w.-]{1,128}):\s*(?P<rest>.*)")
+    r"(?P<ts>\d{1,20}(?:\.\d{1,12})?):\s+(?:\d{1,20}\s+)?(?P<ev>\w{1,64}:[\w.-]{1,128}):\s*(?P<rest>.*)")
 # trace-cmd report header / bookkeeping lines (not events, not garbage)
 TRACE_CMD_HEADER_RE = re.compile(r"\s*(?:cpus=\d+|version\s*=\s*\S+|CPU \d+ is empty|CPU:\s*\d+ \[LOST"
                                  r"|trace-cmd|\[LOST \d+ EVENTS\])")
