@@ -86,12 +86,16 @@ def render(tr, rep: dict, out) -> None:
     if rep["apicv_suspected"]:
         w("note: acceptances but no kvm_inj_virq at all - APICv/posted interrupts likely: IRR->ISR moves are not "
           "in the trace (unknown)\n")
-    if rep["skipped_lines"] or rep["garbled_events"] or rep["cut_lines"]:
+    if rep["lost_markers"]:
+        w(f"warning: {rep['lost_markers']} lost-events markers: the ring buffer overran, state after them is "
+          "inferred from an incomplete trace\n")
+    if rep["skipped_lines"] or rep["garbled_events"] or rep["cut_lines"] or rep["lost_markers"]:
         w(f"skipped: {rep['skipped_lines']} lines that are not events, {rep['garbled_events']} events whose fields "
           f"do not parse (kept as text), {rep['cut_lines']} lines cut at 4096 characters\n")
         for s in rep["skipped"][:20]:
             w(f"  {printable(rep['files'][s['file']]['path'], 200)}:{s['line']}: {s['why']}\n")
-        more = rep["skipped_lines"] + rep["garbled_events"] + rep["cut_lines"] - min(20, len(rep["skipped"]))
+        more = (rep["skipped_lines"] + rep["garbled_events"] + rep["cut_lines"] + rep["lost_markers"]
+                - min(20, len(rep["skipped"])))
         if more > 0:
             w(f"  ... and {more} more\n")
     w(f"findings: {len(rep['findings'])}\n")

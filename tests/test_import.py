@@ -143,6 +143,33 @@ def test_apicv_trace_has_no_injection_findings(tmp_path):
     assert tr.apicv and not [f for f in tr.findings if f.kind == "accepted-not-injected"]
 
 
+def test_kernel_format_variants_and_lost_events(capsys, tmp_path):
+    """Older and newer TP_printk variants: kvm_exit without vcpu (vCPU from the thread),
+    kvm_entry with [immediate exit], kvm_inj_virq 'IRQ 0x..' / [reinjected], coalesced
+    acceptances, kvm_ioapic_set_irq 'vec N', lost-events markers, SVM exit reasons."""
+    p = tmp_path / "v.txt"
+    p.write_text("\n".join([
+        "cpus=2",
+        "   CPU 1/KVM-41    [001] 10.000001: kvm_entry:            vcpu 1, rip 0xffffffff81000000[immediate exit]",
+        "   CPU 1/KVM-41    [001] 10.000002: kvm_exit:             reason hlt rip 0xffffffff81000002 info 0 0",
+        "   CPU 1/KVM-41    [001] 10.000003: kvm_ioapic_set_irq:   pin 4 dst 1 vec 52 (Fixed|physical|edge|masked)",
+        "CPU:1 [LOST 12 EVENTS]",
+        "   CPU 1/KVM-41    [001] 10.000004: kvm_apic_accept_irq:  apicid 1 vec 52 (Fixed|edge) (coalesced)",
+        "   CPU 1/KVM-41    [001] 10.000005: kvm_inj_virq:         IRQ 0x34 [reinjected]",
+        "   CPU 1/KVM-41    [001] 10.000006: kvm_hv_synic_set_irq: vcpu_id 1 sint 2 vector 243 ret 0",
+    ]) + "\n")
+    tr = import_trace(p)
+    assert tr.files[0].format == "trace-cmd"
+    assert [e.vcpu for e in tr.events] == [1, 1, 1, 1, 1, 1]
+    assert tr.events[1].args == (None, "hlt", 0xffffffff81000002)
+    assert tr.events[2].args[2] == 52 and tr.events[2].args[4] is True
+    assert tr.events[4].args == (0x34, False, True)
+    assert dict(tr.events[5].args) == {"vcpu_id": 1, "sint": 2, "vector": 243, "ret": 0}
+    assert isr(tr, 4, 1) == {0x34: 4} and tr.state_at(1).vcpus[1].exit == ("hlt", 1)
+    code, out, _ = run(capsys, "import", p)
+    assert code == 0 and "1 lost-events markers" in out and "v.txt:5: events lost here" in out
+
+
 def test_integer_timestamps_of_counter_clocks(tmp_path):
     p = tmp_path / "tsc.txt"
     p.write_text("   <idle>-0     [001] d.h.. 1234567890123: local_timer_entry: vector=236\n"

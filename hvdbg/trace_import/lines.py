@@ -42,7 +42,7 @@ PERF_RE = re.compile(
 # trace-cmd report header / bookkeeping lines (not events, not garbage)
 TRACE_CMD_HEADER_RE = re.compile(r"\s*(?:cpus=\d+|version\s*=\s*\S+|CPU \d+ is empty|CPU:\s*\d+ \[LOST"
                                  r"|trace-cmd|\[LOST \d+ EVENTS\])")
-FTRACE_HEADER_RE = re.compile(r"\s*#|\s*CPU:\s*\d+ \[LOST|\s*##### CPU \d+ buffer started ####")
+FTRACE_HEADER_RE = re.compile(r"\s*#|\s*CPU:\s*\d+ \[LOST|\s*##### CPU \d+ buffer started ####|\s*CPU \d+ is empty")
 
 
 def open_text(path):

@@ -160,7 +160,16 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
                     skipped.append((fi, n, f"line longer than {lines.MAX_LINE} characters: cut"))
             m = match(s) if fmt else None
             if m is None:
-                if not s or s.isspace() or hdr.match(s):
+                if not s or s.isspace():
+                    continue
+                if hdr.match(s):
+                    if "LOST" in s:
+                        counts["lost"] += 1
+                        if len(skipped) < MAX_REPORTED:
+                            from ..safe import printable
+                            skipped.append((fi, n, "events lost here (ring buffer overrun): the state after "
+                                                   "it is inferred from an incomplete trace: "
+                                            + printable(s.strip(), 60)))
                     continue
                 counts["skipped"] += 1
                 if len(skipped) < MAX_REPORTED:
@@ -392,7 +401,7 @@ class ImportedTrace:
             "vcpus": self.vcpus(),
             "apicv_suspected": self.apicv,
             "skipped_lines": self.counts["skipped"], "garbled_events": self.counts["garbled"],
-            "cut_lines": self.counts["cut"],
+            "cut_lines": self.counts["cut"], "lost_markers": self.counts["lost"],
             "skipped": [{"file": fi, "line": n, "why": w} for fi, n, w in self.skipped],
             "findings": [f.to_dict() for f in self.findings],
             "state_at": i,
