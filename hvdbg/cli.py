@@ -526,16 +526,6 @@ class _Stdout:
         return getattr(self._f, name)
 
 
-def _import_cmd(args, out) -> int:
-    from .import_cli import cmd_import
-    return cmd_import(args, out)
-
-
-def _export_cmd(args, out) -> int:
-    from .export_cli import cmd_export
-    return cmd_export(args, out)
-
-
 def _on_sigterm(signum, frame):
     raise Terminated()
 
@@ -546,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     from .core.scenario import ScenarioError
     from .safe import printable
     from .trace.format import TraceError
+    from . import export_cli, import_cli
     out = _Stdout(sys.stdout)
     old_term = None
     if threading_main():
@@ -560,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             args = make_parser().parse_args((["tui"] if interactive else ["run"]) + argv)
         code = {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "bugs": cmd_bugs, "replay": cmd_replay,
                 "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script,
-                "tui": cmd_tui, "import": _import_cmd, "export": _export_cmd}[args.cmd](args, out)
+                "tui": cmd_tui, "import": import_cli.cmd_import, "export": export_cli.cmd_export}[args.cmd](args, out)
         out.flush()
         return code
     except UsageError as e:

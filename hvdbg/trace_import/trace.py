@@ -3,23 +3,25 @@
 Read-only API for front ends (TUI, REPL, export):
 
 * ``events`` - a sequence of :class:`Event` (index, ts, cpu, pid, name, vcpu, args, text,
-  line, file),
-* ``state_at(i)`` - the reconstructed :class:`~.model.State` after event ``i``,
+  line, file); ``text`` is kept only for events left opaque (``args`` None),
+* ``state_at(i)`` - the reconstructed :class:`~.model.State` after event ``i`` (a copy),
+* ``index_at(ts)`` - the last event at or before a timestamp,
 * ``findings`` - :class:`~.model.Finding` list, each naming the events that prove it,
 * ``describe(i)`` - one line for event ``i``,
 * ``flows`` - (send index, acceptance index, vector) of every IPI that was accepted,
-* ``skipped`` - (file, line number, why) of lines that were not events (first
-  ``MAX_REPORTED`` kept; ``skipped_count`` counts all).
+* ``files``, ``kinds`` (events per name), ``apicv`` (APICv suspected: injections unknown),
+* ``skipped`` - (file, line number, why) of lines that were not events, cut, garbled or lost
+  markers (first ``MAX_REPORTED`` kept; ``counts`` counts all).
 """
 from __future__ import annotations
 
 import bisect
-import gzip
-import lzma
-from array import array
 import gc
+import gzip
 import itertools
+import lzma
 import sys
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -45,7 +47,7 @@ class Event(NamedTuple):
     name: str
     vcpu: int | None
     args: tuple | None
-    text: str
+    text: str | None
     line: int
     file: int
 
