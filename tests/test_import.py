@@ -82,6 +82,24 @@ def test_state_at_is_the_same_with_any_checkpoint_spacing():
     assert a.index_at(1907374.5047) == 34
 
 
+def test_breakpoints_and_watchpoints_for_time_travel():
+    tr = ImportedTrace([FIX / HOST[0]], checkpoint=8)
+    assert tr.find(0, name="kvm_inj_virq") == 4
+    assert tr.find(20, vector=0xfd, vcpu=1) == 23
+    assert tr.find(34, vector=0xfd, forward=False) == 31
+    assert tr.find(0, msr=0x40000073) == 12 and tr.find(12, msr=0x40000073) == 26
+    assert tr.find(48, name="kvm_inj_virq") is None
+    assert tr.watch(0, 1, "isr", 0xfd) == 20
+    assert tr.watch(20, 1, "isr", 0xfd) == 23
+    assert tr.watch(23, 1, "isr", 0xfd) == 34 and tr.watch(34, 1, "isr", 0xfd) is None
+    assert tr.watch(50, 1, "isr", 0xfd, forward=False) == 34
+    assert tr.watch(33, 1, "isr", 0xfd, forward=False) == 23
+    assert tr.watch(0, 1, "msr", 0x40000073) == 12 and tr.watch(50, 1, "msr", 0x40000073, forward=False) == 26
+    assert tr.watch(0, 1, "irr", 0xec) == 37
+    with pytest.raises(ValueError):
+        tr.watch(0, 1, "nope")
+
+
 @pytest.mark.parametrize("name", HOST)
 def test_findings_name_vector_vcpu_and_events(name):
     tr = import_trace(FIX / name)

@@ -6,6 +6,11 @@ Read-only API for front ends (TUI, REPL, export):
   line, file); ``text`` is kept only for events left opaque (``args`` None),
 * ``state_at(i)`` - the reconstructed :class:`~.model.State` after event ``i`` (a copy),
 * ``index_at(ts)`` - the last event at or before a timestamp,
+* ``find(start, forward, name=, vcpu=, vector=, msr=)`` - breakpoints on event kind / vector /
+  MSR; ``watch(start, vcpu, "irr"|"isr"|"msr"|"tpr"|"hotplug", key, forward)`` - the next (or
+  last) event that changes a watched value; ``why`` of an IRR/ISR bit is its ``set_by`` event
+  in ``state_at(i).vcpus[v].irr/isr``,
+* ``progress`` (constructor) - called as progress(file index, line) every 65536 lines,
 * ``findings`` - :class:`~.model.Finding` list, each naming the events that prove it,
 * ``describe(i)`` - one line for event ``i``,
 * ``flows`` - (send index, acceptance index, vector) of every IPI that was accepted,
@@ -350,6 +355,106 @@ class ImportedTrace:
         if self._ts is None:
             self._ts = self._raw.ts
         return max(0, bisect.bisect_right(self._ts, ts) - 1)
+
+    # -- breakpoints and watchpoints for time travel ------------------------------------
+    @staticmethod
+    def _vector_of(name: str, a) -> int | None:
+        if a is None:
+            return None
+        if name in ("kvm_apic_accept_irq", "kvm_eoi", "kvm_pv_eoi", "kvm_apic_ipi"):
+            return a[1] & 0xff
+        if name == "kvm_inj_virq" or ((name.endswith("_entry") or name.endswith("_exit")) and len(a) == 1):
+            return a[0]
+        if name == "kvm_ioapic_set_irq":
+            return a[2]
+        return None
+
+    @staticmethod
+    def _msr_of(name: str, a) -> int | None:
+        if a is None:
+            return None
+        if name == "kvm_msr":
+            return a[1]
+        if name in ("write_msr", "read_msr"):
+            return a[0]
+        return None
+
+    def find(self, start: int, forward: bool = True, name: str | None = None, vcpu: int | None = None,
+             vector: int | None = None, msr: int | None = None) -> int | None:
+        """The first event after `start` (before it when not `forward`) matching every given
+        condition: event name, vCPU, vector (accept/inject/EOI/IPI/guest handler/IOAPIC), MSR
+        (host or guest access). None when there is none."""
+        raw = self._raw
+        n = len(raw)
+        rng = range(start + 1, n) if forward else range(min(start, n) - 1, -1, -1)
+        names, vcs, ar = raw.name, raw.vcpu, raw.args
+        for i in rng:
+            nm = names[i]
+            if name is not None and nm != name:
+                continue
+            if vcpu is not None and vcs[i] != vcpu:
+                continue
+            if vector is not None and self._vector_of(nm, ar[i]) != vector:
+                continue
+            if msr is not None and self._msr_of(nm, ar[i]) != msr:
+                continue
+            return i
+        return None
+
+    @staticmethod
+    def _watched(st: State, vcpu: int, what: str, key):
+        if what not in ("irr", "isr", "msr", "tpr", "hotplug"):
+            raise ValueError(f"watch: unknown kind {what!r} (irr, isr, msr, tpr, hotplug)")
+        v = st.vcpus.get(vcpu)
+        if v is None:
+            return False if what in ("irr", "isr") else None
+        if what == "irr":
+            return key in v.irr
+        if what == "isr":
+            return key in v.isr
+        if what == "msr":
+            m = v.msrs.get(key)
+            return None if m is None else m[0]
+        if what == "tpr":
+            return None if v.tpr is None else v.tpr[0]
+        h = v.hotplug                      # "hotplug"
+        return None if h is None else (h["phase"], h["step"])
+
+    def watch(self, start: int, vcpu: int, what: str, key=None, forward: bool = True) -> int | None:
+        """The next event after `start` (or the last at or before `start` when not `forward`)
+        that changes the watched value of `vcpu`: "irr"/"isr" (key = vector), "msr" (key =
+        MSR; a write of the same value is no change), "tpr", "hotplug"."""
+        raw = self._raw
+        n = len(raw)
+        step = self._recon.step
+        nm, vc, ar = raw.name, raw.vcpu, raw.args
+        get = self._watched
+        if forward:
+            if start >= n - 1:
+                return None
+            st = self.state_at(start) if start >= 0 else State()
+            old = get(st, vcpu, what, key)
+            for j in range(start + 1, n):
+                step(st, j, nm[j], vc[j], ar[j])
+                new = get(st, vcpu, what, key)
+                if new != old:
+                    return j
+            return None
+        start = min(start, n - 1)
+        K = self._k
+        for c in range(start // K, -1, -1):          # checkpoint windows, newest first
+            st = self._checkpoints[c].copy()
+            old = get(st, vcpu, what, key)
+            last = None
+            for j in range(c * K, min(start + 1, (c + 1) * K)):
+                step(st, j, nm[j], vc[j], ar[j])
+                new = get(st, vcpu, what, key)
+                if new != old:
+                    last = j
+                    old = new
+            if last is not None:
+                return last
+        return None
 
     def vcpus(self) -> list[int]:
         return sorted(self.final.vcpus)
