@@ -120,3 +120,42 @@ def detect(lines: list[str]) -> str | None:
         return "perf-script"
     return "trace-cmd" if hdr > 0 else "trace"
 
+
+
+SNIFF_BYTES = 1 << 16     # read (decompressed) to decide whether a file is a text trace
+
+
+def is_text_trace(path) -> bool:
+    """True when `path` is a regular file holding a text trace this package reads (ftrace,
+    trace-cmd report, perf script; plain, gzip or xz) - decided from its first
+    :data:`SNIFF_BYTES` bytes - and not an hvdbg ``.hvt`` recording. Never raises: a missing,
+    unreadable or non-regular file, a scenario name or a TOML file is False."""
+    try:
+        p = os.fspath(path)
+        import stat as _stat
+        if not _stat.S_ISREG(os.stat(p).st_mode):
+            return False
+        with open(p, "rb") as raw:
+            head = raw.read(8)
+            if head.startswith(b"HVDBGTR"):          # hvdbg.trace.format.MAGIC: a recording
+                return False
+            raw.seek(0)
+            if head[:2] == b"\x1f\x8b":
+                f = gzip.GzipFile(fileobj=raw)
+            elif head[:6] == b"\xfd7zXZ\x00":
+                f = lzma.LZMAFile(raw)
+            else:
+                f = raw
+            try:
+                data = f.read(SNIFF_BYTES)
+            except (OSError, EOFError, lzma.LZMAError, zlib.error):
+                return False
+    except (OSError, ValueError):
+        return False
+    if b"\x00" in data[:4096]:
+        return False                                  # binary
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    ls = text.split("\n")
+    if len(data) == SNIFF_BYTES and len(ls) > 1:
+        ls.pop()                                      # the last line may be cut
+    return detect([s[:MAX_LINE] for s in ls[:20 * DETECT_LINES]]) is not None

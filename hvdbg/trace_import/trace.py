@@ -10,7 +10,9 @@ Read-only API for front ends (TUI, REPL, export):
   MSR; ``watch(start, vcpu, "irr"|"isr"|"msr"|"tpr"|"hotplug", key, forward)`` - the next (or
   last) event that changes a watched value; ``why`` of an IRR/ISR bit is its ``set_by`` event
   in ``state_at(i).vcpus[v].irr/isr``,
-* ``progress`` (constructor) - called as progress(file index, line) every 65536 lines,
+* ``progress`` (constructor) - called as progress(file index, line) every 65536 lines, then
+  as progress(number of files, event index) every ~65536 events while the state is rebuilt;
+  an exception it raises (a front end's cancel) ends the import,
 * ``findings`` - :class:`~.model.Finding` list, each naming the events that prove it,
 * ``describe(i)`` - one line for event ``i``,
 * ``flows`` - (send index, acceptance index, vector) of every IPI that was accepted,
@@ -319,9 +321,13 @@ class ImportedTrace:
         self._recon.collect = True
         step = self._recon.step
         k = self._k
+        every = max(1, (1 << 16) // k)        # progress every ~65536 events (at checkpoints only)
+        nfiles = len(paths)
         for i, (nm, vn, a) in enumerate(zip(raw.name, raw.vcpu, raw.args)):
             if not i % k:
                 self._checkpoints.append(st.copy())
+                if progress is not None and not (i // k) % every:
+                    progress(nfiles, i)
             step(st, i, nm, vn, a)
         self._recon.collect = False
         self.final = st
