@@ -206,6 +206,9 @@ def make_parser() -> _Parser:
     sp.add_argument("--step", type=_int, help="step (default: the end)")
     sp.add_argument("--branch", default="main")
     sp.add_argument("--json", action="store_true")
+    from . import export_cli, import_cli
+    import_cli.add_parser(sub)
+    export_cli.add_parser(sub)
     return p
 
 
@@ -557,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     from .core.scenario import ScenarioError
     from .safe import printable
     from .trace.format import TraceError
+    from . import export_cli, import_cli
     out = _Stdout(sys.stdout)
     old_term = None
     if threading_main():
@@ -571,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
             args = make_parser().parse_args((["tui"] if interactive else ["run"]) + argv)
         code = {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "bugs": cmd_bugs, "replay": cmd_replay,
                 "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script,
-                "tui": cmd_tui, "serve": cmd_serve}[args.cmd](args, out)
+                "tui": cmd_tui, "serve": cmd_serve, "import": import_cli.cmd_import,
+                "export": export_cli.cmd_export}[args.cmd](args, out)
         out.flush()
         return code
     except UsageError as e:

@@ -1,0 +1,293 @@
+"""`hvdbg tui TRACE.txt`: the ImportedApp through Textual's Pilot - stepping shows the rebuilt
+IRR/ISR with the events that set them, findings and search move to their events, the
+import worker and its cancel, small and large screens, random keys, bad input."""
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+
+from hvdbg.trace_import import import_trace, is_text_trace  # noqa: E402
+from hvdbg.tui.imported import EventList, ImportedApp, LoadingScreen, run_imported_tui  # noqa: E402
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "import"
+HOST = FIX / "host-stuck.trace.txt"
+GUEST = FIX / "guest-offline.trace.txt"
+_TR = {}
+
+
+def host():
+    if "host" not in _TR:
+        _TR["host"] = import_trace(HOST)
+    return _TR["host"]
+
+
+def pane(app, vcpu):
+    return app.query_one(f"#cpu{vcpu}").text.plain
+
+
+async def ask(pilot, key, text):
+    await pilot.press(key)
+    pilot.app.query_one("#ask").value = text
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def test_step_to_the_acceptance_shows_the_vector_in_irr_with_its_event():
+    tr = host()
+    i = tr.find(0, True, name="kvm_apic_accept_irq", vector=0xec)
+    assert i == 37
+    app = ImportedApp(tr)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.index == 0 and isinstance(app.focused, EventList)
+        await ask(pilot, "g", str(i - 1))
+        assert app.index == i - 1
+        assert "0xec" not in pane(app, 1)
+        await pilot.press("s")
+        assert app.index == i
+        text = pane(app, 1)
+        irr_line = next(s for s in text.splitlines() if s.startswith("IRR"))
+        assert f"0xec@{i}" in irr_line
+        isr_line = next(s for s in text.splitlines() if s.startswith("ISR"))
+        assert "0xfd@34" in isr_line
+        assert f"event {i}/{len(tr.events) - 1}" in str(app.query_one("#status").render())
+        await pilot.press("S")
+        assert app.index == i - 1
+        await pilot.press("j", "j", "k")
+        assert app.index == i
+        await pilot.press("down")
+        assert app.index == i + 1
+        await pilot.press("end")
+        assert app.index == len(tr.events) - 1
+        await pilot.press("home")
+        assert app.index == 0
+        await pilot.press("pagedown")
+        assert app.index > 5
+        await ask(pilot, "g", "@1907374.505069")
+        assert app.index == i
+        await ask(pilot, "g", "99999")
+        assert app.index == i and "0..50" in app.message
+        await ask(pilot, "g", "nonsense")
+        assert app.index == i and "expected" in app.message
+
+
+async def test_pv_eoi_unknown_and_msr_table(tmp_path):
+    p = tmp_path / "pv.txt"
+    p.write_text("\n".join([
+        " q-10 [000] 1.000000: kvm_exit: vcpu 0 reason MSR_WRITE rip 0x1000 info1 0x0 info2 0x0 "
+        "intr_info 0x00000000 error_code 0x00000000",
+        " q-10 [000] 1.000001: kvm_msr: msr_write 4b564d04 = 0x5001",
+        " q-10 [000] 1.000002: kvm_apic_accept_irq: apicid 0 vec 236 (Fixed|edge)",
+        " q-10 [000] 1.000003: kvm_inj_virq: IRQ 0xec",
+        " q-10 [000] 1.000004: kvm_entry: vcpu 0, rip 0xffffffff81000000",
+    ]) + "\n")
+    app = ImportedApp(import_trace(p))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("end")
+        text = pane(app, 0)
+        assert "0xec@3 unknown" in text
+        assert "MSR_KVM_PV_EOI_EN = 0x5001  write@1" in text
+        assert "KVM PV-EOI on @1" in text
+        assert text.startswith("in guest")
+
+
+async def test_enter_on_a_finding_goes_to_its_first_event():
+    tr = host()
+    assert len(tr.findings) >= 3
+    app = ImportedApp(tr)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        fl = app.query_one("#findings")
+        while app.focused is not fl:
+            await pilot.press("tab")
+        for k, f in enumerate(tr.findings):
+            fl.highlighted = k
+            await pilot.press("enter")
+            await pilot.pause()
+            assert app.index == f.events[0], f
+        # the injected-not-EOI'd finding: at its event the vector is in service
+        k = next(k for k, f in enumerate(tr.findings) if f.kind == "injected-not-eoied")
+        fl.highlighted = k
+        await pilot.press("enter")
+        f = tr.findings[k]
+        assert f"0x{f.vector:02x}@{f.events[0]}" in pane(app, f.vcpu)
+
+
+async def test_search_event_names_vectors_and_text():
+    tr = host()
+    app = ImportedApp(tr)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await ask(pilot, "slash", "kvm_inj_virq")
+        first = tr.find(0, True, name="kvm_inj_virq")
+        assert app.index == first
+        await pilot.press("n")
+        second = tr.find(first, True, name="kvm_inj_virq")
+        assert app.index == second
+        await pilot.press("N")
+        assert app.index == first
+        await ask(pilot, "slash", "accept")          # part of a name
+        assert app.index == tr.find(first, True, name="kvm_apic_accept_irq")
+        await ask(pilot, "slash", "vector=0xfb vcpu=1")
+        assert app.index == tr.find(app.index - 1, True, vector=0xfb, vcpu=1)
+        assert tr.events[app.index].vcpu == 1
+        await pilot.press("home")
+        await ask(pilot, "slash", "VP_ASSIST_PAGE = 0x0")   # plain text of the rows
+        assert "HV_X64_MSR_VP_ASSIST_PAGE = 0x0" in tr.describe(app.index)
+        here = app.index
+        await pilot.press("n")
+        assert app.index == here and "no match" in app.message
+        await ask(pilot, "slash", "vector=zz")
+        assert "expected a number" in app.message
+
+
+async def test_80x24_stacks_panes_and_200x60_grid():
+    tr = host()
+    app = ImportedApp(tr)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.screen.has_class("-narrow")
+        for w in ("#cpu0", "#cpu1", "#events", "#findings"):
+            r = app.query_one(w).region
+            assert r.width > 0 and r.height > 0 and r.right <= 80 and r.bottom <= 24, w
+        await pilot.press("s", "s", "pagedown", "question_mark")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        app.save_screenshot(filename="narrow.svg", path=str(Path(os.environ.get("TMPDIR", "/tmp"))))
+        await pilot.resize_terminal(200, 60)
+        await pilot.pause()
+        assert app.screen.has_class("-wide")
+        ev = app.query_one("#events").region
+        assert ev.width > 190
+        await pilot.press("end")
+        assert app.index == len(tr.events) - 1
+
+
+async def test_host_and_guest_on_one_timeline_with_offset():
+    tr = import_trace([HOST, GUEST], offsets={"guest": 1907254.5})
+    app = ImportedApp(tr)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        status = str(app.query_one("#status").render())
+        assert "host-stuck.trace.txt" in status and "guest-offline.trace.txt" in status and "+1907254.5" in status
+        ev = app.query_one(EventList)
+        assert {ev.row_text(k)[:2] for k in range(len(tr.events))} == {"H ", "G "}
+        await ask(pilot, "slash", "cpuhp_enter")
+        assert tr.events[app.index].name == "cpuhp_enter"
+        await pilot.press("end")
+        text = pane(app, 1)
+        assert "hotplug" in text
+
+
+def _many_vcpus(path, n_vcpus=6, rounds=3):
+    out = []
+    t = 1.0
+    for r in range(rounds):
+        for v in range(n_vcpus):
+            for ev, f in (("kvm_exit", f"vcpu {v} reason HLT rip 0x1000 info1 0x0 info2 0x0 intr_info 0x00000000 "
+                                       "error_code 0x00000000"),
+                          ("kvm_apic_accept_irq", f"apicid {v} vec {0x30 + v} (Fixed|edge)"),
+                          ("kvm_entry", f"vcpu {v}, rip 0x1000")):
+                out.append(f" q-{100 + v} [{v:03d}] {t:.6f}: {ev}: {f}")
+                t += 0.000001
+    path.write_text("\n".join(out) + "\n")
+
+
+async def test_more_than_four_vcpus_list_and_detail(tmp_path):
+    p = tmp_path / "six.txt"
+    _many_vcpus(p)
+    tr = import_trace(p)
+    assert tr.vcpus() == list(range(6))
+    app = ImportedApp(tr)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("end")
+        lst = app.query_one("#vcpulist")
+        detail = app.query_one("#cpudetail")
+        assert detail.vcpu == 0
+        lst.focus()
+        for _ in range(5):
+            await pilot.press("down")
+        await pilot.pause()
+        assert detail.vcpu == 5 and app.sel_vcpu == 5
+        assert "0x35@" in detail.text.plain
+        assert "IRR 1" in str(lst.get_option_at_index(5).prompt)
+
+
+async def test_import_worker_shows_progress_then_the_trace():
+    app = ImportedApp(None, paths=[str(HOST)], total_lines=57)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.pause()
+        assert app.trace is not None and not isinstance(app.screen, LoadingScreen)
+        await pilot.press("end")
+        assert app.index == len(app.trace.events) - 1
+
+
+async def test_escape_cancels_a_long_import(tmp_path):
+    p = tmp_path / "big.txt"
+    line = " q-10 [000] 1.000000: kvm_entry: vcpu 0, rip 0xffffffff81000000\n"
+    p.write_text(line * 400_000)
+    app = ImportedApp(None, paths=[str(p)], total_lines=400_000)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, LoadingScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+    assert app.error == "hvdbg tui: import cancelled" and app.return_code == 1
+    assert app.trace is None
+
+
+def test_is_text_trace(tmp_path):
+    for f in FIX.glob("*.txt"):
+        assert is_text_trace(f), f
+    assert not is_text_trace(FIX / "make_fixtures.py")
+    assert not is_text_trace(tmp_path / "missing.txt")
+    assert not is_text_trace(tmp_path)
+    hvt = tmp_path / "x.hvt"
+    hvt.write_bytes(b"HVDBGTR\x00" + HOST.read_bytes())
+    assert not is_text_trace(hvt)
+    import gzip
+    gz = tmp_path / "h.txt.gz"
+    gz.write_bytes(gzip.compress(HOST.read_bytes()))
+    assert is_text_trace(gz)
+    junk = tmp_path / "junk"
+    junk.write_bytes(bytes(range(256)) * 10)
+    assert not is_text_trace(junk)
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda d: d / "missing.txt", "cannot read"),
+    (lambda d: d, "not a regular file"),
+    (lambda d: (d / "junk.txt").write_bytes(b"\x00\x01garbage\n" * 50) and d / "junk.txt", "not a text trace"),
+    (lambda d: (d / "r.hvt").write_bytes(b"HVDBGTR\x00\x01\x00\x00\x00") and d / "r.hvt", "not a text trace"),
+])
+def test_bad_input_is_one_line_exit_2_before_the_app(capsys, tmp_path, make, msg):
+    path = make(tmp_path)
+    assert run_imported_tui([HOST, path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hvdbg tui: ") and msg in err and "Traceback" not in err
+
+
+async def test_random_keys_never_crash(tmp_path):
+    p = tmp_path / "six.txt"
+    _many_vcpus(p, rounds=2)
+    keys = ["s", "S", "j", "k", "up", "down", "pageup", "pagedown", "home", "end", "n", "N", "tab", "shift+tab",
+            "enter", "escape", "question_mark", "g", "slash", "1", "x", "@", "0", "backspace", "left", "right"]
+    for tr, size in ((host(), (120, 40)), (import_trace(p), (80, 24))):
+        rnd = random.Random(13)
+        app = ImportedApp(tr)
+        async with app.run_test(size=size) as pilot:
+            for _ in range(40):
+                await pilot.press(rnd.choice(keys))
+            await pilot.pause()
+            assert 0 <= app.index < len(tr.events)
+            await pilot.press("escape", "escape")
+            await pilot.press("q")
+        assert app.return_code == 0
