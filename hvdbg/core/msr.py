@@ -28,6 +28,9 @@ class MsrSpec:
     rejects: Callable[[int], bool] | None = None   # a write of this value raises #GP
     decode: Callable[[int], str] | None = None
     source: str = ""
+    eoi_hint: bool = False                   # bit 0 enables a page through which the guest may EOI
+                                             # without an exit (read by trace import: such an EOI
+                                             # leaves no event, so ISR becomes unknown)
 
     def reset_value(self, cpu: int) -> int:
         return self.reset(cpu) if callable(self.reset) else self.reset

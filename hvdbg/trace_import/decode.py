@@ -216,20 +216,16 @@ def is_vector_event(name: str, rest: str) -> bool:
     return (name.endswith("_entry") or name.endswith("_exit")) and rest.startswith("vector=")
 
 
-# Well-known MSRs (docs/domain-facts.md; Linux asm/hyperv-tlfs.h, asm/kvm_para.h)
-MSR_NAMES = {
-    0x40000000: "HV_X64_MSR_GUEST_OS_ID", 0x40000001: "HV_X64_MSR_HYPERCALL", 0x40000002: "HV_X64_MSR_VP_INDEX",
-    0x40000070: "HV_X64_MSR_EOI", 0x40000071: "HV_X64_MSR_ICR", 0x40000072: "HV_X64_MSR_TPR",
-    0x40000073: "HV_X64_MSR_VP_ASSIST_PAGE", 0x40000080: "HV_X64_MSR_SCONTROL", 0x40000082: "HV_X64_MSR_SIEFP",
-    0x40000083: "HV_X64_MSR_SIMP", 0x40000084: "HV_X64_MSR_EOM",
-    0x4b564d00: "MSR_KVM_WALL_CLOCK_NEW", 0x4b564d01: "MSR_KVM_SYSTEM_TIME_NEW", 0x4b564d02: "MSR_KVM_ASYNC_PF_EN",
-    0x4b564d03: "MSR_KVM_STEAL_TIME", 0x4b564d04: "MSR_KVM_PV_EOI_EN", 0x1b: "IA32_APIC_BASE", 0x6e0: "IA32_TSC_DEADLINE",
-}
-for _n in range(16):
-    MSR_NAMES[0x40000090 + _n] = f"HV_X64_MSR_SINT{_n}"
-for _n in range(4):
-    MSR_NAMES[0x400000B0 + 2 * _n] = f"HV_X64_MSR_STIMER{_n}_CONFIG"
-    MSR_NAMES[0x400000B1 + 2 * _n] = f"HV_X64_MSR_STIMER{_n}_COUNT"
+# MSR names: the catalogue the hypervisor models register (core/msr.py, core/hypervisors/),
+# plus architectural and KVM MSRs no model implements (Linux asm/msr-index.h, asm/kvm_para.h).
+import hvdbg.core.hypervisors  # noqa: E402,F401  (the models register their MSRs on import)
+from hvdbg.core.msr import MSR_NAMES as _CATALOGUE, MSR_SPECS as _SPECS  # noqa: E402
+
+MSR_NAMES = {0x4b564d00: "MSR_KVM_WALL_CLOCK_NEW", 0x4b564d01: "MSR_KVM_SYSTEM_TIME_NEW", 0x1b: "IA32_APIC_BASE",
+             0x6e0: "IA32_TSC_DEADLINE"}
+MSR_NAMES.update(_CATALOGUE)
+# MSRs whose bit 0 enables a page through which the guest may EOI without an exit
+EOI_HINT_MSRS = frozenset(n for n, spec in _SPECS.items() if spec.eoi_hint)
 
 # x2APIC MSR 0x800 + (xAPIC offset >> 4) (SDM 10.12.1.2), named as kvm_apic prints them
 X2APIC_REGS = {0x02: "APIC_ID", 0x03: "APIC_LVR", 0x08: "APIC_TASKPRI", 0x0a: "APIC_PROCPRI", 0x0b: "APIC_EOI",
@@ -241,9 +237,6 @@ for _n in range(8):
     X2APIC_REGS[0x18 + _n] = f"APIC_TMR{_n}"
     X2APIC_REGS[0x20 + _n] = f"APIC_IRR{_n}"
 
-ASSIST_PAGE_MSR = 0x40000073
-HV_EOI_MSR = 0x40000070
-PV_EOI_MSR = 0x4b564d04
 
 
 def msr_name(msr: int) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from .decode import ASSIST_PAGE_MSR, PV_EOI_MSR, X2APIC_REGS, msr_name
+from .decode import EOI_HINT_MSRS, X2APIC_REGS, msr_name
 
 CHECKPOINT = 2048
 MAX_PENDING = 1024        # IPIs sent and not yet accepted, kept per trace
@@ -50,7 +50,7 @@ class VcpuState:
         self.exit: tuple | None = None         # (reason, index) of the last kvm_exit
         self.in_guest: bool | None = None      # after kvm_entry True, after kvm_exit False
         self.guest_isr: list = []              # [(vector, index)] handler nesting as the guest sees it
-        self.pv_eoi: dict[str, tuple] = {}     # "assist"|"kvm" -> (enabled, index)
+        self.pv_eoi: dict[str, tuple] = {}     # EOI-hint MSR name -> (enabled, index)
         self.events = 0                        # events about this vCPU so far
 
     def copy(self) -> "VcpuState":
@@ -265,8 +265,8 @@ class Recon:
             del st.pending_ipis[:len(st.pending_ipis) - MAX_PENDING]
 
     def _msr_write(self, st, v, vn, msr, val, i):
-        if msr == ASSIST_PAGE_MSR or msr == PV_EOI_MSR:
-            key = "assist" if msr == ASSIST_PAGE_MSR else "kvm"
+        if msr in EOI_HINT_MSRS:
+            key = msr_name(msr)
             old = v.pv_eoi.get(key)
             v.pv_eoi[key] = (bool(val & 1), i)
             if self.collect and (v.isr or v.guest_isr) and old is not None and old[0]:

@@ -44,7 +44,7 @@ for _name, _num, _kw in (
     ("HV_X64_MSR_EOI", 0x40000070, {"access": "wo", "effect": "eoi"}),
     ("HV_X64_MSR_ICR", 0x40000071, {"effect": "icr"}),
     ("HV_X64_MSR_TPR", 0x40000072, {"effect": "tpr"}),
-    ("HV_X64_MSR_VP_ASSIST_PAGE", 0x40000073, {"effect": "model", "decode": _page}),
+    ("HV_X64_MSR_VP_ASSIST_PAGE", 0x40000073, {"effect": "model", "decode": _page, "eoi_hint": True}),
     ("HV_X64_MSR_SCONTROL", 0x40000080, {"decode": lambda v: f"enable={v & 1}"}),
     ("HV_X64_MSR_SVERSION", 0x40000081, {"access": "ro", "reset": 1}),
     ("HV_X64_MSR_SIEFP", 0x40000082, {"decode": _page}),

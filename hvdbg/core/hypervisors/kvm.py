@@ -50,7 +50,8 @@ def _pa(v: int) -> str:
 
 for _num, _name in ((MSR_KVM_ASYNC_PF_EN, "MSR_KVM_ASYNC_PF_EN"), (MSR_KVM_STEAL_TIME, "MSR_KVM_STEAL_TIME"),
                     (MSR_KVM_PV_EOI_EN, "MSR_KVM_PV_EOI_EN")):
-    register_msr(MsrSpec(_num, _name, effect="model", decode=_pa, source="Documentation/virt/kvm/msr.rst"))
+    register_msr(MsrSpec(_num, _name, effect="model", decode=_pa, source="Documentation/virt/kvm/msr.rst",
+                         eoi_hint=_num == MSR_KVM_PV_EOI_EN))
 
 PV_EOI = Structure("pv_eoi", "PV EOI word", 4, ((0, 4, "kvm_apic_eoi"),), source="KVM-MSR MSR_KVM_PV_EOI_EN")
 STEAL_TIME = Structure("steal_time", "steal time", 64, ((0, 8, "steal"), (8, 4, "version"), (12, 4, "flags"),
