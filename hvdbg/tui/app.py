@@ -146,6 +146,13 @@ class HvdbgApp(App):
     def _hex(self) -> HexdumpView:
         return self.query_one("#hexdump", HexdumpView)
 
+    def _listeners(self, selector: str) -> list:
+        """The panes a message goes to (the pane set never changes after mount: queried once)."""
+        cache = self.__dict__.setdefault("_listener_cache", {})
+        if selector not in cache:
+            cache[selector] = list(self.query(selector))
+        return cache[selector]
+
     def refresh_all(self, branches_changed: bool = False) -> None:
         s = self.session
         tl = s.tl
@@ -153,7 +160,7 @@ class HvdbgApp(App):
         if many:
             many.first(VcpuPane).cpu = tl.focus
         msg = (s.current, tl.pos, tl.focus, branches_changed)
-        for pane in self.query("VcpuPane, VcpuListPane, SourcePane, IrqPane, MsrPane, BreakpointsPane, StatusLine"):
+        for pane in self._listeners("VcpuPane, VcpuListPane, SourcePane, IrqPane, MsrPane, BreakpointsPane, StatusLine"):
             pane.post_message(SessionChanged(*msg))
         ev = self._events()
         ev.set_timeline(tl)
@@ -163,7 +170,7 @@ class HvdbgApp(App):
 
     def _select(self, selection: tuple) -> None:
         self.selection = selection
-        for pane in self.query("VcpuPane, IrqPane, MsrPane"):
+        for pane in self._listeners("VcpuPane, IrqPane, MsrPane"):
             pane.post_message(SelectionChanged(selection))
 
     def _hex_source(self) -> HexSource:
