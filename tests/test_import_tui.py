@@ -284,10 +284,48 @@ async def test_random_keys_never_crash(tmp_path):
         rnd = random.Random(13)
         app = ImportedApp(tr)
         async with app.run_test(size=size) as pilot:
-            for _ in range(40):
+            for _ in range(30):
                 await pilot.press(rnd.choice(keys))
             await pilot.pause()
             assert 0 <= app.index < len(tr.events)
             await pilot.press("escape", "escape")
             await pilot.press("q")
         assert app.return_code == 0
+
+
+class _Usage(Exception):
+    pass
+
+
+def _tui_parser():
+    import argparse
+    from hvdbg import import_cli
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", nargs="?", default=None)
+    p.add_argument("--seed", type=int)
+    import_cli.add_tui_options(p)
+    return p
+
+
+@pytest.mark.parametrize("argv,want", [
+    ([str(HOST)], [str(HOST)]),
+    ([str(HOST), str(GUEST), "--offset", "guest=+0.000123", "--format", "auto"], [str(HOST), str(GUEST)]),
+    (["cpu-offline"], None),
+    ([], None),
+    ([str(FIX / "make_fixtures.py")], None),
+    (["cpu-offline", str(HOST)], "only text traces"),
+    (["cpu-offline", "--offset", "guest=1"], "apply to text traces"),
+    ([str(HOST), "--seed", "3"], "--seed"),
+])
+def test_cli_routing_helpers(argv, want):
+    from hvdbg import import_cli
+    args = _tui_parser().parse_args(argv)
+    if isinstance(want, str):
+        with pytest.raises(_Usage, match=want):
+            import_cli.tui_text_traces(args, _Usage)
+        return
+    assert import_cli.tui_text_traces(args, _Usage) == want
+    if want and len(want) == 2:
+        assert import_cli.parse_offsets(args.offset, _Usage, "hvdbg tui") == {"guest": 0.000123}
+    with pytest.raises(_Usage, match="^hvdbg tui: --offset"):
+        import_cli.parse_offsets(["guest=abc"], _Usage, "hvdbg tui")

@@ -39,7 +39,7 @@ from ..safe import printable
 
 SYNC_BYTES = 8 << 20          # files up to this size (compressed: a tenth) are imported before the app starts
 MANY_VCPUS = 4                # more vCPUs than this: a list + the selected vCPU in detail
-TEXT_SEARCH_SPAN = 200_000    # events scanned per key press by a plain-text search
+TEXT_SEARCH_SPAN = 100_000    # events scanned per key press by a plain-text search
 INFERRED = "state: inferred (? help)"
 
 HELP = """[b]hvdbg - imported trace[/b]  (the state shown is rebuilt from the events: inferred)
@@ -146,9 +146,9 @@ def vcpu_line(st, vn: int) -> str:
     """One row of the vCPU list (more than MANY_VCPUS vCPUs)."""
     v = st.vcpus.get(vn)
     if v is None:
-        return f"vCPU {vn:<3} -"
+        return f"{vn:>3} -"
     where = "?" if v.in_guest is None else "G" if v.in_guest else "H"
-    return f"vCPU {vn:<3} {where} IRR {len(v.irr)} ISR {len(v.isr)}"
+    return f"{vn:>3} {where} IRR {len(v.irr)} ISR {len(v.isr)}"
 
 
 def status_text(tr, i: int, message: str = "") -> str:
@@ -387,7 +387,9 @@ class LoadingScreen(Screen):
         if phase == "rebuild":
             self.query_one("#loadtitle", Static).update(
                 f"rebuilding the per-vCPU state: event {n:,}")
-            self.query_one("#loadbar", ProgressBar).update(total=app.load_events or None, progress=n)
+            # events <= lines: the lines read bound the events to rebuild
+            total = max(app.load_lines, self.total or 0, n) or None
+            self.query_one("#loadbar", ProgressBar).update(total=total, progress=n)
             self.query_one("#loadcount", Static).update(f"{app.load_lines:,} lines read")
             return
         name = printable(os.path.basename(str(paths[min(fi, len(paths) - 1)])), 60) if paths else ""
@@ -439,7 +441,6 @@ class ImportedApp(App):
         self.load_progress = (0, 0, "read")
         self.load_lines = 0
         self.load_lines_before = 0
-        self.load_events = 0
         self._file_lines: dict = {}
         self._cancel = threading.Event()
         self._asking: str | None = None
@@ -472,8 +473,9 @@ class ImportedApp(App):
         if not vcpus:
             left.mount(Static("no vCPU in this trace (no event decoded to a vCPU)", id="novcpu"))
         elif len(vcpus) > MANY_VCPUS:
-            left.mount(OptionList(*[Option(f"vCPU {n}", id=f"v{n}") for n in vcpus], id="vcpulist"),
-                       VcpuPane(vcpus[0], id="cpudetail"))
+            lst = OptionList(*[Option(f"vCPU {n}", id=f"v{n}") for n in vcpus], id="vcpulist")
+            lst.border_title = f"vCPUs ({len(vcpus)})"
+            left.mount(lst, VcpuPane(vcpus[0], id="cpudetail"))
         else:
             left.mount(*[VcpuPane(n, id=f"cpu{n}", classes="cpu") for n in vcpus])
         fl = FindingsPane(*[Option(Text.assemble((f"[{f.kind}] ", "bold"), printable(f.text, 400)), id=f"f{k}")
