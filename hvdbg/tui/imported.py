@@ -152,13 +152,11 @@ def vcpu_line(st, vn: int) -> str:
 
 
 def status_text(tr, i: int, message: str = "") -> str:
-    files = ", ".join(f"{os.path.basename(f.path)} ({f.format}, {f.role}"
-                      + (f", {f.offset:+.6f} s" if f.offset else "") + ")" for f in tr.files)
     ev = tr.events[i]
-    out = (f"{printable(files, 90)}  event {i}/{len(tr.events) - 1}  ts {ev.ts:.6f}  "
-           f"findings {len(tr.findings)}  {INFERRED}")
-    if tr.apicv:
-        out += "  APICv suspected"
+    files = " + ".join(f"{printable(os.path.basename(f.path), 40)} ({f.role}"
+                       + (f" {f.offset:+.6f} s" if f.offset else "") + ")" for f in tr.files)
+    out = (f"event {i}/{len(tr.events) - 1}  ts {ev.ts:.6f}  findings {len(tr.findings)}  {INFERRED}"
+           + ("  APICv suspected" if tr.apicv else "") + "  " + files)
     if message:
         out = message + "  | " + out
     return out
@@ -757,6 +755,12 @@ def check_paths(paths) -> str | None:
     return None
 
 
+def _plain(path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return not (head[:2] == b"\x1f\x8b" or head == b"\xfd7zXZ\x00")
+
+
 def _estimate_lines(paths) -> tuple[int, bool]:
     """(estimated number of lines, every file plain) from the file sizes and the average line
     length of their first 64 KiB."""
@@ -786,7 +790,7 @@ def run_imported_tui(paths, fmt: str = "auto", offsets: dict | None = None, *, s
         return 2
     try:
         lines, plain = _estimate_lines(paths)
-        size = sum(os.path.getsize(p) * (1 if plain else 10) for p in paths)
+        size = sum(os.path.getsize(p) * (1 if _plain(p) else 10) for p in paths)
     except OSError as e:
         print(f"hvdbg tui: cannot read: {printable(e.strerror or str(e), 200)}", file=sys.stderr)
         return 2
