@@ -244,6 +244,27 @@ async def test_escape_cancels_a_long_import(tmp_path):
     assert app.trace is None
 
 
+async def test_import_worker_error_exits_2_with_one_line(tmp_path):
+    app = ImportedApp(None, paths=[str(tmp_path / "gone.txt")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    assert app.return_code == 2 and app.error.startswith("hvdbg tui: ") and "cannot read" in app.error
+    assert "\n" not in app.error
+
+
+async def test_a_trace_with_no_vcpu(tmp_path):
+    p = tmp_path / "sched.txt"
+    p.write_text("".join(f"  bash-1 [000] 1.00000{k}: sched_switch: prev_comm=bash prev_pid=1 ==> next_comm=x "
+                         f"next_pid=2\n" for k in range(5)))
+    tr = import_trace(p)
+    app = ImportedApp(tr)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("s", "end", "tab", "tab", "S")
+        assert app.index == 3 and app.query_one("#novcpu")
+
+
 def test_is_text_trace(tmp_path):
     for f in FIX.glob("*.txt"):
         assert is_text_trace(f), f
@@ -284,7 +305,7 @@ async def test_random_keys_never_crash(tmp_path):
         rnd = random.Random(13)
         app = ImportedApp(tr)
         async with app.run_test(size=size) as pilot:
-            for _ in range(30):
+            for _ in range(25):
                 await pilot.press(rnd.choice(keys))
             await pilot.pause()
             assert 0 <= app.index < len(tr.events)

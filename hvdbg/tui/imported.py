@@ -32,7 +32,7 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import Footer, Input, OptionList, ProgressBar, Static
+from textual.widgets import Input, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from ..safe import printable
@@ -41,6 +41,7 @@ SYNC_BYTES = 8 << 20          # files up to this size (compressed: a tenth) are 
 MANY_VCPUS = 4                # more vCPUs than this: a list + the selected vCPU in detail
 TEXT_SEARCH_SPAN = 100_000    # events scanned per key press by a plain-text search
 INFERRED = "state: inferred (? help)"
+KEYS_LINE = "s/S next/prev  pgdn/pgup  home/end  g goto  / search  n/N match  tab pane  enter finding  ? help  q quit"
 
 HELP = """[b]hvdbg - imported trace[/b]  (the state shown is rebuilt from the events: inferred)
 
@@ -450,7 +451,8 @@ class ImportedApp(App):
         yield Static("", id="status", markup=False)
         yield Horizontal(id="main")
         yield Input(id="ask")
-        yield Footer()
+        # a fixed line rather than a Footer: the Footer rebuilds itself on every focus change
+        yield Static(KEYS_LINE, id="keys", markup=False)
 
     def on_mount(self) -> None:
         self._size_classes(self.size.width, self.size.height)
