@@ -498,8 +498,12 @@ class ImportedApp(App):
 
     # -- the import worker (large files) ---------------------------------------------
     def _import(self) -> None:
+        from textual.worker import get_current_worker
+        worker = get_current_worker()
+
         def progress(fi: int, n: int) -> None:
-            if self._cancel.is_set():
+            # ends the import thread soon after a cancel, an exit (ctrl+q) or a worker cancel
+            if self._cancel.is_set() or worker.is_cancelled:
                 raise _Cancelled()
             if fi >= len(self.paths):
                 if self.load_progress[2] != "rebuild":
@@ -729,6 +733,9 @@ class ImportedApp(App):
     def action_help(self) -> None:
         if not isinstance(self.screen, (HelpScreen, LoadingScreen)):
             self.push_screen(HelpScreen())
+
+    def on_unmount(self) -> None:
+        self._cancel.set()          # whatever ended the app: the import thread stops at its next progress call
 
     def action_quit_app(self) -> None:
         self._cancel.set()
