@@ -145,6 +145,37 @@ async def test_search_event_names_vectors_and_text():
         assert "expected a number" in app.message
 
 
+async def test_watch_irr_isr_bits_and_per_vcpu_steps():
+    tr = host()
+    app = ImportedApp(tr)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.query_one("#cpu1").focus()
+        await pilot.pause()
+        assert app.sel_vcpu == 1
+        await pilot.press("right_square_bracket")
+        assert app.index == tr.find(0, True, vcpu=1) and tr.events[app.index].vcpu == 1
+        await ask(pilot, "w", "isr 0xfd")
+        assert app.index == tr.watch(0, 1, "isr", 0xfd) == 20
+        await pilot.press("w")
+        app.query_one("#ask").value = "isr 0xfd"
+        await pilot.press("enter")
+        assert app.index == 23 and "changed at 23" in app.message
+        await pilot.press("W")
+        assert app.index == 20
+        await pilot.press("left_square_bracket")
+        assert app.index == tr.find(20, False, vcpu=1)
+        await ask(pilot, "w", "msr 0x40000073 vcpu=1")
+        i = app.index
+        assert tr.events[i].name == "kvm_msr" and "HV_X64_MSR_VP_ASSIST_PAGE" in pane(app, 1)
+        await ask(pilot, "w", "irr")
+        assert "give the vector" in app.message and app.index == i
+        await ask(pilot, "w", "tpr vcpu=9")
+        assert "no vCPU 9" in app.message
+        await pilot.press("x")
+        assert "what-if edits do not apply" in app.message
+
+
 async def test_80x24_stacks_panes_and_200x60_grid():
     tr = host()
     app = ImportedApp(tr)
@@ -300,6 +331,7 @@ async def test_random_keys_never_crash(tmp_path):
     p = tmp_path / "six.txt"
     _many_vcpus(p, rounds=2)
     keys = ["s", "S", "j", "k", "up", "down", "pageup", "pagedown", "home", "end", "n", "N", "tab", "shift+tab",
+            "w", "W", "left_square_bracket", "right_square_bracket", "i", "r", "space",
             "enter", "escape", "question_mark", "g", "slash", "1", "x", "@", "0", "backspace", "left", "right"]
     for tr, size in ((host(), (120, 40)), (import_trace(p), (80, 24))):
         rnd = random.Random(13)

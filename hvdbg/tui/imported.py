@@ -41,7 +41,9 @@ SYNC_BYTES = 8 << 20          # files up to this size (compressed: a tenth) are 
 MANY_VCPUS = 4                # more vCPUs than this: a list + the selected vCPU in detail
 TEXT_SEARCH_SPAN = 100_000    # events scanned per key press by a plain-text search
 INFERRED = "state: inferred (? help)"
-KEYS_LINE = "s/S next/prev  pgdn/pgup  home/end  g goto  / search  n/N match  tab pane  enter finding  ? help  q quit"
+KEYS_LINE = ("s/S next/prev  ]/[ vCPU  g goto  / search  n/N match  w/W watch  tab pane  enter finding  "
+             "? help  q quit")
+WATCH_KINDS = ("irr", "isr", "msr", "tpr", "hotplug")
 
 HELP = """[b]hvdbg - imported trace[/b]  (the state shown is rebuilt from the events: inferred)
 
@@ -51,6 +53,11 @@ HELP = """[b]hvdbg - imported trace[/b]  (the state shown is rebuilt from the ev
   /                 search: an event name (kvm_inj_virq), part of one (inj), words
                     vcpu=N vector=0x34 msr=0x40000073 name=kvm_msr, or any text
   n / N             next / previous match
+  ] / [             next / previous event of the selected vCPU (the focused vCPU pane,
+                    the one picked in the vCPU list, or the last finding's)
+  w                 watch the selected vCPU: irr 0xec, isr 0xfd, msr 0x40000073, tpr,
+                    hotplug (add vcpu=N for another): go to the next event changing it
+  W                 the previous event changing the last watch
   tab / shift+tab   next / previous pane;  on the findings: enter goes to the finding's
                     first event;  with more than 4 vCPUs the list picks the vCPU shown
   ?                 this help;  q  quit
@@ -419,6 +426,11 @@ class ImportedApp(App):
         Binding("slash", "ask('search')", "search"),
         Binding("n", "match(1)", "next match"),
         Binding("N", "match(-1)", "prev match", show=False),
+        Binding("w", "ask('watch')", "watch"),
+        Binding("W", "watch(-1)", "watch back", show=False),
+        Binding("right_square_bracket", "vcpu_step(1)", "vCPU next", show=False),
+        Binding("left_square_bracket", "vcpu_step(-1)", "vCPU prev", show=False),
+        Binding("x,e,exclamation_mark", "what_if", "what-if", show=False),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit_app", "quit"),
         Binding("escape", "close_input", "close", show=False),
@@ -436,6 +448,7 @@ class ImportedApp(App):
         self.error: str | None = None          # one line for stderr after exit (run_imported_tui)
         self.message = ""
         self.search: tuple | None = None        # (find kw, names, text)
+        self.watching: tuple | None = None      # (vcpu, "irr"|"isr"|"msr"|"tpr"|"hotplug", key)
         self.sel_vcpu: int | None = None
         self.load_progress = (0, 0, "read")
         self.load_lines = 0
@@ -604,8 +617,11 @@ class ImportedApp(App):
         inp = self.query_one("#ask", Input)
         self._asking = what
         inp.value = ""
-        inp.placeholder = ("goto: an event index (1234) or @TIMESTAMP" if what == "goto" else
-                           "search: event name, part of one, vcpu=N vector=0x.. msr=0x.., or text")
+        inp.placeholder = {
+            "goto": "goto: an event index (1234) or @TIMESTAMP",
+            "search": "search: event name, part of one, vcpu=N vector=0x.. msr=0x.., or text",
+            "watch": f"watch vCPU {self.sel_vcpu}: irr 0xNN | isr 0xNN | msr 0xNNNN | tpr | hotplug  [vcpu=N]",
+        }[what]
         inp.add_class("open")
         inp.focus()
 
@@ -625,6 +641,8 @@ class ImportedApp(App):
             return
         if what == "goto":
             self.goto_text(text)
+        elif what == "watch":
+            self.watch_text(text)
         else:
             self.search_text(text)
 
@@ -698,6 +716,84 @@ class ImportedApp(App):
         self.goto(i)
         return i
 
+    # -- watchpoints and per-vCPU steps ---------------------------------------------------
+    def watch_text(self, text: str) -> int | None:
+        words = text.split()
+        vcpu = self.sel_vcpu
+        rest = []
+        for w in words:
+            if w.startswith("vcpu="):
+                try:
+                    vcpu = int(w[5:], 0)
+                except ValueError:
+                    self.say(f"watch: {printable(w, 30)}: expected vcpu=N")
+                    return None
+            else:
+                rest.append(w)
+        if not rest or rest[0].lower() not in WATCH_KINDS:
+            self.say("watch: irr 0xNN, isr 0xNN, msr 0xNNNN, tpr or hotplug [vcpu=N]")
+            return None
+        what = rest[0].lower()
+        key = None
+        if what in ("irr", "isr", "msr"):
+            try:
+                key = int(rest[1], 0) if len(rest) > 1 else None
+            except ValueError:
+                key = None
+            if key is None:
+                self.say(f"watch {what}: give the {'MSR' if what == 'msr' else 'vector'} (0x.. for hex)")
+                return None
+        if vcpu is None or vcpu not in self.trace.vcpus():
+            self.say(f"watch: no vCPU {vcpu} in this trace (vCPUs: {', '.join(map(str, self.trace.vcpus())) or 'none'})")
+            return None
+        self.watching = (vcpu, what, key)
+        return self.action_watch(1)
+
+    def _watch_label(self) -> str:
+        vcpu, what, key = self.watching
+        k = "" if key is None else f" 0x{key:x}" if what == "msr" else f" 0x{key:02x}"
+        return f"vCPU {vcpu} {what}{k}"
+
+    def action_watch(self, d: int) -> int | None:
+        tr = self.trace
+        if tr is None:
+            return None
+        if self.watching is None:
+            self.say("no watch yet: press w first")
+            return None
+        vcpu, what, key = self.watching
+        if d > 0:
+            i = tr.watch(self.index, vcpu, what, key, True)
+        else:
+            i = tr.watch(self.index - 1, vcpu, what, key, False) if self.index > 0 else None
+        if i is None:
+            self.say(f"watch {self._watch_label()}: no change {'after' if d > 0 else 'before'} event {self.index}")
+            self.bell()
+            return None
+        self.message = f"watch {self._watch_label()}: changed at {i}"
+        self.goto(i)
+        return i
+
+    def action_vcpu_step(self, d: int) -> None:
+        tr = self.trace
+        if tr is None or self.sel_vcpu is None:
+            return
+        i = tr.find(self.index, d > 0, vcpu=self.sel_vcpu)
+        if i is None:
+            self.say(f"no event of vCPU {self.sel_vcpu} {'after' if d > 0 else 'before'} event {self.index}")
+            return
+        self.message = f"vCPU {self.sel_vcpu}"
+        self.goto(i)
+
+    def action_what_if(self) -> None:
+        if self.trace is not None:
+            self.say("what-if edits do not apply to a real trace: there is no model behind it")
+
+    def on_descendant_focus(self, event) -> None:
+        w = event.widget if hasattr(event, "widget") else None
+        if isinstance(w, VcpuPane) and w.id != "cpudetail":
+            self.sel_vcpu = w.vcpu
+
     # -- panes -------------------------------------------------------------------------
     @on(OptionList.OptionSelected, "#findings")
     def _finding(self, event: OptionList.OptionSelected) -> None:
@@ -708,6 +804,7 @@ class ImportedApp(App):
                 self.message = f"finding: {f.kind}" + (f" vCPU {f.vcpu}" if f.vcpu is not None else "")
                 self.goto(f.events[0])
                 if f.vcpu is not None and f.vcpu in self.trace.vcpus():
+                    self.sel_vcpu = f.vcpu
                     self._select_vcpu(f.vcpu)
 
     @on(OptionList.OptionHighlighted, "#vcpulist")
