@@ -251,10 +251,12 @@ async def test_more_than_four_vcpus_list_and_detail(tmp_path):
 async def test_import_worker_shows_progress_then_the_trace():
     app = ImportedApp(None, paths=[str(HOST)], total_lines=57)
     async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.resize_terminal(80, 24)        # resized while the loading screen is on top
         await app.workers.wait_for_complete()
         await pilot.pause()
         await pilot.pause()
         assert app.trace is not None and not isinstance(app.screen, LoadingScreen)
+        assert app.screen.has_class("-narrow") and not app.screen.has_class("-wide")
         await pilot.press("end")
         assert app.index == len(app.trace.events) - 1
 

@@ -548,6 +548,7 @@ class ImportedApp(App):
         self.trace = tr
         if isinstance(self.screen, LoadingScreen):
             self.pop_screen()
+        self._size_classes(self.size.width, self.size.height)
         self._build()
 
     def cancel_import(self) -> None:
@@ -561,8 +562,9 @@ class ImportedApp(App):
 
     def _size_classes(self, w: int, h: int) -> None:
         narrow = w < 100 or h < 30
-        self.screen.set_class(narrow, "-narrow")
-        self.screen.set_class(not narrow, "-wide")
+        for screen in self.screen_stack:          # the main screen too while a loading / help screen is on top
+            screen.set_class(narrow, "-narrow")
+            screen.set_class(not narrow, "-wide")
         self.set_class(narrow, "-narrow")
 
     # -- moving ----------------------------------------------------------------------
