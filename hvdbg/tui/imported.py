@@ -688,7 +688,8 @@ class ImportedApp(App):
         fwd = d > 0
         i = None
         if text is None:
-            hits = [tr.find(self.index, fwd, name=n, **kw) for n in names] if names else [tr.find(self.index, fwd, **kw)]
+            hits = ([tr.find(self.index, fwd, name=n, **kw) for n in names] if names else
+                    [tr.find(self.index, fwd, **kw)])
             hits = [h for h in hits if h is not None]
             if hits:
                 i = min(hits) if fwd else max(hits)
@@ -746,7 +747,8 @@ class ImportedApp(App):
                 self.say(f"watch {what}: give the {'MSR' if what == 'msr' else 'vector'} (0x.. for hex)")
                 return None
         if vcpu is None or vcpu not in self.trace.vcpus():
-            self.say(f"watch: no vCPU {vcpu} in this trace (vCPUs: {', '.join(map(str, self.trace.vcpus())) or 'none'})")
+            have = ", ".join(map(str, self.trace.vcpus())) or "none"
+            self.say(f"watch: no vCPU {vcpu} in this trace (vCPUs: {have})")
             return None
         self.watching = (vcpu, what, key)
         return self.action_watch(1)
