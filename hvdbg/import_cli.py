@@ -32,12 +32,12 @@ def add_parser(sub) -> None:
 _OFFSET = re.compile(r"(host|guest)=([+-]?\d{1,9}(?:\.\d{1,12})?)$")
 
 
-def parse_offsets(items, usage) -> dict:
+def parse_offsets(items, usage, prog: str = "hvdbg import") -> dict:
     out = {}
     for s in items:
         m = _OFFSET.match(s.strip())
         if not m:
-            raise usage(f"hvdbg import: --offset {s[:40]!r}: expected host=±SECONDS or guest=±SECONDS")
+            raise usage(f"{prog}: --offset {s[:40]!r}: expected host=±SECONDS or guest=±SECONDS")
         out[m.group(1)] = float(m.group(2))
     return out
 
@@ -153,3 +153,42 @@ def cmd_import(args, out) -> int:
     else:
         render(tr, rep, out)
     return 0
+
+
+# -- `hvdbg tui FILE [FILE2 ...]` on text traces (hvdbg/tui/imported.py) ---------------------
+
+def add_tui_options(p) -> None:
+    """The options `hvdbg tui` takes for text traces, after its scenario argument: more
+    files (host + guest on one timeline), --format, --offset."""
+    p.add_argument("more", nargs="*", metavar="FILE2", help="more text traces of the same run on one timeline "
+                                                            "(host + guest)")
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto",
+                   help="line format of text traces (default: detected)")
+    p.add_argument("--offset", action="append", default=[], metavar="ROLE=±SECONDS",
+                   help="text traces: shift the timestamps of the host or guest file(s), e.g. guest=+0.000123")
+
+
+def tui_text_traces(args, usage) -> list | None:
+    """The files of `hvdbg tui` when its first argument is a text trace (ftrace, trace-cmd
+    report, perf script; plain, .gz or .xz), else None (a scenario, a bug pack, a TOML file
+    or an .hvt recording: the simulated TUI). Raises usage(one line) for options that do not
+    fit what was given."""
+    from .cli import RUN_OPTIONS
+    from .safe import printable
+    from .trace_import import is_text_trace
+    first = getattr(args, "scenario", None)
+    more = list(getattr(args, "more", None) or [])
+    if first and is_text_trace(first):
+        given = [f"--{k.replace('_', '-')}" for k in RUN_OPTIONS if getattr(args, k, None) is not None]
+        if getattr(args, "memory", None) is not None:
+            given.append("--memory")
+        if given:
+            raise usage(f"hvdbg tui: {', '.join(given)}: these options apply to scenarios, not to text traces")
+        return [first] + more
+    if more:
+        raise usage(f"hvdbg tui: {printable(more[0], 120)}: only text traces (a host and a guest trace) open "
+                    f"together; {printable(first, 120)} is not one")
+    if getattr(args, "offset", None) or getattr(args, "format", "auto") != "auto":
+        raise usage("hvdbg tui: --format and --offset apply to text traces (ftrace, trace-cmd report, perf script)"
+                    + (f"; {printable(first, 120)} is not one" if first else ""))
+    return None

@@ -68,10 +68,8 @@ async def test_step_to_the_acceptance_shows_the_vector_in_irr_with_its_event():
         assert app.index > 5
         await ask(pilot, "g", "@1907374.505069")
         assert app.index == i
-        await ask(pilot, "g", "99999")
-        assert app.index == i and "0..50" in app.message
-        await ask(pilot, "g", "nonsense")
-        assert app.index == i and "expected" in app.message
+        assert not app.goto_text("99999") and app.index == i and "0..50" in app.message
+        assert not app.goto_text("nonsense") and app.index == i and "expected" in app.message
 
 
 async def test_pv_eoi_unknown_and_msr_table(tmp_path):
@@ -141,8 +139,39 @@ async def test_search_event_names_vectors_and_text():
         here = app.index
         await pilot.press("n")
         assert app.index == here and "no match" in app.message
-        await ask(pilot, "slash", "vector=zz")
+        app.search_text("vector=zz")
         assert "expected a number" in app.message
+
+
+async def test_watch_irr_isr_bits_and_per_vcpu_steps():
+    tr = host()
+    app = ImportedApp(tr)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.query_one("#cpu1").focus()
+        await pilot.pause()
+        assert app.sel_vcpu == 1
+        await pilot.press("right_square_bracket")
+        assert app.index == tr.find(0, True, vcpu=1) and tr.events[app.index].vcpu == 1
+        await ask(pilot, "w", "isr 0xfd")
+        assert app.index == tr.watch(0, 1, "isr", 0xfd) == 20
+        await pilot.press("w")
+        app.query_one("#ask").value = "isr 0xfd"
+        await pilot.press("enter")
+        assert app.index == 23 and "changed at 23" in app.message
+        await pilot.press("W")
+        assert app.index == 20
+        await pilot.press("left_square_bracket")
+        assert app.index == tr.find(20, False, vcpu=1)
+        await ask(pilot, "w", "msr 0x40000073 vcpu=1")
+        i = app.index
+        assert tr.events[i].name == "kvm_msr" and "HV_X64_MSR_VP_ASSIST_PAGE" in pane(app, 1)
+        app.watch_text("irr")
+        assert "give the vector" in app.message and app.index == i
+        app.watch_text("tpr vcpu=9")
+        assert "no vCPU 9" in app.message
+        await pilot.press("x")
+        assert "what-if edits do not apply" in app.message
 
 
 async def test_80x24_stacks_panes_and_200x60_grid():
@@ -222,10 +251,12 @@ async def test_more_than_four_vcpus_list_and_detail(tmp_path):
 async def test_import_worker_shows_progress_then_the_trace():
     app = ImportedApp(None, paths=[str(HOST)], total_lines=57)
     async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.resize_terminal(80, 24)        # resized while the loading screen is on top
         await app.workers.wait_for_complete()
         await pilot.pause()
         await pilot.pause()
         assert app.trace is not None and not isinstance(app.screen, LoadingScreen)
+        assert app.screen.has_class("-narrow") and not app.screen.has_class("-wide")
         await pilot.press("end")
         assert app.index == len(app.trace.events) - 1
 
@@ -242,6 +273,27 @@ async def test_escape_cancels_a_long_import(tmp_path):
         await pilot.pause()
     assert app.error == "hvdbg tui: import cancelled" and app.return_code == 1
     assert app.trace is None
+
+
+async def test_import_worker_error_exits_2_with_one_line(tmp_path):
+    app = ImportedApp(None, paths=[str(tmp_path / "gone.txt")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    assert app.return_code == 2 and app.error.startswith("hvdbg tui: ") and "cannot read" in app.error
+    assert "\n" not in app.error
+
+
+async def test_a_trace_with_no_vcpu(tmp_path):
+    p = tmp_path / "sched.txt"
+    p.write_text("".join(f"  bash-1 [000] 1.00000{k}: sched_switch: prev_comm=bash prev_pid=1 ==> next_comm=x "
+                         f"next_pid=2\n" for k in range(5)))
+    tr = import_trace(p)
+    app = ImportedApp(tr)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("s", "end", "tab", "tab", "S")
+        assert app.index == 3 and app.query_one("#novcpu")
 
 
 def test_is_text_trace(tmp_path):
@@ -279,15 +331,54 @@ async def test_random_keys_never_crash(tmp_path):
     p = tmp_path / "six.txt"
     _many_vcpus(p, rounds=2)
     keys = ["s", "S", "j", "k", "up", "down", "pageup", "pagedown", "home", "end", "n", "N", "tab", "shift+tab",
+            "w", "W", "left_square_bracket", "right_square_bracket", "i", "r", "space",
             "enter", "escape", "question_mark", "g", "slash", "1", "x", "@", "0", "backspace", "left", "right"]
     for tr, size in ((host(), (120, 40)), (import_trace(p), (80, 24))):
         rnd = random.Random(13)
         app = ImportedApp(tr)
         async with app.run_test(size=size) as pilot:
-            for _ in range(40):
+            for _ in range(20):
                 await pilot.press(rnd.choice(keys))
             await pilot.pause()
             assert 0 <= app.index < len(tr.events)
             await pilot.press("escape", "escape")
             await pilot.press("q")
         assert app.return_code == 0
+
+
+class _Usage(Exception):
+    pass
+
+
+def _tui_parser():
+    import argparse
+    from hvdbg import import_cli
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", nargs="?", default=None)
+    p.add_argument("--seed", type=int)
+    import_cli.add_tui_options(p)
+    return p
+
+
+@pytest.mark.parametrize("argv,want", [
+    ([str(HOST)], [str(HOST)]),
+    ([str(HOST), str(GUEST), "--offset", "guest=+0.000123", "--format", "auto"], [str(HOST), str(GUEST)]),
+    (["cpu-offline"], None),
+    ([], None),
+    ([str(FIX / "make_fixtures.py")], None),
+    (["cpu-offline", str(HOST)], "only text traces"),
+    (["cpu-offline", "--offset", "guest=1"], "apply to text traces"),
+    ([str(HOST), "--seed", "3"], "--seed"),
+])
+def test_cli_routing_helpers(argv, want):
+    from hvdbg import import_cli
+    args = _tui_parser().parse_args(argv)
+    if isinstance(want, str):
+        with pytest.raises(_Usage, match=want):
+            import_cli.tui_text_traces(args, _Usage)
+        return
+    assert import_cli.tui_text_traces(args, _Usage) == want
+    if want and len(want) == 2:
+        assert import_cli.parse_offsets(args.offset, _Usage, "hvdbg tui") == {"guest": 0.000123}
+    with pytest.raises(_Usage, match="^hvdbg tui: --offset"):
+        import_cli.parse_offsets(["guest=abc"], _Usage, "hvdbg tui")

@@ -32,15 +32,18 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import Footer, Input, OptionList, ProgressBar, Static
+from textual.widgets import Input, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from ..safe import printable
 
 SYNC_BYTES = 8 << 20          # files up to this size (compressed: a tenth) are imported before the app starts
 MANY_VCPUS = 4                # more vCPUs than this: a list + the selected vCPU in detail
-TEXT_SEARCH_SPAN = 200_000    # events scanned per key press by a plain-text search
+TEXT_SEARCH_SPAN = 100_000    # events scanned per key press by a plain-text search
 INFERRED = "state: inferred (? help)"
+KEYS_LINE = ("s/S next/prev  ]/[ vCPU  g goto  / search  n/N match  w/W watch  tab pane  enter finding  "
+             "? help  q quit")
+WATCH_KINDS = ("irr", "isr", "msr", "tpr", "hotplug")
 
 HELP = """[b]hvdbg - imported trace[/b]  (the state shown is rebuilt from the events: inferred)
 
@@ -50,6 +53,11 @@ HELP = """[b]hvdbg - imported trace[/b]  (the state shown is rebuilt from the ev
   /                 search: an event name (kvm_inj_virq), part of one (inj), words
                     vcpu=N vector=0x34 msr=0x40000073 name=kvm_msr, or any text
   n / N             next / previous match
+  ] / [             next / previous event of the selected vCPU (the focused vCPU pane,
+                    the one picked in the vCPU list, or the last finding's)
+  w                 watch the selected vCPU: irr 0xec, isr 0xfd, msr 0x40000073, tpr,
+                    hotplug (add vcpu=N for another): go to the next event changing it
+  W                 the previous event changing the last watch
   tab / shift+tab   next / previous pane;  on the findings: enter goes to the finding's
                     first event;  with more than 4 vCPUs the list picks the vCPU shown
   ?                 this help;  q  quit
@@ -146,19 +154,17 @@ def vcpu_line(st, vn: int) -> str:
     """One row of the vCPU list (more than MANY_VCPUS vCPUs)."""
     v = st.vcpus.get(vn)
     if v is None:
-        return f"vCPU {vn:<3} -"
+        return f"{vn:>3} -"
     where = "?" if v.in_guest is None else "G" if v.in_guest else "H"
-    return f"vCPU {vn:<3} {where} IRR {len(v.irr)} ISR {len(v.isr)}"
+    return f"{vn:>3} {where} IRR {len(v.irr)} ISR {len(v.isr)}"
 
 
 def status_text(tr, i: int, message: str = "") -> str:
-    files = ", ".join(f"{os.path.basename(f.path)} ({f.format}, {f.role}"
-                      + (f", {f.offset:+.6f} s" if f.offset else "") + ")" for f in tr.files)
     ev = tr.events[i]
-    out = (f"{printable(files, 90)}  event {i}/{len(tr.events) - 1}  ts {ev.ts:.6f}  "
-           f"findings {len(tr.findings)}  {INFERRED}")
-    if tr.apicv:
-        out += "  APICv suspected"
+    files = " + ".join(f"{printable(os.path.basename(f.path), 40)} ({f.role}"
+                       + (f" {f.offset:+.6f} s" if f.offset else "") + ")" for f in tr.files)
+    out = (f"event {i}/{len(tr.events) - 1}  ts {ev.ts:.6f}  findings {len(tr.findings)}  {INFERRED}"
+           + ("  APICv suspected" if tr.apicv else "") + "  " + files)
     if message:
         out = message + "  | " + out
     return out
@@ -387,7 +393,9 @@ class LoadingScreen(Screen):
         if phase == "rebuild":
             self.query_one("#loadtitle", Static).update(
                 f"rebuilding the per-vCPU state: event {n:,}")
-            self.query_one("#loadbar", ProgressBar).update(total=app.load_events or None, progress=n)
+            # events <= lines: the lines read bound the events to rebuild
+            total = max(app.load_lines, self.total or 0, n) or None
+            self.query_one("#loadbar", ProgressBar).update(total=total, progress=n)
             self.query_one("#loadcount", Static).update(f"{app.load_lines:,} lines read")
             return
         name = printable(os.path.basename(str(paths[min(fi, len(paths) - 1)])), 60) if paths else ""
@@ -418,6 +426,11 @@ class ImportedApp(App):
         Binding("slash", "ask('search')", "search"),
         Binding("n", "match(1)", "next match"),
         Binding("N", "match(-1)", "prev match", show=False),
+        Binding("w", "ask('watch')", "watch"),
+        Binding("W", "watch(-1)", "watch back", show=False),
+        Binding("right_square_bracket", "vcpu_step(1)", "vCPU next", show=False),
+        Binding("left_square_bracket", "vcpu_step(-1)", "vCPU prev", show=False),
+        Binding("x,e,exclamation_mark", "what_if", "what-if", show=False),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit_app", "quit"),
         Binding("escape", "close_input", "close", show=False),
@@ -435,11 +448,11 @@ class ImportedApp(App):
         self.error: str | None = None          # one line for stderr after exit (run_imported_tui)
         self.message = ""
         self.search: tuple | None = None        # (find kw, names, text)
+        self.watching: tuple | None = None      # (vcpu, "irr"|"isr"|"msr"|"tpr"|"hotplug", key)
         self.sel_vcpu: int | None = None
         self.load_progress = (0, 0, "read")
         self.load_lines = 0
         self.load_lines_before = 0
-        self.load_events = 0
         self._file_lines: dict = {}
         self._cancel = threading.Event()
         self._asking: str | None = None
@@ -451,7 +464,8 @@ class ImportedApp(App):
         yield Static("", id="status", markup=False)
         yield Horizontal(id="main")
         yield Input(id="ask")
-        yield Footer()
+        # a fixed line rather than a Footer: the Footer rebuilds itself on every focus change
+        yield Static(KEYS_LINE, id="keys", markup=False)
 
     def on_mount(self) -> None:
         self._size_classes(self.size.width, self.size.height)
@@ -472,8 +486,9 @@ class ImportedApp(App):
         if not vcpus:
             left.mount(Static("no vCPU in this trace (no event decoded to a vCPU)", id="novcpu"))
         elif len(vcpus) > MANY_VCPUS:
-            left.mount(OptionList(*[Option(f"vCPU {n}", id=f"v{n}") for n in vcpus], id="vcpulist"),
-                       VcpuPane(vcpus[0], id="cpudetail"))
+            lst = OptionList(*[Option(f"vCPU {n}", id=f"v{n}") for n in vcpus], id="vcpulist")
+            lst.border_title = f"vCPUs ({len(vcpus)})"
+            left.mount(lst, VcpuPane(vcpus[0], id="cpudetail"))
         else:
             left.mount(*[VcpuPane(n, id=f"cpu{n}", classes="cpu") for n in vcpus])
         fl = FindingsPane(*[Option(Text.assemble((f"[{f.kind}] ", "bold"), printable(f.text, 400)), id=f"f{k}")
@@ -496,8 +511,12 @@ class ImportedApp(App):
 
     # -- the import worker (large files) ---------------------------------------------
     def _import(self) -> None:
+        from textual.worker import get_current_worker
+        worker = get_current_worker()
+
         def progress(fi: int, n: int) -> None:
-            if self._cancel.is_set():
+            # ends the import thread soon after a cancel, an exit (ctrl+q) or a worker cancel
+            if self._cancel.is_set() or worker.is_cancelled:
                 raise _Cancelled()
             if fi >= len(self.paths):
                 if self.load_progress[2] != "rebuild":
@@ -529,6 +548,7 @@ class ImportedApp(App):
         self.trace = tr
         if isinstance(self.screen, LoadingScreen):
             self.pop_screen()
+        self._size_classes(self.size.width, self.size.height)
         self._build()
 
     def cancel_import(self) -> None:
@@ -542,8 +562,9 @@ class ImportedApp(App):
 
     def _size_classes(self, w: int, h: int) -> None:
         narrow = w < 100 or h < 30
-        self.screen.set_class(narrow, "-narrow")
-        self.screen.set_class(not narrow, "-wide")
+        for screen in self.screen_stack:          # the main screen too while a loading / help screen is on top
+            screen.set_class(narrow, "-narrow")
+            screen.set_class(not narrow, "-wide")
         self.set_class(narrow, "-narrow")
 
     # -- moving ----------------------------------------------------------------------
@@ -598,8 +619,11 @@ class ImportedApp(App):
         inp = self.query_one("#ask", Input)
         self._asking = what
         inp.value = ""
-        inp.placeholder = ("goto: an event index (1234) or @TIMESTAMP" if what == "goto" else
-                           "search: event name, part of one, vcpu=N vector=0x.. msr=0x.., or text")
+        inp.placeholder = {
+            "goto": "goto: an event index (1234) or @TIMESTAMP",
+            "search": "search: event name, part of one, vcpu=N vector=0x.. msr=0x.., or text",
+            "watch": f"watch vCPU {self.sel_vcpu}: irr 0xNN | isr 0xNN | msr 0xNNNN | tpr | hotplug  [vcpu=N]",
+        }[what]
         inp.add_class("open")
         inp.focus()
 
@@ -619,6 +643,8 @@ class ImportedApp(App):
             return
         if what == "goto":
             self.goto_text(text)
+        elif what == "watch":
+            self.watch_text(text)
         else:
             self.search_text(text)
 
@@ -662,7 +688,8 @@ class ImportedApp(App):
         fwd = d > 0
         i = None
         if text is None:
-            hits = [tr.find(self.index, fwd, name=n, **kw) for n in names] if names else [tr.find(self.index, fwd, **kw)]
+            hits = ([tr.find(self.index, fwd, name=n, **kw) for n in names] if names else
+                    [tr.find(self.index, fwd, **kw)])
             hits = [h for h in hits if h is not None]
             if hits:
                 i = min(hits) if fwd else max(hits)
@@ -692,6 +719,85 @@ class ImportedApp(App):
         self.goto(i)
         return i
 
+    # -- watchpoints and per-vCPU steps ---------------------------------------------------
+    def watch_text(self, text: str) -> int | None:
+        words = text.split()
+        vcpu = self.sel_vcpu
+        rest = []
+        for w in words:
+            if w.startswith("vcpu="):
+                try:
+                    vcpu = int(w[5:], 0)
+                except ValueError:
+                    self.say(f"watch: {printable(w, 30)}: expected vcpu=N")
+                    return None
+            else:
+                rest.append(w)
+        if not rest or rest[0].lower() not in WATCH_KINDS:
+            self.say("watch: irr 0xNN, isr 0xNN, msr 0xNNNN, tpr or hotplug [vcpu=N]")
+            return None
+        what = rest[0].lower()
+        key = None
+        if what in ("irr", "isr", "msr"):
+            try:
+                key = int(rest[1], 0) if len(rest) > 1 else None
+            except ValueError:
+                key = None
+            if key is None:
+                self.say(f"watch {what}: give the {'MSR' if what == 'msr' else 'vector'} (0x.. for hex)")
+                return None
+        if vcpu is None or vcpu not in self.trace.vcpus():
+            have = ", ".join(map(str, self.trace.vcpus())) or "none"
+            self.say(f"watch: no vCPU {vcpu} in this trace (vCPUs: {have})")
+            return None
+        self.watching = (vcpu, what, key)
+        return self.action_watch(1)
+
+    def _watch_label(self) -> str:
+        vcpu, what, key = self.watching
+        k = "" if key is None else f" 0x{key:x}" if what == "msr" else f" 0x{key:02x}"
+        return f"vCPU {vcpu} {what}{k}"
+
+    def action_watch(self, d: int) -> int | None:
+        tr = self.trace
+        if tr is None:
+            return None
+        if self.watching is None:
+            self.say("no watch yet: press w first")
+            return None
+        vcpu, what, key = self.watching
+        if d > 0:
+            i = tr.watch(self.index, vcpu, what, key, True)
+        else:
+            i = tr.watch(self.index - 1, vcpu, what, key, False) if self.index > 0 else None
+        if i is None:
+            self.say(f"watch {self._watch_label()}: no change {'after' if d > 0 else 'before'} event {self.index}")
+            self.bell()
+            return None
+        self.message = f"watch {self._watch_label()}: changed at {i}"
+        self.goto(i)
+        return i
+
+    def action_vcpu_step(self, d: int) -> None:
+        tr = self.trace
+        if tr is None or self.sel_vcpu is None:
+            return
+        i = tr.find(self.index, d > 0, vcpu=self.sel_vcpu)
+        if i is None:
+            self.say(f"no event of vCPU {self.sel_vcpu} {'after' if d > 0 else 'before'} event {self.index}")
+            return
+        self.message = f"vCPU {self.sel_vcpu}"
+        self.goto(i)
+
+    def action_what_if(self) -> None:
+        if self.trace is not None:
+            self.say("what-if edits do not apply to a real trace: there is no model behind it")
+
+    def on_descendant_focus(self, event) -> None:
+        w = event.widget if hasattr(event, "widget") else None
+        if isinstance(w, VcpuPane) and w.id != "cpudetail":
+            self.sel_vcpu = w.vcpu
+
     # -- panes -------------------------------------------------------------------------
     @on(OptionList.OptionSelected, "#findings")
     def _finding(self, event: OptionList.OptionSelected) -> None:
@@ -702,6 +808,7 @@ class ImportedApp(App):
                 self.message = f"finding: {f.kind}" + (f" vCPU {f.vcpu}" if f.vcpu is not None else "")
                 self.goto(f.events[0])
                 if f.vcpu is not None and f.vcpu in self.trace.vcpus():
+                    self.sel_vcpu = f.vcpu
                     self._select_vcpu(f.vcpu)
 
     @on(OptionList.OptionHighlighted, "#vcpulist")
@@ -728,6 +835,9 @@ class ImportedApp(App):
         if not isinstance(self.screen, (HelpScreen, LoadingScreen)):
             self.push_screen(HelpScreen())
 
+    def on_unmount(self) -> None:
+        self._cancel.set()          # whatever ended the app: the import thread stops at its next progress call
+
     def action_quit_app(self) -> None:
         self._cancel.set()
         self.exit(0)
@@ -753,6 +863,12 @@ def check_paths(paths) -> str | None:
             return (f"hvdbg tui: {s}: not a text trace (ftrace trace / trace_pipe, trace-cmd report or "
                     f"perf script, plain, .gz or .xz) nor an hvdbg recording")
     return None
+
+
+def _plain(path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return not (head[:2] == b"\x1f\x8b" or head == b"\xfd7zXZ\x00")
 
 
 def _estimate_lines(paths) -> tuple[int, bool]:
@@ -784,7 +900,7 @@ def run_imported_tui(paths, fmt: str = "auto", offsets: dict | None = None, *, s
         return 2
     try:
         lines, plain = _estimate_lines(paths)
-        size = sum(os.path.getsize(p) * (1 if plain else 10) for p in paths)
+        size = sum(os.path.getsize(p) * (1 if _plain(p) else 10) for p in paths)
     except OSError as e:
         print(f"hvdbg tui: cannot read: {printable(e.strerror or str(e), 200)}", file=sys.stderr)
         return 2
