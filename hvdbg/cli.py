@@ -112,6 +112,10 @@ def cmd_tui(args, out) -> int:
     from .serve import in_browser
     if not (sys.stdin.isatty() and sys.stdout.isatty()) and not in_browser():
         raise UsageError("hvdbg: the TUI needs a terminal; use `hvdbg run`, `hvdbg repl` or `hvdbg script` without one")
+    from . import import_cli
+    if paths := import_cli.tui_text_traces(args, UsageError):
+        from .tui.imported import run_imported_tui
+        return run_imported_tui(paths, args.format, import_cli.parse_offsets(args.offset, UsageError, "hvdbg tui"))
     session = _open_session(args)
     from .tui import run_tui
     return run_tui(session)
@@ -181,8 +185,11 @@ def make_parser() -> _Parser:
     sub.add_parser("scenarios", help="list the built-in scenarios")
     bg = sub.add_parser("bugs", help="list the bug packs: hypervisor, transition, symptom, upstream fix, fix names")
     bg.add_argument("--json", action="store_true")
-    tu = sub.add_parser("tui", help="the terminal UI (the default with no arguments)")
+    tu = sub.add_parser("tui", help="the terminal UI (the default with no arguments); also opens ftrace / trace-cmd / "
+                        "perf script text traces")
     _session_options(tu)
+    from . import import_cli
+    import_cli.add_tui_options(tu)
     sv = sub.add_parser("serve", help="the TUI in a browser (textual-serve: pip install 'hvdbg[serve]')")
     _session_options(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

@@ -51,11 +51,11 @@ HELP = """[b]hvdbg - imported trace[/b]  (the state shown is rebuilt from the ev
   pgdn / pgup       a page of events      home / end       first / last event
   g                 go to an event: an index (1234) or a timestamp (@1907374.5023)
   /                 search: an event name (kvm_inj_virq), part of one (inj), words
-                    vcpu=N vector=0x34 msr=0x40000073 name=kvm_msr, or any text
+                    vcpu=N vector=0x34 msr=0x4b564d04 name=kvm_msr, or any text
   n / N             next / previous match
   ] / [             next / previous event of the selected vCPU (the focused vCPU pane,
                     the one picked in the vCPU list, or the last finding's)
-  w                 watch the selected vCPU: irr 0xec, isr 0xfd, msr 0x40000073, tpr,
+  w                 watch the selected vCPU: irr 0xec, isr 0xfd, msr 0x4b564d04, tpr,
                     hotplug (add vcpu=N for another): go to the next event changing it
   W                 the previous event changing the last watch
   tab / shift+tab   next / previous pane;  on the findings: enter goes to the finding's
