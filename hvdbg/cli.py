@@ -182,6 +182,8 @@ def make_parser() -> _Parser:
     sp.add_argument("--step", type=_int, help="step (default: the end)")
     sp.add_argument("--branch", default="main")
     sp.add_argument("--json", action="store_true")
+    from .explore_cli import add_parser as add_explore_parser
+    add_explore_parser(sub)
     return p
 
 
@@ -477,6 +479,11 @@ def cmd_bugs(args, out) -> int:
     return EXIT_OK
 
 
+def cmd_explore(args, out) -> int:
+    from .explore_cli import cmd_explore as explore
+    return explore(args, out)
+
+
 def cmd_scenarios(args, out) -> int:
     from .core.scenario import builtin_names, load_scenario
     for n in builtin_names():
@@ -547,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             args = make_parser().parse_args((["tui"] if interactive else ["run"]) + argv)
         code = {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "bugs": cmd_bugs, "replay": cmd_replay,
                 "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script,
-                "tui": cmd_tui}[args.cmd](args, out)
+                "tui": cmd_tui, "explore": cmd_explore}[args.cmd](args, out)
         out.flush()
         return code
     except UsageError as e:
