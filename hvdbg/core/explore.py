@@ -52,9 +52,28 @@ def _byte_term(space: int, addr: int, b: int) -> int:
     return hash((space, addr, b)) & MASK64 if b else 0
 
 
+CHUNK = 64
+_chunk_memo: dict = {}
+
+
+def _chunk_term(space: int, addr: int, chunk: bytes) -> int:
+    k = (space, addr, chunk)
+    h = _chunk_memo.get(k)
+    if h is None:
+        h = 0
+        for i, b in enumerate(chunk):
+            if b:
+                h ^= hash((space, addr + i, b))
+        h &= MASK64
+        if len(_chunk_memo) > 65536:
+            _chunk_memo.clear()
+        _chunk_memo[k] = h
+    return h
+
+
 def _page_term(space: int, key: int, content) -> int:
-    """Presence of a page plus each non-zero byte of it (memoised: pages are created with a
-    handful of distinct contents)."""
+    """Presence of a page plus each non-zero byte of it (the XOR of the byte terms is taken
+    per 64-byte chunk and memoised: pages differ from each other in a few chunks)."""
     if content is None:
         return 0
     content = bytes(content)
@@ -63,9 +82,8 @@ def _page_term(space: int, key: int, content) -> int:
     if h is None:
         h = hash(("page", space, key)) & MASK64
         base = key << PAGE_SHIFT if space == RAM else 0
-        for i, b in enumerate(content):
-            if b:
-                h ^= hash((space, base + i, b)) & MASK64
+        for off in range(0, len(content), CHUNK):
+            h ^= _chunk_term(space, base + off, content[off:off + CHUNK])
         if len(_page_memo) > 4096:
             _page_memo.clear()
         _page_memo[mk] = h
