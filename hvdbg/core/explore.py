@@ -38,8 +38,8 @@ from .machine import RAM
 MASK64 = (1 << 64) - 1
 HASH_BITS = 64
 BOUND_KINDS = ("traffic", "timer")
-DEFAULT_BOUNDS = {"traffic": 2, "timer": 2}
-DEFAULT_MAX_STATES = 200_000
+DEFAULT_BOUNDS = {"traffic": 1, "timer": 0}
+DEFAULT_MAX_STATES = 1_000_000
 CONFIRM_BUDGET = 50_000        # states the unbounded hang confirmation may explore per candidate
 MAX_CONFIRM = 32               # hang candidates confirmed per cell before giving up (-> incomplete)
 
