@@ -128,7 +128,7 @@ def cell_name(scn_name: str, c: dict) -> str:
     return f"{scn_name}.{c['hypervisor']}.{c['overlay']}.{c['fix']}.{c['garbage'].replace(':', '-')}"
 
 
-def explore_cell(job: dict) -> dict:
+def explore_cell(job: dict, progress=None) -> dict:
     """One cell (runs in a worker process too): the search, then the counterexample's
     minimisation and trace. Returns a JSON-able dict."""
     from .core.engine import Engine
@@ -137,7 +137,7 @@ def explore_cell(job: dict) -> dict:
     scn = parse_scenario(job["text"], job["source"])
     cfg = scn.config(**job["cell"])
     ex = Explorer(lambda: Engine(scn, cfg, journal=False), bounds=job["bounds"], max_states=job["max_states"],
-                  strategy=job["strategy"])
+                  strategy=job["strategy"], progress=progress)
     r = ex.run()
     d = r.as_dict()
     d.update(job["cell"])
@@ -202,10 +202,10 @@ def cmd_explore(args, out) -> int:
     progress = None
     if show:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        progress = Progress(TextColumn("exploring"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
                             TimeElapsedColumn(), console=_console(out), transient=True)
         progress.start()
-        task = progress.add_task("cells", total=len(jobs))
+        task = progress.add_task("exploring", total=len(jobs))
     try:
         if args.jobs > 1 and len(jobs) > 1:
             from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -217,7 +217,17 @@ def cmd_explore(args, out) -> int:
                         progress.advance(task)
         else:
             for i, j in enumerate(jobs):
-                results[i] = explore_cell(j)
+                cb = None
+                if progress is not None:
+                    t1 = time.perf_counter()
+                    name = cell_name(scn.name, j["cell"])
+
+                    def cb(states, transitions, frontier, t1=t1, name=name):
+                        dt = max(1e-9, time.perf_counter() - t1)
+                        progress.update(task, description=f"{name}: {states:,} states, {states / dt:,.0f}/s, "
+                                                          f"{'frontier' if args.strategy == 'bfs' else 'depth'} "
+                                                          f"{frontier:,}")
+                results[i] = explore_cell(j, cb)
                 if progress is not None:
                     progress.advance(task)
     finally:
@@ -230,7 +240,11 @@ def cmd_explore(args, out) -> int:
     if args.json:
         out.write(json.dumps(rep, default=str) + "\n")
     else:
-        render(rep, _console(out))
+        from rich.console import Console
+        con = Console(file=out, highlight=False)
+        if not show:
+            con = Console(file=out, highlight=False, width=140)
+        render(rep, con)
     verdicts = [r["verdict"] for r in results]
     if any(r["verdict"] == "counterexample" and r["outcome"] == "corruption" for r in results):
         return EXIT_CORRUPTION
@@ -245,24 +259,18 @@ def render(rep: dict, con) -> None:
     from rich.table import Table
     from rich.text import Text
     b = ", ".join(f"{k}={v}" for k, v in rep["bounds"].items())
-    t = Table(title=f"explore {rep['scenario']}  (bounds {b}; max {rep['max_states']} states/cell; "
+    t = Table(title=f"explore {rep['scenario']}  (bounds {b}; max {rep['max_states']:,} states/cell; "
                     f"{rep['strategy']})", title_justify="left")
     for col, just in (("hypervisor", "left"), ("overlay", "left"), ("fix", "left"), ("garbage", "left"),
                       ("verdict", "left"), ("states", "right"), ("transitions", "right"), ("depth", "right"),
-                      ("time s", "right"), ("states/s", "right"), ("counterexample", "left")):
-        t.add_column(col, justify=just)
+                      ("time s", "right"), ("states/s", "right")):
+        t.add_column(col, justify=just, no_wrap=True, overflow="ellipsis" if col != "verdict" else "fold")
     for r in rep["cells"]:
-        v = r["verdict"] + (f" ({r['outcome']})" if r.get("outcome") else "")
-        cx = ""
-        if r["verdict"] == "counterexample":
-            cx = f"{r.get('choices', r.get('found_choices', 0))} choices"
-            if r.get("trace"):
-                cx += f" -> {r['trace']}"
-            if r.get("trace_note"):
-                cx += f" ({r['trace_note']})"
+        v = {"proved within bounds": "proved"}.get(r["verdict"], r["verdict"]) + \
+            (f" ({r['outcome']})" if r.get("outcome") else "")
         t.add_row(r["hypervisor"], r["overlay"], r["fix"], r["garbage"], Text(v, VERDICT_STYLE.get(r["verdict"], "")),
                   f"{r['states']:,}", f"{r['transitions']:,}", str(r["depth"]), f"{r['seconds']:.2f}",
-                  f"{r['states_per_second']:,}", cx)
+                  f"{r['states_per_second']:,}")
     con.print(t)
     n = max((r["states"] for r in rep["cells"]), default=0)
     from .core.explore import collision_probability
@@ -273,8 +281,17 @@ def render(rep: dict, con) -> None:
                    "it says nothing about longer traffic/timer sequences or other scenario [vars].", style="dim"),
               soft_wrap=True)
     for r in rep["cells"]:
-        if r["verdict"] != "proved within bounds" and r.get("reason"):
-            con.print(Text(f"{r['cell']}: {r['reason']}", style="dim"), soft_wrap=True)
+        if r["verdict"] == "counterexample":
+            cx = f"{r['cell']}: {r['outcome']} ({r['reason']}); {r.get('choices', r.get('found_choices', 0))} choices"
+            if r.get("found_choices") is not None and r.get("choices") is not None:
+                cx += f" (minimised from {r['found_choices']})"
+            if r.get("trace"):
+                cx += f"; trace {r['trace']} ({r.get('trace_outcome')} at step {r.get('trace_steps')})"
+            if r.get("trace_note"):
+                cx += f"; {r['trace_note']}"
+            con.print(Text(cx), soft_wrap=True)
+        elif r["verdict"] == "incomplete":
+            con.print(Text(f"{r['cell']}: incomplete: {r['reason']}", style="yellow"), soft_wrap=True)
 
 
 __all__ = ["add_parser", "cmd_explore", "explore_cell", "plan", "argparse"]
