@@ -220,3 +220,31 @@ def test_bad_input_is_one_line_exit_2():
         code, out, err = _cli(argv)
         assert code == 2, (argv, err)
         assert frag in err and err.count("\n") == 1, err
+
+
+def test_jobs_2_gives_the_same_cells():
+    argv = ["explore", "cpu-offline", "--hypervisor", "hyperv", "--overlay", "copy-back", "--fix", "all",
+            "--garbage", "0xa5", "--set", "warmup=2", "--set", "teardown_work=2", "--bound", "traffic=0", "--json"]
+    one = json.loads(_cli(argv + ["--jobs", "1"])[1])["cells"]
+    two = json.loads(_cli(argv + ["--jobs", "2"])[1])["cells"]
+    key = ("cell", "verdict", "outcome", "states", "transitions", "depth")
+    assert [{k: c[k] for k in key} for c in one] == [{k: c[k] for k in key} for c in two]
+
+
+async def test_a_counterexample_opens_in_the_tui_at_the_failure(tmp_path):
+    import os
+    os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+    from hvdbg.commands import Session
+    from hvdbg.tui.app import HvdbgApp
+    code, out, _ = _cli(["explore", "cpu-offline", "--fix", "none", "--garbage", "0xa5", "--set", "warmup=2",
+                         "--set", "teardown_work=2", "--bound", "traffic=0", "--out", str(tmp_path), "--json"])
+    assert code == 3
+    cell = json.loads(out)["cells"][0]
+    s = Session.open(cell["trace"])
+    app = HvdbgApp(s)
+    async with app.run_test(size=(140, 45)) as pilot:
+        assert s.tl.result.outcome == "hang"
+        assert s.tl.pos == s.tl.length == cell["trace_steps"]      # at the failing step
+        await pilot.press("y")                                     # why: the chain
+        assert app.screen.__class__.__name__ == "WhyScreen"
+        assert any("EOI skipped" in lk["text"] for lk in app.screen.links)
