@@ -460,32 +460,49 @@ class Explorer:
                 if not good[p]:
                     good[p] = True
                     q.append(p)
-        del rev
         bad = [i for i in range(n) if not good[i]]
         self.bad = set(bad)
         if not bad:
             return self._finish(t0, "proved within bounds", "", "every reachable state can reach the goal", [])
         par, dist = self._shortest()
+        # Confirm candidates on an unbounded engine: the nearest one first (a short path when
+        # it is a real hang), then the deepest first. A refuted candidate (goal reachable
+        # without the bounds) refutes every candidate that reaches it in the graph.
         bad.sort(key=lambda i: dist[i])
-        refuted = 0
-        unknown = 0
-        for sid in bad[:MAX_CONFIRM]:
+        order = [bad[0]] + sorted(bad[1:], key=lambda i: -dist[i])
+        refuted_set: set = set()
+        bad_set = self.bad
+        checked = unknown = 0
+        for sid in order:
+            if sid in refuted_set:
+                continue
+            if checked >= MAX_CONFIRM:
+                unknown += 1
+                break
+            checked += 1
             path = self._graph_path(par, sid)
             verdict, why = self._confirm_hang(path)
             if verdict is True:
-                self.refuted = refuted
+                self.refuted = len(refuted_set)
                 return self._finish(t0, "counterexample", "hang", why, self.prefix + path)
             if verdict is False:
-                refuted += 1
+                q = [sid]
+                refuted_set.add(sid)
+                while q:
+                    x = q.pop()
+                    for p in rev[x]:
+                        if p in bad_set and p not in refuted_set:
+                            refuted_set.add(p)
+                            q.append(p)
             else:
                 unknown += 1
-        self.refuted = refuted
-        if unknown or len(bad) > MAX_CONFIRM:
+        self.refuted = len(refuted_set)
+        if unknown:
             return self._finish(t0, "incomplete", "", f"{len(bad)} states cannot reach the goal within the bounds; "
-                                f"{refuted} of the {min(len(bad), MAX_CONFIRM)} checked reach it without them, "
-                                f"{unknown} undecided", [])
+                                f"{len(refuted_set)} reach it without them, the rest are undecided after {checked} "
+                                "unbounded confirmations", [])
         return self._finish(t0, "proved within bounds", "", f"{len(bad)} states cannot reach the goal only because "
-                            "of the bounds (each reaches it without them)", [])
+                            f"of the bounds (each reaches it without them; {checked} unbounded confirmations)", [])
 
     def _confirm_hang(self, path: list):
         """Is the state after `path` a hang as `run` defines it, with no bound? (True, why),
