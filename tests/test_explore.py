@@ -248,3 +248,17 @@ async def test_a_counterexample_opens_in_the_tui_at_the_failure(tmp_path):
         await pilot.press("y")                                     # why: the chain
         assert app.screen.__class__.__name__ == "WhyScreen"
         assert any("EOI skipped" in lk["text"] for lk in app.screen.links)
+
+
+@pytest.mark.parametrize("overlay", ["uncover-stale", "copy-back", "restore"])
+def test_every_cell_a_sweep_fails_is_a_counterexample(overlay):
+    """Consistency with sampling: a cell where some of 30 seeds hangs must come out as a
+    counterexample (the converse is what exploring adds)."""
+    scn, cfg, make = _cell(fix="none", garbage="0xa5", hypervisor="hyperv", overlay=overlay)
+    outcomes = set()
+    for seed in range(30):
+        cfg.seed = seed
+        outcomes.add(Engine(scn, cfg, journal=False).run().outcome)
+    r = Explorer(make, bounds=NO_SOURCES, max_states=10**6).run()
+    if outcomes - {"ok"}:
+        assert r.verdict == "counterexample" and r.outcome in outcomes
