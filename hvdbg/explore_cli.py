@@ -158,8 +158,11 @@ def explore_cell(job: dict, progress=None) -> dict:
             d["choices"] = len(choices)
             d["path"] = [list(a) for a in choices]
             if job.get("out"):
-                d.update(write_counterexample(scn, cfg, choices, r.outcome,
-                                              os.path.join(job["out"], d["cell"] + ".hvt")))
+                target = os.path.join(job["out"], d["cell"] + ".hvt")
+                try:
+                    d.update(write_counterexample(scn, cfg, choices, r.outcome, target))
+                except OSError as e:
+                    d["trace_note"] = f"not written: {target}: {getattr(e, 'why', None) or e.strerror or e}"
         d["minimise_seconds"] = round(time.perf_counter() - t0, 3)
     return d
 
