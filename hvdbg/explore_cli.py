@@ -33,8 +33,12 @@ def add_parser(sub) -> None:
                         + ", ".join(f"{k}={v}" for k, v in DEFAULT_BOUNDS.items()))
     e.add_argument("--max-states", type=_int, default=DEFAULT_MAX_STATES, dest="max_states",
                    help=f"state budget per cell (default {DEFAULT_MAX_STATES}); a cut search is 'incomplete'")
-    e.add_argument("--strategy", choices=("dfs", "bfs"), default="dfs",
-                   help="dfs (default) or bfs (shallowest counterexample first)")
+    e.add_argument("--strategy", choices=("dfs", "bfs", "pct"), default="dfs",
+                   help="dfs (default), bfs (shallowest counterexample first) or pct (probabilistic concurrency "
+                        "testing: random priorities with d-1 change points, for cells too large to exhaust)")
+    e.add_argument("--runs", type=_int, default=100, help="pct: runs per cell (default 100)")
+    e.add_argument("--pct-depth", type=_int, default=3, dest="pct_depth", help="pct: bug depth d (default 3)")
+    e.add_argument("--horizon", type=_int, default=2000, help="pct: steps per run (default 2000)")
     e.add_argument("--jobs", type=_int, default=1, help="cells in parallel in a local process pool")
     e.add_argument("--cluster", metavar="ADDRESS", help="a Ray cluster (not implemented yet)")
     e.add_argument("--matrix", action="store_true",
@@ -71,6 +75,8 @@ def plan(args) -> tuple:
         raise UsageError("hvdbg: --cluster: the --cluster backend is not implemented yet (use --jobs N)")
     if not 1 <= args.jobs <= 256:
         raise UsageError("hvdbg: --jobs: expected 1..256")
+    if not 1 <= args.runs <= 1_000_000 or not 1 <= args.pct_depth <= 10 or not 1 <= args.horizon <= 1_000_000:
+        raise UsageError("hvdbg: --runs 1..1000000, --pct-depth 1..10, --horizon 1..1000000")
     if not 1 <= args.max_states <= 100_000_000:
         raise UsageError("hvdbg: --max-states: expected 1..100000000")
     bounds = _kv(args.bound, "bound")
@@ -132,13 +138,17 @@ def explore_cell(job: dict, progress=None) -> dict:
     """One cell (runs in a worker process too): the search, then the counterexample's
     minimisation and trace. Returns a JSON-able dict."""
     from .core.engine import Engine
-    from .core.explore import Explorer, minimise, run_choices
+    from .core.explore import Explorer, minimise, pct, run_choices
     from .core.scenario import parse_scenario
     scn = parse_scenario(job["text"], job["source"])
     cfg = scn.config(**job["cell"])
-    ex = Explorer(lambda: Engine(scn, cfg, journal=False), bounds=job["bounds"], max_states=job["max_states"],
-                  strategy=job["strategy"], progress=progress)
-    r = ex.run()
+    if job["strategy"] == "pct":
+        r = pct(lambda: Engine(scn, cfg, journal=False), runs=job["runs"], depth=job["pct_depth"],
+                horizon=job["horizon"], seed=cfg.seed)
+    else:
+        ex = Explorer(lambda: Engine(scn, cfg, journal=False), bounds=job["bounds"], max_states=job["max_states"],
+                      strategy=job["strategy"], progress=progress)
+        r = ex.run()
     d = r.as_dict()
     d.update(job["cell"])
     d["scenario"] = scn.name
@@ -198,7 +208,8 @@ def cmd_explore(args, out) -> int:
         except OSError as e:
             raise UsageError(f"hvdbg: --out {args.out}: {e.strerror or e}") from None
     jobs = [{"text": scn.text, "source": scn.source, "cell": c, "bounds": bounds, "max_states": args.max_states,
-             "strategy": args.strategy, "out": args.out, "no_minimise": args.no_minimise} for c in cells]
+             "strategy": args.strategy, "out": args.out, "no_minimise": args.no_minimise, "runs": args.runs,
+             "pct_depth": args.pct_depth, "horizon": args.horizon} for c in cells]
     t0 = time.perf_counter()
     show = not args.json and hasattr(out, "isatty") and out.isatty()
     results: list = [None] * len(jobs)
@@ -238,7 +249,8 @@ def cmd_explore(args, out) -> int:
             progress.stop()
     wall = time.perf_counter() - t0
     rep = {"scenario": scn.name, "bounds": full_bounds, "max_states": args.max_states, "strategy": args.strategy,
-           "jobs": args.jobs, "seconds": round(wall, 3), "cells": results,
+           "jobs": args.jobs, "seconds": round(wall, 3), "cells": results, "runs": args.runs,
+           "pct_depth": args.pct_depth, "horizon": args.horizon,
            "hash": "64-bit incremental Zobrist over the journaled writes"}
     if args.json:
         out.write(json.dumps(rep, default=str) + "\n")
@@ -262,8 +274,10 @@ def render(rep: dict, con) -> None:
     from rich.table import Table
     from rich.text import Text
     b = ", ".join(f"{k}={v}" for k, v in rep["bounds"].items())
-    t = Table(title=f"explore {rep['scenario']}  (bounds {b}; max {rep['max_states']:,} states/cell; "
-                    f"{rep['strategy']})", title_justify="left")
+    what = (f"pct: {rep.get('runs')} runs of {rep.get('horizon')} steps per cell, depth {rep.get('pct_depth')}; "
+            "'states' counts runs" if rep["strategy"] == "pct" else
+            f"bounds {b}; max {rep['max_states']:,} states/cell; {rep['strategy']}")
+    t = Table(title=f"explore {rep['scenario']}  ({what})", title_justify="left")
     for col, just in (("hypervisor", "left"), ("overlay", "left"), ("fix", "left"), ("garbage", "left"),
                       ("verdict", "left"), ("states", "right"), ("transitions", "right"), ("depth", "right"),
                       ("time s", "right"), ("states/s", "right")):

@@ -262,3 +262,15 @@ def test_every_cell_a_sweep_fails_is_a_counterexample(overlay):
     r = Explorer(make, bounds=NO_SOURCES, max_states=10**6).run()
     if outcomes - {"ok"}:
         assert r.verdict == "counterexample" and r.outcome in outcomes
+
+
+def test_pct_finds_the_seed_hang_and_never_proves():
+    from hvdbg.core.explore import pct
+    scn, cfg, make = _cell(fix="none", garbage="0xa5")
+    r = pct(make, runs=30, depth=3, seed=1)
+    assert (r.verdict, r.outcome) == ("counterexample", "hang")
+    res = run_choices(scn, cfg, r.path)
+    assert res is not None and res.outcome == "hang"
+    _, _, make = _cell(fix="gfp-zero", garbage="0xa5")
+    r = pct(make, runs=3, depth=2, seed=1, horizon=500)
+    assert r.verdict == "incomplete" and "probability" in r.reason

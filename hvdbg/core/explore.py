@@ -638,3 +638,96 @@ def minimise(scn, cfg, choices, outcome: str, tail: int = TAIL_STEPS, max_tests:
         if fails([]):
             c = []
     return c, tests
+
+
+# ---------------------------------------------------------------- PCT
+def _agent(a: tuple) -> tuple:
+    """The 'thread' an action belongs to for PCT: one per vCPU and kind (op, deliver, timer),
+    one per IPI in flight, one per traffic source."""
+    k = a[0]
+    if k in ("op", "deliver", "timer"):
+        return (k, a[1])
+    if k == "traffic":
+        return (k, a[1], a[3])
+    return a
+
+
+def pct(make_engine, runs: int = 100, depth: int = 3, horizon: int = 2_000, seed: int = 1) -> CellResult:
+    """Probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010), for cells too
+    large to exhaust. Each run gives every agent (see _agent) a random distinct priority
+    when it first appears and picks `depth - 1` change points among the first `horizon`
+    steps; each step runs the enabled action of the highest-priority agent, and at the i-th
+    change point that agent's priority drops below every initial one. An action that changes
+    nothing (a timer into a pending vector, a spin) yields: its agent drops to the bottom,
+    otherwise a periodic source with a high priority would starve everyone. After the run (goal,
+    violation or horizon) the final state is checked for a hang with `run`'s definitions,
+    without bounds, as the explorer confirms candidates. A bug of depth d is found by one
+    run with probability at least 1/(n k^(d-1)) (n agents, k steps); the result's `reason`
+    reports that bound and the chance that `runs` runs all miss such a bug."""
+    import random
+    t0 = time.perf_counter()
+    rnd = random.Random(seed)
+    agents_seen: set = set()
+    steps_max = 0
+    transitions = 0
+    for run_i in range(runs):
+        eng = make_engine()
+        prio: dict = {}
+        change = sorted(rnd.sample(range(1, horizon + 1), max(0, min(depth - 1, horizon))))
+        low = 0
+        yields = 0
+        path: list = []
+        outcome = why = ""
+        for step in range(horizon):
+            if eng.goal_reached():
+                outcome = "ok"
+                break
+            acts = eng.enabled()
+            if not acts:
+                break
+            best = None
+            for a in acts:
+                ag = _agent(a)
+                p = prio.get(ag)
+                if p is None:
+                    p = prio[ag] = rnd.random() + depth      # initial priorities above every change
+                if best is None or p > best[0]:
+                    best = (p, a, ag)
+            _, a, ag = best
+            if change and step + 1 == change[0]:
+                change.pop(0)
+                low += 1
+                prio[ag] = (depth - low) * 1e-3               # below every initial priority
+            if not eng.apply(a):
+                yields += 1                                   # changed nothing (a spin): yield, as
+                prio[ag] = -yields                            # PCT does for spinning threads
+            path.append(a)
+            transitions += 1
+            if eng._violation is not None:
+                outcome = "corruption"
+                cpu, structure, gpa, own, gen, want = eng._violation
+                why = (f"the hypervisor wrote cpu{cpu}'s {structure} at GPA 0x{gpa:x}, a page kernel generation "
+                       f"{gen} does not own as {want} of cpu{cpu}")
+                break
+        agents_seen |= set(prio)
+        steps_max = max(steps_max, len(path))
+        if outcome == "" and not eng.goal_reached():
+            acts = eng.enabled()
+            if not acts:
+                outcome, why = "hang", "no action is enabled"
+            elif eng.quiescent(acts):
+                outcome, why = "hang", "quiescent: no enabled action changes the state"
+            elif eng.unreachable(CONFIRM_BUDGET) is True:
+                outcome, why = "hang", "cycle: every reachable state was explored and none reaches the goal"
+        if outcome in ("hang", "corruption"):
+            return CellResult(verdict="counterexample", outcome=outcome, reason=f"{why} (PCT run {run_i + 1})",
+                              states=run_i + 1, transitions=transitions, depth=len(path),
+                              seconds=time.perf_counter() - t0, strategy="pct", path=path)
+    n, k = max(1, len(agents_seen)), max(1, steps_max)
+    p = 1.0 / (n * k ** (depth - 1))
+    miss = (1 - p) ** runs
+    return CellResult(verdict="incomplete", reason=f"PCT: {runs} runs found no failure; a bug of depth {depth} is "
+                      f"found by one run with probability >= 1/(n k^(d-1)) = {p:.2e} (n = {n} agents, k = {k} steps), "
+                      f"so all {runs} runs miss one with probability <= {miss:.3f}",
+                      states=runs, transitions=transitions, depth=steps_max, seconds=time.perf_counter() - t0,
+                      strategy="pct")
