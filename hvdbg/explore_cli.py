@@ -7,7 +7,6 @@ search was cut (incomplete), 2 bad input.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -311,4 +310,4 @@ def render(rep: dict, con) -> None:
             con.print(Text(f"{r['cell']}: incomplete: {r['reason']}", style="yellow"), soft_wrap=True)
 
 
-__all__ = ["add_parser", "cmd_explore", "explore_cell", "plan", "argparse"]
+__all__ = ["add_parser", "cmd_explore", "explore_cell", "plan"]
