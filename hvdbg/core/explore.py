@@ -187,6 +187,8 @@ class Explorer:
         self.progress = progress
         self._kinds = {k: i for i, k in enumerate(BOUND_KINDS)}
         self._limits = tuple(self.bounds.get(k, -1) for k in BOUND_KINDS)
+        self._blocked: dict = {}
+        self._bterms: dict = {}
 
     # -- per-state bookkeeping (parallel lists indexed by state id)
     def _reset(self):
@@ -210,17 +212,22 @@ class Explorer:
     def _key(self, h: int, cnt: tuple) -> int:
         return (h ^ hash(("bound", cnt))) & MASK64 if any(cnt) else h
 
+    def _bterm(self, cnt: tuple) -> int:
+        """The hash term of the bound counters (0 when none is used)."""
+        t = self._bterms.get(cnt)
+        if t is None:
+            t = self._bterms[cnt] = hash(("bound", cnt)) if any(cnt) else 0
+        return t
+
     def _allowed(self, acts: list, cnt: tuple) -> tuple[list, bool]:
-        lim, kinds = self._limits, self._kinds
-        out = []
-        cut = False
-        for a in acts:
-            i = kinds.get(a[0])
-            if i is not None and lim[i] >= 0 and cnt[i] >= lim[i]:
-                cut = True
-                continue
-            out.append(a)
-        return out, cut
+        blocked = self._blocked.get(cnt)
+        if blocked is None:
+            lim = self._limits
+            blocked = self._blocked[cnt] = frozenset(k for k, i in self._kinds.items() if 0 <= lim[i] <= cnt[i])
+        if not blocked:
+            return acts, False
+        out = [a for a in acts if a[0] not in blocked]
+        return out, len(out) != len(acts)
 
     def _bump(self, cnt: tuple, a: tuple) -> tuple:
         i = self._kinds.get(a[0])
@@ -284,6 +291,7 @@ class Explorer:
         m = eng.m
         apply, undo, enabled, goal_reached = eng.apply, m.undo, eng.enabled, eng.goal_reached
         keys, succ = self.keys, self.succ
+        kinds, bterm = self._kinds, self._bterm
         acts0, cut0 = self._allowed(enabled(), cnt0)
         self.cut[0] = cut0
         # frame: [actions, next index, state id, hash, counts, writes that led here]
@@ -312,8 +320,8 @@ class Explorer:
                         undo(f[5])
                 return sid, a
             h = update_hash(fr[3], w)
-            cnt = self._bump(fr[4], a) if a[0] in self._kinds else fr[4]
-            key = (h ^ hash(("bound", cnt))) & MASK64 if any(cnt) else h
+            cnt = self._bump(fr[4], a) if a[0] in kinds else fr[4]
+            key = (h ^ bterm(cnt)) & MASK64
             t = keys.get(key)
             if t is None:
                 if len(self.parent) >= limit:
