@@ -193,6 +193,13 @@ def write_counterexample(scn, cfg, choices, outcome: str, path: str) -> dict:
     return d
 
 
+def _worker_signals() -> None:
+    """A pool worker: Ctrl-C and SIGTERM are the parent's to handle (it stops the workers)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 VERDICT_STYLE = {"counterexample": "bold red", "proved within bounds": "green", "incomplete": "yellow"}
 
 
@@ -222,12 +229,22 @@ def cmd_explore(args, out) -> int:
     try:
         if args.jobs > 1 and len(jobs) > 1:
             from concurrent.futures import ProcessPoolExecutor, as_completed
-            with ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs))) as pool:
+            pool = ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs)), initializer=_worker_signals)
+            try:
                 futs = {pool.submit(explore_cell, j): i for i, j in enumerate(jobs)}
                 for f in as_completed(futs):
                     results[futs[f]] = f.result()
                     if progress is not None:
                         progress.advance(task)
+            except BaseException:
+                # Ctrl-C, SIGTERM or a failed cell: drop the queued cells and stop the workers
+                # now (shutdown(wait=True) would finish every queued cell first)
+                procs = list((getattr(pool, "_processes", None) or {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for pr in procs:
+                    pr.terminate()
+                raise
+            pool.shutdown(wait=True)
         else:
             for i, j in enumerate(jobs):
                 cb = None
