@@ -274,3 +274,23 @@ def test_pct_finds_the_seed_hang_and_never_proves():
     _, _, make = _cell(fix="gfp-zero", garbage="0xa5")
     r = pct(make, runs=3, depth=2, seed=1, horizon=500)
     assert r.verdict == "incomplete" and "probability" in r.reason
+
+
+def test_sigterm_stops_a_parallel_matrix_and_its_workers():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    p = subprocess.Popen([sys.executable, "-m", "hvdbg", "explore", "cpu-offline", "--matrix", "--set", "warmup=2",
+                          "--jobs", "2", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    time.sleep(4)
+    kids = subprocess.run(["ps", "--ppid", str(p.pid), "-o", "pid="], capture_output=True, text=True).stdout.split()
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=20)[1].decode()
+    assert p.returncode == 143, err
+    time.sleep(0.5)
+    for k in kids:
+        st = subprocess.run(["ps", "-p", k, "-o", "stat="], capture_output=True, text=True).stdout.strip()
+        assert st in ("", "Z"), f"worker {k} still running ({st})"
