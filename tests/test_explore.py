@@ -294,3 +294,14 @@ def test_sigterm_stops_a_parallel_matrix_and_its_workers():
     for k in kids:
         st = subprocess.run(["ps", "-p", k, "-o", "stat="], capture_output=True, text=True).stdout.strip()
         assert st in ("", "Z"), f"worker {k} still running ({st})"
+
+
+def test_a_cut_search_can_still_confirm_a_hang_but_never_proves():
+    scn, cfg, make = _cell(name="cpu-offline-online", fix="none", garbage="0xa5")
+    r = Explorer(make, bounds=NO_SOURCES, max_states=100_000).run()
+    assert r.states == 100_000
+    assert (r.verdict, r.outcome) == ("counterexample", "hang")      # in a completely explored region
+    res = run_choices(scn, cfg, r.path)
+    assert res is not None and res.outcome == "hang"
+    _, _, make = _cell(name="cpu-offline-online", fix="gfp-zero", garbage="0xa5")
+    assert Explorer(make, bounds=NO_SOURCES, max_states=20_000).run().verdict == "incomplete"

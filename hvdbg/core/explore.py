@@ -281,10 +281,7 @@ class Explorer:
             sid, a = hit
             return self._finish(t0, "counterexample", "corruption", self._violation_text,
                                 prefix + self._path_to(sid) + [a])
-        if len(self.parent) >= self.max_states:
-            return self._finish(t0, "incomplete", "", f"state budget {self.max_states} reached before the bounded "
-                                "space was exhausted", [])
-        return self._liveness(t0)
+        return self._liveness(t0, cut=len(self.parent) >= self.max_states)
 
     # -- DFS with undo from the journal
     def _dfs(self, eng, h0: int, cnt0: tuple):
@@ -325,6 +322,7 @@ class Explorer:
             t = keys.get(key)
             if t is None:
                 if len(self.parent) >= limit:
+                    self.open_states = {f[2] for f in stack}     # not fully expanded
                     undo(w)
                     for f in reversed(stack):
                         if f[5] is not None:
@@ -374,6 +372,7 @@ class Explorer:
                 t = keys.get(key)
                 if t is None:
                     if len(self.parent) >= limit:
+                        self.open_states = {sid} | {x[0] for x in frontier}
                         undo(w)
                         return None
                     g = goal_reached()
@@ -452,14 +451,19 @@ class Explorer:
         return out
 
     # -- liveness: states from which the goal is unreachable
-    def _liveness(self, t0: float) -> CellResult:
+    def _liveness(self, t0: float, cut: bool = False) -> CellResult:
+        """Hang candidates: states that cannot reach a goal state in the stored graph. When
+        the budget cut the search, states not fully expanded count as able to reach it (their
+        unexplored edges might), so the candidates lie in completely explored regions; a
+        confirmed one is still a counterexample, but a cut search is never proved."""
         n = len(self.parent)
         rev: list = [[] for _ in range(n)]
         for s, ts in enumerate(self.succ):
             for t in ts:
                 rev[t].append(s)
         good = [False] * n
-        q = deque(i for i in range(n) if self.goal[i])
+        opened = getattr(self, "open_states", set()) if cut else set()
+        q = deque(i for i in range(n) if self.goal[i] or i in opened)
         for i in q:
             good[i] = True
         while q:
@@ -470,7 +474,10 @@ class Explorer:
                     q.append(p)
         bad = [i for i in range(n) if not good[i]]
         self.bad = set(bad)
+        budget = f"state budget {self.max_states} reached before the bounded space was exhausted"
         if not bad:
+            if cut:
+                return self._finish(t0, "incomplete", "", budget, [])
             return self._finish(t0, "proved within bounds", "", "every reachable state can reach the goal", [])
         par, dist = self._shortest()
         # Confirm candidates on an unbounded engine: the nearest one first (a short path when
@@ -505,6 +512,9 @@ class Explorer:
             else:
                 unknown += 1
         self.refuted = len(refuted_set)
+        if cut:
+            return self._finish(t0, "incomplete", "", f"{budget}; no hang among the {len(bad)} states of its "
+                                "completely explored regions that cannot reach the goal", [])
         if unknown:
             return self._finish(t0, "incomplete", "", f"{len(bad)} states cannot reach the goal within the bounds; "
                                 f"{len(refuted_set)} reach it without them, the rest are undecided after {checked} "
