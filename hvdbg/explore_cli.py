@@ -157,6 +157,7 @@ def explore_cell(job: dict, progress=None) -> dict:
         choices = list(r.path)
         check = run_choices(scn, cfg, choices)
         d["found_choices"] = len(choices)
+        d["found_path"] = d["path"]           # the explorer's path (path: the minimised one)
         if check is None or check.outcome != r.outcome:
             d["trace_note"] = (f"the run from the counterexample's choices ended "
                                f"{'with a choice not enabled' if check is None else check.outcome}, not {r.outcome}")
