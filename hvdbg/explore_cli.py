@@ -70,7 +70,7 @@ def plan(args) -> tuple:
     from .core.engine import parse_garbage
     from .core.explore import BOUND_KINDS, with_vars
     from .core.scenario import load_scenario
-    if args.cluster or os.environ.get("HVDBG_CLUSTER"):
+    if args.cluster:
         raise UsageError("hvdbg: --cluster: the --cluster backend is not implemented yet (use --jobs N)")
     if not 1 <= args.jobs <= 256:
         raise UsageError("hvdbg: --jobs: expected 1..256")
