@@ -216,6 +216,8 @@ def make_parser() -> _Parser:
     from . import export_cli, import_cli
     import_cli.add_parser(sub)
     export_cli.add_parser(sub)
+    from .explore_cli import add_parser as add_explore_parser
+    add_explore_parser(sub)
     return p
 
 
@@ -511,6 +513,11 @@ def cmd_bugs(args, out) -> int:
     return EXIT_OK
 
 
+def cmd_explore(args, out) -> int:
+    from .explore_cli import cmd_explore as explore
+    return explore(args, out)
+
+
 def cmd_scenarios(args, out) -> int:
     from .core.scenario import builtin_names, load_scenario
     for n in builtin_names():
@@ -583,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         code = {"run": cmd_run, "sweep": cmd_sweep, "scenarios": cmd_scenarios, "bugs": cmd_bugs, "replay": cmd_replay,
                 "info": cmd_info, "show": cmd_show, "repl": cmd_repl, "script": cmd_script,
                 "tui": cmd_tui, "serve": cmd_serve, "import": import_cli.cmd_import,
-                "export": export_cli.cmd_export}[args.cmd](args, out)
+                "export": export_cli.cmd_export, "explore": cmd_explore}[args.cmd](args, out)
         out.flush()
         return code
     except UsageError as e:
