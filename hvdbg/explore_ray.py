@@ -76,7 +76,12 @@ def connect(address: str | None, num_cpus: int | None = None):
             renv = {"py_modules": [os.path.dirname(os.path.abspath(__file__))]}
             if os.environ.get("HVDBG_RAY_SHIP", "1") == "0":
                 renv = None
-            ray.init(address=address, runtime_env=renv, **kw)
+            try:
+                ray.init(address=address, runtime_env=renv, **kw)
+            except Exception as e:      # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ...
+                from .cli import UsageError
+                msg = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:200]
+                raise UsageError(f"hvdbg: --cluster {address}: cannot connect to Ray: {msg}") from None
     return ray, True
 
 
