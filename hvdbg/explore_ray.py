@@ -70,7 +70,7 @@ def connect(address: str | None, num_cpus: int | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if address in (None, "", "local"):
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **kw)
         else:
             # ship this hvdbg (its dependencies must be installed on the cluster's nodes)
             renv = {"py_modules": [os.path.dirname(os.path.abspath(__file__))]}
@@ -531,14 +531,19 @@ def sharded_inprocess(job: dict, shards: int, progress=None, step: int = STEP) -
 
 def cluster_run(jobs: list, address: str | None, shards: int | None = None, progress=None,
                 state_progress=None, num_cpus: int | None = None) -> list:
-    """What `hvdbg explore --cluster ADDRESS` runs: one dfs/bfs cell with shards > 1 (default:
-    the cluster's CPU count) as a sharded search, otherwise every cell as a Ray task.
+    """What `hvdbg explore --cluster ADDRESS` runs: one dfs/bfs cell with shards > 1 as a
+    sharded search, otherwise every cell as a Ray task. shards=None: the cluster's CPU count
+    when it has more than one node, else 1 (on one machine the sharded search is slower
+    than one task: bench/explore_ray.py).
     progress(i, result) per finished cell; state_progress(states, transitions, frontier) per
     round of a sharded search. Result dicts in job order."""
     ray, started = connect(address, num_cpus)
     try:
         if len(jobs) == 1 and jobs[0].get("strategy", "dfs") in ("dfs", "bfs"):
-            n = shards if shards is not None else int(ray.cluster_resources().get("CPU", 1))
+            n = shards
+            if n is None:
+                nodes = [x for x in ray.nodes() if x.get("Alive")]
+                n = int(ray.cluster_resources().get("CPU", 1)) if len(nodes) > 1 else 1
             if n > 1:
                 d = sharded_explore(jobs[0], n, address, progress=state_progress)
                 if progress is not None:

@@ -53,7 +53,7 @@ def ray_local():
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)      # Ray's accelerator env-var tip
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
@@ -101,6 +101,7 @@ def test_cluster_run_picks_sharded_for_one_cell_and_tasks_for_several(ray_local,
     one = cluster_run([_job("gfp-zero")], "local", shards=2)
     assert one[0]["backend"] == "ray-sharded"
     _same(one[0], inprocess["gfp-zero"])
+    assert cluster_run([_job("gfp-zero")], "local")[0]["backend"] == "ray"     # one node: one task by default
     done = []
     two = cluster_run([_job("gfp-zero"), _job("none")], "local", progress=lambda i, d: done.append(i))
     assert [d["backend"] for d in two] == ["ray", "ray"] and sorted(done) == [0, 1]
