@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test fuzz browser test-browser bench compiled-eval sweep traces screenshots clean
+.PHONY: run test fuzz browser test-browser test-cluster bench compiled-eval sweep traces screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,12 @@ browser: $(STAMP)
 
 test-browser: browser
 	HVDBG_BROWSER_TEST=1 $(PY) -m pytest -p no:cacheprovider -m slow -k serve tests/test_serve.py
+
+# The Ray backend of `hvdbg explore --cluster` (docs/explore.md) on a local ray.init(num_cpus=2):
+# installs the optional `cluster` extra; HVDBG_CLUSTER_TEST=1 makes a missing Ray a failure, not a skip.
+test-cluster: $(STAMP)
+	$(PY) -m pip install -q -e '.[test,cluster]'
+	HVDBG_CLUSTER_TEST=1 $(PY) -m pytest -p no:cacheprovider -m slow tests/test_explore_ray.py
 
 bench: $(STAMP)
 	$(PY) bench/engine.py

@@ -70,7 +70,7 @@ def run() -> None:
         for jobs in (1, 2):
             dt, what = matrix(jobs, a.matrix_bound)
             print(f"seed matrix --jobs {jobs} (--bound {a.matrix_bound} --bound timer=0): {dt:.1f} s; {what}")
-    print("ray backend: not implemented (--cluster is a one-line error)")
+    print("ray backend: see bench/explore_ray.py (its states/s beside the in-process explorer, one run)")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,12 @@ def add_parser(sub) -> None:
     e.add_argument("--pct-depth", type=_int, default=3, dest="pct_depth", help="pct: bug depth d (default 3)")
     e.add_argument("--horizon", type=_int, default=2000, help="pct: steps per run (default 2000)")
     e.add_argument("--jobs", type=_int, default=1, help="cells in parallel in a local process pool")
-    e.add_argument("--cluster", metavar="ADDRESS", help="a Ray cluster (not implemented yet)")
+    e.add_argument("--cluster", metavar="ADDRESS",
+                   help="run on Ray: ray://HOST:PORT, auto or local (pip install 'hvdbg[cluster]'); several cells run "
+                        "as tasks, one dfs/bfs cell as a hash-partitioned search over --shards actors")
+    e.add_argument("--shards", type=_int, default=None,
+                   help="--cluster with one cell: shard actors of a hash-partitioned search (default: the "
+                        "cluster's CPUs on a multi-node cluster, else 1 = one task)")
     e.add_argument("--matrix", action="store_true",
                    help="every hypervisor x overlay x fix the pack allows x garbage (bit0=1 and bit0=0)")
     e.add_argument("--out", metavar="DIR", help="write each counterexample as a minimised .hvt trace in DIR")
@@ -70,8 +75,12 @@ def plan(args) -> tuple:
     from .core.engine import parse_garbage
     from .core.explore import BOUND_KINDS, with_vars
     from .core.scenario import load_scenario
+    args.cluster = args.cluster or os.environ.get("RAY_ADDRESS") or None     # Ray's own variable, as `ray` reads it
     if args.cluster:
-        raise UsageError("hvdbg: --cluster: the --cluster backend is not implemented yet (use --jobs N)")
+        from .explore_ray import require_ray
+        require_ray()                      # one line naming the extra when Ray is missing
+    if args.shards is not None and not 1 <= args.shards <= 1024:
+        raise UsageError("hvdbg: --shards: expected 1..1024")
     if not 1 <= args.jobs <= 256:
         raise UsageError("hvdbg: --jobs: expected 1..256")
     if not 1 <= args.runs <= 1_000_000 or not 1 <= args.pct_depth <= 10 or not 1 <= args.horizon <= 1_000_000:
@@ -228,7 +237,18 @@ def cmd_explore(args, out) -> int:
         progress.start()
         task = progress.add_task("exploring", total=len(jobs))
     try:
-        if args.jobs > 1 and len(jobs) > 1:
+        if args.cluster:
+            from .explore_ray import cluster_run
+
+            def done(i, d):
+                if progress is not None:
+                    progress.advance(task)
+
+            def states(n, transitions, frontier):
+                if progress is not None:
+                    progress.update(task, description=f"ray: {n:,} states, frontier {frontier:,}")
+            results[:] = cluster_run(jobs, args.cluster, shards=args.shards, progress=done, state_progress=states)
+        elif args.jobs > 1 and len(jobs) > 1:
             from concurrent.futures import ProcessPoolExecutor, as_completed
             pool = ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs)), initializer=_worker_signals)
             try:
