@@ -196,11 +196,12 @@ class Choices:
     descriptor tuples on access through a small interning table. Indexable, iterable,
     sized - the engine reads it through a cursor."""
 
-    __slots__ = ("codes", "_table")
+    __slots__ = ("codes", "_table", "_interned_all")
 
     def __init__(self, codes: array | None = None):
         self.codes = codes if codes is not None else array("I")
         self._table: dict = {}
+        self._interned_all = codes is None    # every code came through extend_*: all are in _table
 
     def _decode(self, code: int) -> tuple:
         t = self._table.get(code)
@@ -235,7 +236,11 @@ class Choices:
         return f"Choices({len(self)} events)"
 
     def distinct(self) -> list[tuple]:
-        """Each distinct descriptor once (for validation against the model)."""
+        """Each distinct descriptor once (for validation against the model). Codes appended
+        with extend_codes/extend_batch were all interned on the way in (no second pass over
+        millions of events)."""
+        if self._interned_all:
+            return list(self._table.values())
         return [self._decode(c) for c in set(self.codes)]
 
     def extend_codes(self, codes: array) -> None:
