@@ -146,7 +146,7 @@ def explore_cell(job: dict, progress=None) -> dict:
     """One cell (runs in a worker process too): the search, then the counterexample's
     minimisation and trace. Returns a JSON-able dict."""
     from .core.engine import Engine
-    from .core.explore import Explorer, minimise, pct, run_choices
+    from .core.explore import Explorer, pct
     from .core.scenario import parse_scenario
     scn = parse_scenario(job["text"], job["source"])
     cfg = scn.config(**job["cell"])
@@ -157,10 +157,18 @@ def explore_cell(job: dict, progress=None) -> dict:
         ex = Explorer(lambda: Engine(scn, cfg, journal=False), bounds=job["bounds"], max_states=job["max_states"],
                       strategy=job["strategy"], progress=progress)
         r = ex.run()
+    return cell_report(job, scn, cfg, r)
+
+
+def cell_report(job: dict, scn, cfg, r, extra: dict | None = None) -> dict:
+    """A cell's result as a dict (the JSON of one cell): for a counterexample, its choices
+    checked by a plain run, minimised (unless --no-minimise) and written to --out."""
+    from .core.explore import minimise, run_choices
     d = r.as_dict()
     d.update(job["cell"])
     d["scenario"] = scn.name
     d["cell"] = cell_name(scn.name, job["cell"])
+    d.update(extra or {})
     if r.verdict == "counterexample":
         t0 = time.perf_counter()
         choices = list(r.path)

@@ -360,35 +360,8 @@ def _graph_explorer(make, job: dict, prefix: list, root: int, recs: dict):
 
 def _finish_cell(job: dict, scn, cfg, r, extra: dict) -> dict:
     """A CellResult as explore_cell returns it (minimised counterexample, --out trace)."""
-    from .explore_cli import cell_name, write_counterexample
-    from .core.explore import minimise, run_choices
-    d = r.as_dict()
-    d.update(job["cell"])
-    d["scenario"] = scn.name
-    d["cell"] = cell_name(scn.name, job["cell"])
-    d.update(extra)
-    if r.verdict == "counterexample":
-        t0 = time.perf_counter()
-        choices = list(r.path)
-        check = run_choices(scn, cfg, choices)
-        d["found_choices"] = len(choices)
-        if check is None or check.outcome != r.outcome:
-            d["trace_note"] = (f"the run from the counterexample's choices ended "
-                               f"{'with a choice not enabled' if check is None else check.outcome}, not {r.outcome}")
-        else:
-            if not job.get("no_minimise"):
-                choices, tests = minimise(scn, cfg, choices, r.outcome)
-                d["minimise_tests"] = tests
-            d["choices"] = len(choices)
-            d["path"] = [list(a) for a in choices]
-            if job.get("out"):
-                target = os.path.join(job["out"], d["cell"] + ".hvt")
-                try:
-                    d.update(write_counterexample(scn, cfg, choices, r.outcome, target))
-                except OSError as e:
-                    d["trace_note"] = f"not written: {target}: {getattr(e, 'why', None) or e.strerror or e}"
-        d["minimise_seconds"] = round(time.perf_counter() - t0, 3)
-    return d
+    from .explore_cli import cell_report
+    return cell_report(job, scn, cfg, r, extra)
 
 
 def _prepare(job: dict):
