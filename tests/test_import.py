@@ -446,6 +446,7 @@ def test_simulated_seed_run_exported_and_reread_matches_its_journal(capsys, tmp_
     tracks, slices, flows, terms, counters, instants = _read_pftrace(pf)
     L = load(str(hvt))
     evs = list(L.timeline.events)
+    last_ts = len(evs) * 1000
     delivers = {}
     for ev in evs:
         for n in ev.notes:
@@ -456,10 +457,24 @@ def test_simulated_seed_run_exported_and_reread_matches_its_journal(capsys, tmp_
         if name.startswith("vector"):
             handler[tr] = handler.get(tr, 0) + 1
     assert handler == {f"vCPU {c}": k for c, k in delivers.items()}
+    # event by event: every handler slice starts at the step of its delivery and ends at the
+    # step of its EOI (or lasts to the end), rebuilt here from the journal's notes alone
+    want, open_ = [], {}
+    for ev in evs:
+        for n in ev.notes:
+            if n[0] == "deliver" and (ev.cpu, n[1]) not in open_:
+                open_[(ev.cpu, n[1])] = len(want)
+                want.append([f"vCPU {ev.cpu}", f"vector 0x{n[1]:02x}", ev.step * 1000, None])
+            elif n[0] == "eoi" and n[1] >= 0 and (ev.cpu, n[1]) in open_:
+                want[open_.pop((ev.cpu, n[1]))][3] = ev.step * 1000
+    got = sorted([tr, n, t0, t1] for tr, n, t0, t1 in slices if n.startswith("vector"))
+    assert [w[:3] for w in sorted(want, key=lambda w: (w[0], w[1], w[2]))] == [g[:3] for g in got]
+    for w in want:
+        g = next(g for g in got if g[:3] == w[:3])
+        assert w[3] is None and g[3] >= last_ts or g[3] == w[3], (w, g)
     lands = sum(ev.act[0] == "land" for ev in evs)
     assert len(set(terms)) == lands and set(terms) <= set(flows)
     # the slice of the stuck vector: delivered and never EOI'd, so it lasts to the end
-    last_ts = len(evs) * 1000
     assert any(n == "vector 0xfd" and t1 >= last_ts for _, n, _, t1 in slices)
     assert any(n.startswith("eoi skipped") for _, n in instants)
     assert {"vCPU 0 routines", "vCPU 1 routines"} <= {n for n, _, _ in tracks.values()}
