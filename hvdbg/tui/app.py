@@ -124,7 +124,9 @@ class HvdbgApp(App):
         self._events().follow(self.session.tl.pos)
         if getattr(self.session, "trace_path", None) and not self.synchronous:
             self.session.verification = {"state": "running", "done": 0, "total": 0}
-            self.run_worker(self._verify_trace, thread=True, group="verify", exit_on_error=False)
+            # after the first paint: the worker holds the GIL for long stretches
+            self.call_after_refresh(self.run_worker, self._verify_trace, thread=True, group="verify",
+                                    exit_on_error=False)
 
     def watch_theme(self, theme: str) -> None:
         if self.is_mounted and theme != self.config.theme:
