@@ -1,7 +1,7 @@
 """TUI latency, headless (issues 5 and 11): time from a step key to the repainted screen, median
 and p95, for 2, 8 and 32 vCPUs at step 0 and deep in a long trace; one page of the event log
 of the long trace scrolled and repainted; the time to first paint. Each figure is also given
-as a ratio to a calibration loop (a million iterations of a plain Python loop) timed in the
+as a ratio to the calibration loop of bench/engine.py (a million iterations) timed in the
 same run, so runs on different machines compare.
 
 Measured as the time of `App.run_action` for the bound action (the command through
@@ -14,28 +14,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import statistics
 import time
 
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine import calibration  # noqa: E402  (bench/engine.py's loop)
 from hvdbg.commands import Session  # noqa: E402
 from hvdbg.tui import HvdbgApp  # noqa: E402
 
 
-def calibrate() -> float:
-    """Seconds for a million iterations of a plain loop (the best of five)."""
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        x = 0
-        for i in range(1_000_000):
-            x += i
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-CAL = 0.0
+CAL = 0.0                          # seconds for a million iterations of the calibration loop
 
 
 def _stats(times: list[float]) -> str:
@@ -85,8 +76,8 @@ async def main() -> None:
     ap.add_argument("--long", type=int, default=1_000_000)
     a = ap.parse_args()
     global CAL
-    CAL = calibrate()
-    print(f"calibration: a million-iteration loop in {CAL * 1e3:.1f} ms (1 cal)")
+    CAL = 1e6 / calibration()
+    print(f"calibration: a million iterations of bench/engine.py's loop in {CAL * 1e3:.1f} ms (1 cal)")
     for n in (2, 8, 32):
         s = Session.open("smp", vcpus=n, fix="gfp-zero")
         await measure(s, f"smp {n} vCPUs", 0)

@@ -131,19 +131,24 @@ def test_guest_offline(name):
     assert "vector 0xfd starts" in tr.describe(5)
 
 
+# PV EOI armed (MSR_KVM_PV_EOI_EN), 0xec injected and the guest entered: its EOI may then need
+# no exit (the first 5 lines); then an exit and the kvm_pv_eoi that clears it
+PV_EOI_LINES = [
+    " q-10 [000] 1.000000: kvm_exit: vcpu 0 reason MSR_WRITE rip 0x1000 info1 0x0 info2 0x0 "
+    "intr_info 0x00000000 error_code 0x00000000",
+    " q-10 [000] 1.000001: kvm_msr: msr_write 4b564d04 = 0x5001",
+    " q-10 [000] 1.000002: kvm_apic_accept_irq: apicid 0 vec 236 (Fixed|edge)",
+    " q-10 [000] 1.000003: kvm_inj_virq: IRQ 0xec",
+    " q-10 [000] 1.000004: kvm_entry: vcpu 0, rip 0xffffffff81000000",
+    " q-10 [000] 1.000005: kvm_exit: vcpu 0 reason HLT rip 0xffffffff81000002 info1 0x0 info2 0x0 "
+    "intr_info 0x00000000 error_code 0x00000000",
+    " q-10 [000] 1.000006: kvm_pv_eoi: apicid 0 vector 236",
+]
+
+
 def test_pv_eoi_armed_marks_isr_unknown(tmp_path):
     p = tmp_path / "pv.txt"
-    p.write_text("\n".join([
-        " q-10 [000] 1.000000: kvm_exit: vcpu 0 reason MSR_WRITE rip 0x1000 info1 0x0 info2 0x0 "
-        "intr_info 0x00000000 error_code 0x00000000",
-        " q-10 [000] 1.000001: kvm_msr: msr_write 4b564d04 = 0x5001",
-        " q-10 [000] 1.000002: kvm_apic_accept_irq: apicid 0 vec 236 (Fixed|edge)",
-        " q-10 [000] 1.000003: kvm_inj_virq: IRQ 0xec",
-        " q-10 [000] 1.000004: kvm_entry: vcpu 0, rip 0xffffffff81000000",
-        " q-10 [000] 1.000005: kvm_exit: vcpu 0 reason HLT rip 0xffffffff81000002 info1 0x0 info2 0x0 "
-        "intr_info 0x00000000 error_code 0x00000000",
-        " q-10 [000] 1.000006: kvm_pv_eoi: apicid 0 vector 236",
-    ]) + "\n")
+    p.write_text("\n".join(PV_EOI_LINES) + "\n")
     tr = import_trace(p)
     assert tr.state_at(3).vcpus[0].unknown_isr() == set()       # injected, not yet in the guest
     assert tr.state_at(4).vcpus[0].unknown_isr() == {0xec}

@@ -12,6 +12,8 @@ os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 from hvdbg.trace_import import import_trace, is_text_trace  # noqa: E402
 from hvdbg.tui.imported import EventList, ImportedApp, LoadingScreen, run_imported_tui  # noqa: E402
 
+from test_import import PV_EOI_LINES  # noqa: E402
+
 FIX = Path(__file__).resolve().parent / "fixtures" / "import"
 HOST = FIX / "host-stuck.trace.txt"
 GUEST = FIX / "guest-offline.trace.txt"
@@ -74,14 +76,7 @@ async def test_step_to_the_acceptance_shows_the_vector_in_irr_with_its_event():
 
 async def test_pv_eoi_unknown_and_msr_table(tmp_path):
     p = tmp_path / "pv.txt"
-    p.write_text("\n".join([
-        " q-10 [000] 1.000000: kvm_exit: vcpu 0 reason MSR_WRITE rip 0x1000 info1 0x0 info2 0x0 "
-        "intr_info 0x00000000 error_code 0x00000000",
-        " q-10 [000] 1.000001: kvm_msr: msr_write 4b564d04 = 0x5001",
-        " q-10 [000] 1.000002: kvm_apic_accept_irq: apicid 0 vec 236 (Fixed|edge)",
-        " q-10 [000] 1.000003: kvm_inj_virq: IRQ 0xec",
-        " q-10 [000] 1.000004: kvm_entry: vcpu 0, rip 0xffffffff81000000",
-    ]) + "\n")
+    p.write_text("\n".join(PV_EOI_LINES[:5]) + "\n")
     app = ImportedApp(import_trace(p))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()

@@ -121,6 +121,13 @@ class SourceFile(NamedTuple):
     events: int
 
 
+def _garbled(counts: Counter, skipped: list, fi: int, n: int, ev: str) -> None:
+    """A known event whose fields do not decode: counted, reported (bounded), kept as text."""
+    counts["garbled"] += 1
+    if len(skipped) < MAX_REPORTED:
+        skipped.append((fi, n, f"{ev}: fields do not match the kernel's format (kept as text)"))
+
+
 def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list, counts: Counter,
                 progress=None) -> tuple:
     """Append the events of one file to `out`. Returns (format, lines, events, has_kvm)."""
@@ -209,9 +216,7 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
                     try:
                         args = d(rest)
                     except ValueError:
-                        counts["garbled"] += 1
-                        if len(skipped) < MAX_REPORTED:
-                            skipped.append((fi, n, f"{ev}: fields do not match the kernel's format (kept as text)"))
+                        _garbled(counts, skipped, fi, n, ev)
                     else:
                         if len(c) >= DECODE_CACHE:
                             c.clear()
@@ -239,9 +244,7 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
                     try:
                         args = d(rest)
                     except ValueError:
-                        counts["garbled"] += 1
-                        if len(skipped) < MAX_REPORTED:
-                            skipped.append((fi, n, f"{ev}: fields do not match the kernel's format (kept as text)"))
+                        _garbled(counts, skipped, fi, n, ev)
                     else:
                         if d is decode.kvm_hv:
                             vcpu = dict(args).get("vcpu_id", vcpu_of.get(key))

@@ -87,6 +87,7 @@ class HvdbgApp(App):
         self._search_mode = ""
         self._timer = None
         self._hex_space = RAM
+        self._listener_cache: dict[str, list] = {}
 
     # ---------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -150,10 +151,9 @@ class HvdbgApp(App):
 
     def _listeners(self, selector: str) -> list:
         """The panes a message goes to (the pane set never changes after mount: queried once)."""
-        cache = self.__dict__.setdefault("_listener_cache", {})
-        if selector not in cache:
-            cache[selector] = list(self.query(selector))
-        return cache[selector]
+        if selector not in self._listener_cache:
+            self._listener_cache[selector] = list(self.query(selector))
+        return self._listener_cache[selector]
 
     def refresh_all(self, branches_changed: bool = False) -> None:
         s = self.session
@@ -165,9 +165,8 @@ class HvdbgApp(App):
         for pane in self._listeners("VcpuPane, VcpuListPane, SourcePane, IrqPane, MsrPane, BreakpointsPane, StatusLine"):
             pane.post_message(SessionChanged(*msg))
         ev = self._events()
-        ev.set_timeline(tl)
+        ev.set_timeline(tl)             # follows tl.pos (the same timeline: only that)
         ev.set_marks(s.marks)
-        ev.follow(tl.pos)
         self._update_hexdump()
 
     def _select(self, selection: tuple) -> None:

@@ -29,13 +29,14 @@ from textual.cache import LRUCache
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.geometry import Size
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from ..safe import printable
+from .screens import HelpScreen
 
 SYNC_BYTES = 8 << 20          # files up to this size (compressed: a tenth) are imported before the app starts
 MANY_VCPUS = 4                # more vCPUs than this: a list + the selected vCPU in detail
@@ -357,14 +358,6 @@ class VcpuPane(VerticalScroll):
 
 class FindingsPane(OptionList):
     """The findings; Enter (or a click) goes to the finding's first event."""
-
-
-class HelpScreen(ModalScreen):
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "close")]
-
-    def compose(self) -> ComposeResult:
-        with VerticalScroll(id="helpbox"):
-            yield Static(HELP)
 
 
 class LoadingScreen(Screen):
@@ -833,7 +826,7 @@ class ImportedApp(App):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, (HelpScreen, LoadingScreen)):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(Text.from_markup(HELP), commands=False))
 
     def on_unmount(self) -> None:
         self._cancel.set()          # whatever ended the app: the import thread stops at its next progress call

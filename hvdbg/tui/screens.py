@@ -14,16 +14,20 @@ from ..commands import COMMANDS
 
 
 class HelpScreen(ModalScreen):
-    """Every key (from keys.KEYMAP, with the user's rebindings) and every command."""
+    """Every key (from keys.KEYMAP, with the user's rebindings) and, with `commands`, every
+    command. `text` is plain text or a rich Text."""
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "close")]
 
-    def __init__(self, text: str):
+    def __init__(self, text, commands: bool = True):
         super().__init__()
         self.text = text
+        self.commands = commands
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="helpbox"):
-            yield Static(Text(self.text))
+            yield Static(self.text if isinstance(self.text, Text) else Text(self.text))
+            if not self.commands:
+                return
             lines = "\n".join(f"  {c.usage or c.name:<46} {c.help}" for c in COMMANDS.values())
             yield Static(Text("\nCommands (`:` line and the ctrl+p palette):\n" + lines))
 
