@@ -341,3 +341,66 @@ def test_snapshots_round_trip_and_are_small():
         blob = snapshots.encode(snap)
         assert snapshots.decode(blob, e, e.m.digest()) == snap
         assert len(blob) < 8192, (name, len(blob))
+
+
+# ---------------------------------------------------------------- columns read lazily
+@SETTINGS
+@given(K=st.integers(5, 200), at=st.integers(0, 1475), reads=st.lists(st.integers(0, 1474), max_size=30))
+def test_lazily_read_columns_are_the_eagerly_read_ones(tmp_path_factory, K, at, reads):
+    """open_at inflates only the frames around the step it opens; whatever is read later,
+    one event or all of them, is what a whole read of the file gives."""
+    from hvdbg.trace import load_trace
+    f = tmp_path_factory.mktemp("lazy") / "t.hvt"
+    record(scn("cpu-offline"), scn("cpu-offline").config(), f, segment=K)
+    eager = load_trace(f)
+    o = open_at(f, at=at)
+    j = o.timeline.journal
+    cols = o.trace.columns
+    assert cols is not None and sum(cols.loaded) <= len(cols.frames)
+    if len(cols.frames) > 8:
+        assert not cols.full                        # the rest of the history is still compressed
+    assert o.timeline.e.m.digest() == fresh("cpu-offline", min(at, len(eager.events)))
+    for i in reads:
+        assert j.act(i) == eager.events[i] and j.where(i) == divmod(eager.where[i], 1 << 16)
+    assert j.codes == eager.events.codes and j.rtpc == eager.where and j.checks == eager.checks
+    assert cols.full and j.lazy is None
+
+
+def test_an_invalid_frame_is_refused_where_it_is_read(seg_trace, tmp_path):
+    """A where value no listing has, written into one events frame with valid CRCs: `info`
+    and `replay` (which read every frame) refuse the file naming the frame's byte offset; a
+    trace opened elsewhere works until a segment needs that frame, and then names it."""
+    import tracecraft as TC
+    from hvdbg.trace import load_trace
+    tr = load_trace(seg_trace)
+    tr.where[700] = 0xFFF0 << 16
+    f = tmp_path / "bad.hvt"
+    TC.rewrite(tr, f)
+    err = one_line(hv("info", f))
+    assert "byte" in err and "routine 65520" in err, err
+    assert "routine 65520" in one_line(hv("replay", "--verify", f))
+    assert hv("show", f, "--step", "100").returncode == 0
+    assert "routine 65520" in one_line(hv("show", f, "--step", "700"))
+    o = open_at(f, at=100)
+    assert o.divergence is None
+    tl = o.timeline
+    d0 = tl.e.m.digest()
+    with pytest.raises(JournalError) as ei:
+        tl.goto(702)                               # re-executes 640..702 from the snapshot at 640
+    assert "byte" in str(ei.value) and "routine 65520" in str(ei.value) and ei.value.step <= 700
+    assert tl.pos == 100 and tl.e.m.digest() == d0
+
+
+def hv(*args):
+    import os
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "hvdbg", *map(str, args)], capture_output=True, text=True,
+                          env=dict(os.environ, XDG_STATE_HOME="/tmp/hvdbg-test-state"))
+
+
+def one_line(p, code=2):
+    assert p.returncode == code, (p.returncode, p.stdout[-300:], p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    return lines[0]

@@ -223,7 +223,7 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
         e = self.scratch(m, start)
         out = []
         last = None
-        checks = j.checks
+        checks = j.recorded_checks(start, end)
         off = j.fork
         for i in range(start, end):
             a = j.act(i)

@@ -145,6 +145,12 @@ class Journal:
         self.K = max(1, K)
         self.base = base
         self.fork = fork
+        # Columns read from a trace opened at one step are filled a frame at a time: `lazy` is
+        # the filler until every frame is in (then None), `columns` keeps it for its damage
+        # report. Readers of one event or one range call need(); the plain attributes below
+        # (codes, rtpc, checks) fill everything first.
+        self.lazy = None
+        self.columns = None
         self.codes = array("I")           # closed own events: packed choices (EDIT_ACT for an edit)
         self.rtpc = array("I")            # closed own events: routine << 16 | pc (NO_RTPC for edits)
         self.edits: dict[int, tuple] = {}  # step -> edit descriptor
@@ -160,6 +166,67 @@ class Journal:
         self.rebuild: Callable | None = None
         self.lock = threading.RLock()
         self.builds = 0                   # segments rebuilt so far (statistics, tests)
+
+    # ---------------------------------------------------------------- columns
+    @property
+    def codes(self) -> array:
+        if self.lazy is not None:
+            self._fill()
+        return self._codes
+
+    @codes.setter
+    def codes(self, v: array) -> None:
+        self._codes = v
+
+    @property
+    def rtpc(self) -> array:
+        if self.lazy is not None:
+            self._fill()
+        return self._rtpc
+
+    @rtpc.setter
+    def rtpc(self, v: array) -> None:
+        self._rtpc = v
+
+    @property
+    def checks(self) -> bytearray | None:
+        if self.lazy is not None:
+            self._fill()
+        return self._checks
+
+    @checks.setter
+    def checks(self, v) -> None:
+        self._checks = v
+
+    def fill_lazily(self, columns) -> None:
+        """Read the closed own events' columns through `columns` (trace/columns.LazyColumns,
+        sharing its arrays): a frame is inflated when something reads an event in it."""
+        self.lazy = self.columns = columns
+        self._codes, self._rtpc, self._checks = columns.codes, columns.where, columns.checks
+
+    def _fill(self) -> None:
+        self.lazy.ensure_all()
+        self.lazy = None
+
+    def need(self, a: int, b: int) -> None:
+        """Make the columns of own events [a, b) readable (lazily opened traces)."""
+        lz = self.lazy
+        if lz is not None:
+            lz.ensure(max(0, a - self.fork), b - self.fork)
+            if lz.full:
+                self.lazy = None
+
+    def recorded_checks(self, start: int, end: int) -> bytearray | None:
+        """The per-event checks column, for re-executing own events [start, end): raises
+        JournalError when the recorded columns there could not be read (an invalid frame)."""
+        src = self.columns
+        if src is not None:
+            err = src.damage(max(0, start - self.fork), end - self.fork)
+            if self.lazy is not None and src.full:
+                self.lazy = None
+            if err is not None:
+                raise JournalError(err.event + self.fork, f"the recording is invalid at byte {err.offset}: {err.why}")
+        return self._checks
 
     # ---------------------------------------------------------------- shape
     def __len__(self) -> int:
@@ -244,7 +311,9 @@ class Journal:
             return self.base.act(i)
         if i >= self.head.start:
             return self.head.events[i - self.head.start][1]
-        c = self.codes[i - self.fork]
+        if self.lazy is not None:
+            self.need(i, i + 1)
+        c = self._codes[i - self.fork]
         return self.edits[i] if c == EDIT_ACT else unpack_act(c)
 
     def code(self, i: int) -> int:
@@ -253,7 +322,9 @@ class Journal:
         if i >= self.head.start:
             a = self.head.events[i - self.head.start][1]
             return EDIT_ACT if a[0] == "edit" else act_code(a)
-        return self.codes[i - self.fork]
+        if self.lazy is not None:
+            self.need(i, i + 1)
+        return self._codes[i - self.fork]
 
     def where(self, i: int) -> tuple[int, int]:
         """(routine, pc) of event i's op (-1, -1 for an edit), without building its segment."""
@@ -262,7 +333,9 @@ class Journal:
         if i >= self.head.start:
             ev = self.head.events[i - self.head.start]
             return ev[3], ev[4]
-        v = self.rtpc[i - self.fork]
+        if self.lazy is not None:
+            self.need(i, i + 1)
+        v = self._rtpc[i - self.fork]
         return (-1, -1) if v == NO_RTPC else (v >> 16, v & 0xFFFF)
 
     def __getitem__(self, i):
@@ -430,9 +503,11 @@ class Journal:
             raise JournalError(start + len(events), f"re-executing steps {start}..{end - 1} ended after "
                                                     f"{len(events)} events")
         off = self.fork
+        self.need(start, end)
+        rtpc = self._rtpc
         for ev in events:
             i = ev[0]
-            want = self.rtpc[i - off]
+            want = rtpc[i - off]
             got = NO_RTPC if ev[1][0] == "edit" else ev[3] << 16 | ev[4]
             if want != got:
                 raise JournalError(i, f"event {i} ran a different op than was recorded")
@@ -543,8 +618,9 @@ class Journal:
             return True
         if a >= b:
             return False
+        self.need(a, b)
         try:
-            self.rtpc.index(value, a - self.fork, b - self.fork)
+            self._rtpc.index(value, a - self.fork, b - self.fork)
             return True
         except ValueError:
             return False
@@ -605,8 +681,9 @@ class Journal:
                         return j
                 return None
             hi = min(stop, self.head.start)
+            self.need(i, hi)
             try:
-                return self.codes.index(code, i - self.fork, hi - self.fork) + self.fork
+                return self._codes.index(code, i - self.fork, hi - self.fork) + self.fork
             except ValueError:
                 i = hi
         return None
@@ -626,8 +703,10 @@ class Journal:
                         return j
                 i = lo - 1
                 continue
-            codes, off = self.codes, self.fork
+            off = self.fork
             lo = max(stop, self.fork, i - 4095)
+            self.need(lo, i + 1)
+            codes = self._codes
             j = i
             while j >= lo:
                 if codes[j - off] == code:

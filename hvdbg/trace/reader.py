@@ -55,6 +55,8 @@ class Trace:
     checkpoint_summaries: list = field(default_factory=list)
     #: the run's (statistics, pack state) at each checkpoint, or None (parallel)
     checkpoint_stats: list = field(default_factory=list)
+    #: read lazily (load_trace(lazy=True)): inflates the columns above frame by frame
+    columns: Any = None
 
     @property
     def complete(self) -> bool:
@@ -142,13 +144,18 @@ def _decode_header(path, buf: memoryview) -> tuple[dict, int]:
     return header, off + F.FRAME_HEAD_SIZE + len(payload)
 
 
-def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
-    """Load a trace file (path or binary file object). See module docstring for error vs salvage."""
+def load_trace(path: Any, max_bytes: int | None = None, lazy: bool = False) -> Trace:
+    """Load a trace file (path or binary file object). See module docstring for error vs salvage.
+    lazy: every frame is scanned and checked as usual except the events frames' compressed
+    columns, which ``Trace.columns`` (trace/columns.py) inflates and validates when asked;
+    until then the columns read zero."""
     data = _read_bytes(path, max_bytes)
     buf = memoryview(data)
     header, pos = _decode_header(path, buf)
     tr = Trace(header=header, size=len(buf))
     events = tr.events
+    nev = 0                     # events in the frames accepted so far
+    frames: list | None = [] if lazy else None
     unpack = F.unpack_payload
     stop: _Stop | None = None
     end = pos
@@ -160,13 +167,22 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
                     if type(rec) is not tuple or len(rec) != 3:
                         raise ValueError("events record is not [start, count, columns]")
                     start, count, blob = rec
-                    if start != len(events):
+                    if start != nev:
                         raise ValueError(f"events frame starts at event {F.one_line(str(start))[:30]}, expected "
-                                         f"{len(events)} (frame lost?)")
-                    codes, where, checks = F.unpack_columns(blob, count)
-                    events.extend_codes(codes)
-                    tr.where.extend(where)
-                    tr.checks += checks
+                                         f"{nev} (frame lost?)")
+                    if frames is not None:       # lazy: checked and inflated when read (trace/columns.py)
+                        if type(count) is not int or not 0 < count <= F.MAX_FRAME:
+                            raise ValueError(f"events frame claims {str(count)[:20]} events")
+                        if not isinstance(blob, bytes):
+                            raise ValueError("events frame columns are not bytes")
+                        frames.append((start, count, blob, off))
+                        nev += count
+                    else:
+                        codes, where, checks = F.unpack_columns(blob, count)
+                        events.extend_codes(codes)
+                        tr.where.extend(where)
+                        tr.checks += checks
+                        nev = len(events)
                 elif kind == F.K_CHECKPOINT:
                     rec = unpack(payload, use_list=True)
                     if not isinstance(rec, dict):
@@ -174,9 +190,9 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
                     step, digest, snap, ev = rec["step"], rec["digest"], rec["snapshot"], rec["event"]
                     if type(step) is not int or not isinstance(digest, str) or not (snap is None or isinstance(snap, bytes)):
                         raise ValueError("checkpoint fields have wrong types")
-                    if ev != len(events) or step != len(events):
+                    if ev != nev or step != nev:
                         raise ValueError(f"checkpoint claims step {F.one_line(str(step))[:30]} (event "
-                                         f"{F.one_line(str(ev))[:30]}), but {len(events)} events precede it")
+                                         f"{F.one_line(str(ev))[:30]}), but {nev} events precede it")
                     if not _DIGEST.match(digest):
                         raise ValueError("checkpoint digest is not 16..128 hex digits")
                     prev = tr.checkpoints[-1][0] if tr.checkpoints else 0
@@ -196,9 +212,9 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
                         if rec.get(key) is not None and not _BRANCH_NAME.match(rec[key]):
                             raise ValueError(f"branch {key} {F.one_line(repr(rec[key]))[:40]} is not a name of letters, "
                                              "digits and _ . + - (at most 64)")
-                    if not 0 <= rec["fork_step"] <= len(events):
+                    if not 0 <= rec["fork_step"] <= nev:
                         raise ValueError(f"branch fork step {F.one_line(str(rec['fork_step']))[:30]} is outside "
-                                         f"0..{len(events)}")
+                                         f"0..{nev}")
                     edit = rec.get("edit")
                     b = {
                         "name": rec["name"],
@@ -227,9 +243,9 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
                     if not isinstance(rec, dict):
                         raise ValueError("footer record is not a map")
                     if not isinstance(rec.get("outcome"), str) or not _BRANCH_NAME.match(rec["outcome"]) \
-                            or rec.get("steps") != len(events):
+                            or rec.get("steps") != nev:
                         raise ValueError("footer outcome is not a name or its step count is not the number of events")
-                    _check_footer(tr, rec, off)
+                    _check_footer(tr, rec, nev)
                     tr.footer = rec
                     tr.footer_offset = off
                 elif kind == F.K_HEADER:
@@ -247,6 +263,12 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
                 break
     except _Stop as s:
         stop = s
+    if frames is not None:
+        from .columns import LazyColumns
+        codes, where = array("I", (0,)) * nev, array("I", (0,)) * nev
+        tr.events, tr.where, tr.checks = F.Choices(codes), where, bytearray(2 * nev)
+        tr.columns = LazyColumns(frames, codes, where, tr.checks, tr.events)
+        events = tr.events
     if stop is None and tr.footer is None:
         stop = _Stop(end, "no footer (the writer did not close: killed, crashed or still running)")
     if stop is not None:
@@ -301,9 +323,9 @@ def _stats(rec):
     return tuple(out)
 
 
-def _check_footer(tr: Trace, f: dict, off: int) -> None:
-    if f.get("events") != len(tr.events):
-        raise ValueError(f"footer says {f.get('events')} events, found {len(tr.events)}")
+def _check_footer(tr: Trace, f: dict, nev: int) -> None:
+    if f.get("events") != nev:
+        raise ValueError(f"footer says {f.get('events')} events, found {nev}")
     if list(f.get("checkpoints") or ()) != [c[3] for c in tr.checkpoints]:
         raise ValueError("footer checkpoint index does not match the checkpoint records")
     if list(f.get("branches") or ()) != [b["offset"] for b in tr.branches]:
