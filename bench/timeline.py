@@ -10,7 +10,9 @@ Each phase runs in its own process (peak RSS from os.wait4 of that process alone
 (5) reverse-step and forward (redo) cost at positions 1k, 100k, 1M, 10M (when reached);
 (6) replay --verify of a 1M-event trace against the time to record it.
 
-Usage: python bench/timeline.py [--events 10000000] [--dir DIR] [--skip-tui]
+Usage: python bench/timeline.py [--events 10000000] [--dir DIR] [--skip-tui] [--trace FILE]
+(--trace: measure phases 2-5 on an existing soak trace instead of recording one; phase 6 is
+skipped.)
 """
 from __future__ import annotations
 
@@ -166,20 +168,27 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--dir", default=None)
     ap.add_argument("--skip-tui", action="store_true")
+    ap.add_argument("--trace", default=None, help="an existing trace: skip (1) and (6)")
     a = ap.parse_args()
     me = os.path.abspath(__file__)
     d = a.dir or tempfile.mkdtemp(prefix="hvdbg-bench-")
     big = os.path.join(d, f"soak-{a.events}.hvt")
     cal = calibration()
     print(f"calibration loop: {cal / 1e6:.2f} M iterations/s")
-    rec, rss, _ = child([me, "--phase", "record", big, str(a.events)])
-    n = rec["events"]
-    size = os.path.getsize(big)
-    print(f"(1) recorded {n:,} events of soak in {rec['seconds']:.1f} s ({n / rec['seconds'] / 1e3:.0f} k events/s, "
-          f"ratio to calibration {n / rec['seconds'] / cal:.4f}); peak RSS {rss / 2**20:.0f} MiB "
-          f"({rss / n:.1f} bytes/event all in); journal resident {rec['resident_bytes'] / n:.1f} bytes/event "
-          f"(K = {rec['K']}, {rec['segments']} snapshots, {rec['built_events']:,} events built at the end); "
-          f"on disk {size / n:.2f} bytes/event ({size / 2**20:.1f} MiB)")
+    if a.trace:
+        big = a.trace
+        from hvdbg.trace.reader import read_footer
+        n = (read_footer(big) or {}).get("events") or 1
+        print(f"(1) skipped: {big} ({n:,} events, {os.path.getsize(big) / n:.2f} bytes/event on disk)")
+    else:
+        rec, rss, _ = child([me, "--phase", "record", big, str(a.events)])
+        n = rec["events"]
+        size = os.path.getsize(big)
+        print(f"(1) recorded {n:,} events of soak in {rec['seconds']:.1f} s ({n / rec['seconds'] / 1e3:.0f} k "
+              f"events/s, ratio to calibration {n / rec['seconds'] / cal:.4f}); peak RSS {rss / 2**20:.0f} MiB "
+              f"({rss / n:.1f} bytes/event all in); journal resident {rec['resident_bytes'] / n:.1f} bytes/event "
+              f"(K = {rec['K']}, {rec['segments']} snapshots, {rec['built_events']:,} events built at the end); "
+              f"on disk {size / n:.2f} bytes/event ({size / 2**20:.1f} MiB)")
     op, rss, wall = child([me, "--phase", "open", big])
     print(f"(2) open_at the last step: {op['seconds']:.2f} s in-process ({wall:.2f} s wall with interpreter start), "
           f"{op['builds']} segment rebuilt, peak RSS {rss / 2**20:.0f} MiB")
@@ -205,6 +214,8 @@ def main() -> None:
                   f"max {g['max_ms']:.1f} ms over {g['n']} gotos")
     print("(5) reverse-step / forward step: " + "; ".join(
         f"at {int(p):,}: {c['reverse_us']:.1f} us / {c['forward_us']:.1f} us" for p, c in go["step_costs"].items()))
+    if a.trace:
+        return
     one = os.path.join(d, "soak-1M.hvt")
     m = min(n, 1_000_000)
     rec1, _, _ = child([me, "--phase", "record", one, str(m)])
