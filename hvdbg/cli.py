@@ -372,6 +372,9 @@ def cmd_replay(args, out) -> int:
 def cmd_info(args, out) -> int:
     from .recording import open_trace
     from .safe import printable
+    from . import import_cli
+    if import_cli.is_imported_hvt(args.trace):
+        return import_cli.cmd_info_imported(args, out)
     try:
         tr, scn, cfg = open_trace(args.trace)
     except OSError as e:

@@ -147,6 +147,8 @@ def load_trace(path: Any, max_bytes: int | None = None) -> Trace:
     data = _read_bytes(path, max_bytes)
     buf = memoryview(data)
     header, pos = _decode_header(path, buf)
+    if header.get("trace_kind") == F.IMPORTED_KIND:
+        raise F.ImportedTraceRefused(path)
     tr = Trace(header=header, size=len(buf))
     events = tr.events
     unpack = F.unpack_payload

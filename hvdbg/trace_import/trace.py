@@ -311,6 +311,28 @@ class ImportedTrace:
             order = sorted(range(len(raw)), key=t.__getitem__)     # stable: equal timestamps keep file order
             if any(order[k] != k for k in range(len(order))):
                 raw.reorder(order)
+        self._rebuild(raw, len(paths), checkpoint, progress)
+
+    @classmethod
+    def from_columns(cls, raw: "Columns", files: list, skipped: list, counts: Counter, checkpoint: int = CHECKPOINT,
+                     progress=None) -> "ImportedTrace":
+        """An ImportedTrace of events already read and merged (an imported ``.hvt``,
+        hvt.py): the per-vCPU state, checkpoints and findings are rebuilt from them exactly
+        as after a text import. ``progress(len(files), event)`` as in the constructor."""
+        self = cls.__new__(cls)
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            self.skipped = list(skipped)
+            self.counts = Counter(counts)
+            self.files = [SourceFile(*f) for f in files]
+            self._rebuild(raw, len(self.files), checkpoint, progress)
+        finally:
+            if was:
+                gc.enable()
+        return self
+
+    def _rebuild(self, raw: "Columns", nfiles: int, checkpoint: int, progress) -> None:
         self._raw = raw
         self.events = EventList(raw)
         self._ts = None
@@ -325,7 +347,6 @@ class ImportedTrace:
         step = self._recon.step
         k = self._k
         every = max(1, (1 << 16) // k)        # progress every ~65536 events (at checkpoints only)
-        nfiles = len(paths)
         for i, (nm, vn, a) in enumerate(zip(raw.name, raw.vcpu, raw.args)):
             if not i % k:
                 self._checkpoints.append(st.copy())
