@@ -426,3 +426,29 @@ def test_an_imported_hvt_routes_to_the_imported_app(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hvdbg tui: ") and "byte " in err
 
+
+def test_serve_routes_text_traces_and_imported_hvt_like_tui(tmp_path):
+    """`hvdbg serve` builds the `hvdbg tui` command line each browser tab runs; checked here
+    without a browser: the arguments route to the imported-trace app exactly as `hvdbg tui`."""
+    from hvdbg import cli, import_cli, serve
+    out = _hvt(tmp_path)
+    p = cli.make_parser()
+    cases = [
+        (["serve", str(out)], ["--", str(out)]),
+        (["serve", str(HOST), str(GUEST), "--offset", "guest=+0.5"], ["--offset=guest=+0.5", "--", str(HOST), str(GUEST)]),
+        (["serve", str(HOST), "--format", "trace"], ["--format=trace", "--", str(HOST)]),
+        (["serve", "cpu-offline", "--seed", "3"], ["--seed=3", "cpu-offline"]),
+    ]
+    for argv, want in cases:
+        tui_args = cli.serve_tui_args(p.parse_args(argv))
+        assert tui_args == want
+        cmd = serve.tui_command(tui_args, python="PY")
+        assert cmd.startswith("PY -m hvdbg tui ")
+        again = p.parse_args(["tui", *tui_args])                  # what each tab's process parses
+        got = import_cli.tui_text_traces(again, cli.UsageError)
+        assert got == (None if argv[1] == "cpu-offline" else argv[1:1 + len(got or [])])
+    for argv, msg in ((["serve", str(out), str(GUEST)], "opens alone"),
+                      (["serve", str(HOST), "--offset", "x"], "expected host="),
+                      (["serve", str(HOST), "--seed", "1"], "not to text traces")):
+        with pytest.raises(cli.UsageError, match=msg):
+            cli.serve_tui_args(p.parse_args(argv))
