@@ -651,3 +651,31 @@ def test_imported_hvt_hostile_frames_with_valid_crcs(capsys, tmp_path):
         code, o, err = run(capsys, "info", bad)
         assert code == 2 and len(err.strip().splitlines()) == 1, (what, err)
         assert re.search(r"byte \d+: invalid", err), (what, err)
+
+
+def test_repeated_prefixes_parse_exactly_as_the_line_pattern(tmp_path):
+    """The hot path splits lines whose prefix it has seen with str.partition; every line must
+    still come out as the line pattern parses it (or be reported as it reports it)."""
+    from hvdbg.trace_import import lines
+    rnd = random.Random(4)
+    prefixes = ["  qemu-kvm-3000  [000] ", " CPU 0/KVM-2344    [001] d..1. ", " <...>-12 (  12) [002] .N.. ",
+                " x: y-5 [000] ", "[004] ", " w-1 [1234567] ", " a-b-7 [3] "]
+    stamps = ["5000.000003", "1", "1.1234567890123", "123456789012345678901", "1e5", "nan", "5.", ".5", "\u0661.5"]
+    bodies = ["kvm_exit: vcpu 0 reason HLT rip 0xffffffff81000000 info1 0x0", "kvm_entry: vcpu 2, rip 0xabc",
+              "kvm_entry: vcpu 2, rip 0x12345678901234567", "kvm_exit: vcpu 1 reason A rip 0xZZ rip 0x10 x",
+              "kvm_fpu: load", "kvm_fpu:", "sched_switch: prev=a: next=b", "local_timer_entry: vector=236"]
+    text = [rnd.choice(prefixes) + rnd.choice(stamps) + rnd.choice([": ", ":  ", ":\t"]) + rnd.choice(bodies)
+            for _ in range(3000)]
+    p = tmp_path / "t.txt"
+    p.write_text("\n".join(text) + "\n")
+    tr = import_trace(p, "trace")
+    want = []
+    for n, s in enumerate(text, 1):
+        m = lines.FTRACE_RE.match(s)
+        if m:
+            want.append((n, float(m["ts"]), int(m["cpu"]), int(m["pid"]) if m["pid"] else -1, m["ev"], m["rest"]))
+    got = [(e.line, e.ts, e.cpu, e.pid, e.name, e.text) for e in tr.events]
+    assert [g[:5] for g in got] == [w[:5] for w in want]
+    assert all(g[5] in (None, w[5]) for g, w in zip(got, want))
+    assert tr.counts["skipped"] == len(text) - len(want) > 100
+    assert len({e.name for e in tr.events if e.args is not None}) >= 3

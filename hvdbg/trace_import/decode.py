@@ -51,7 +51,18 @@ _CPUHP_ENTER = re.compile(r"cpu: (\d{1,6}) target: +(-?\d{1,4}) step: +(-?\d{1,4
 _CPUHP_EXIT = re.compile(r"cpu: (\d{1,6}) +state: +(-?\d{1,4}) step: +(-?\d{1,4}) ret: (-?\d{1,10})")
 
 
+_HEX = "0123456789abcdefABCDEF"
+
+
 def kvm_entry(rest):
+    # fast path for the common shape (the rip's hex digits, 1..16, end at a space or the end:
+    # what the pattern takes there); anything else is decided by the pattern
+    if rest.startswith("vcpu "):
+        v, sep, r = rest[5:].partition(", rip 0x")
+        if sep and v.isdecimal() and len(v) <= 10 and v.isascii():
+            h = r.partition(" ")[0]
+            if 0 < len(h) <= 16 and not h.strip(_HEX):
+                return int(v), int(h, 16)
     m = _ENTRY.match(rest)
     if m is None:
         raise ValueError
@@ -60,6 +71,14 @@ def kvm_entry(rest):
 
 
 def kvm_exit(rest):
+    if rest.startswith("vcpu "):
+        v, _, r = rest[5:].partition(" ")
+        if r.startswith("reason ") and v.isdecimal() and len(v) <= 10 and v.isascii():
+            reason, sep, r = r[7:].partition(" rip 0x")
+            if sep and 0 < len(reason) <= 80 and "\n" not in reason:
+                h = r.partition(" ")[0]
+                if 0 < len(h) <= 16 and not h.strip(_HEX):
+                    return int(v), reason.strip(), int(h, 16)
     m = _EXIT.match(rest)
     if m is None:
         raise ValueError
