@@ -506,6 +506,7 @@ def _messy_host(tmp_path):
     lines.insert(8, "not an event at all")
     lines.insert(9, head + "kvm_hv_synic_set_irq: vcpu_id 1 sint 2 vector 0x31 ret 0")
     lines.insert(10, head + "kvm_hv_unknown_thing: whatever text 0x12")
+    lines.insert(11, head + "kvm_hv_notify_entry: vector=49")
     p = tmp_path / "messy.txt"
     p.write_text("\n".join(lines) + "\n")
     return p
@@ -539,6 +540,7 @@ def test_imported_hvt_round_trip(capsys, tmp_path):
     assert [e.args[0] for e in orig.events if e.name == "kvm_hv_synic_set_irq"] == [("vcpu_id", 1)]
     assert [e.args for e in orig.events if e.name == "kvm_hv_unknown_thing"] == [(("text", 0x12),)]
     assert {e.text for e in orig.events if e.name == "kvm_fpu"} == {"load"}
+    assert [e.args for e in orig.events if e.name == "kvm_hv_notify_entry"] == [(49,)]
     _same_trace(orig, back)
     assert back.stored_summary == orig.summary()
     j = next(f.events[0] for f in orig.findings if f.kind == "injected-not-eoied")

@@ -227,28 +227,47 @@ def _col(raw: bytes, pos: int, code: str, n: int, size: int) -> tuple[array, int
     return a, pos + n * size
 
 
+_T = {"i": (int,), "b": (bool,), "s": (str,), "I": (int, type(None))}
+
+
+def _shape_types(shape: str) -> frozenset:
+    """Every tuple of value types `shape` allows ("I": int or None)."""
+    out = [()]
+    for ch in shape:
+        out = [t + (x,) for t in out for x in _T[ch]]
+    return frozenset(out)
+
+
+_SHAPE_TYPES = {name: (_shape_types(shape), tuple(k for k, ch in enumerate(shape) if ch == "s"))
+                for name, shape in SHAPES.items()}
+_VECTOR = frozenset({(int,)})
+
+
 def _check_args(name: str, a) -> None:
     """`a` has the shape the decoder of `name` produces (what the reconstruction indexes)."""
-    shape = SHAPES.get(name)
-    if shape is None:
-        if name.startswith("kvm_hv_"):
-            if type(a) is not tuple or not a or len(a) > 256 or not all(
-                    type(p) is tuple and len(p) == 2 and type(p[0]) is str and len(p[0]) <= 24 and type(p[1]) is int
-                    for p in a):
-                raise ValueError(f"{name} arguments are not (key, int) pairs")
-            return
-        if name.endswith("_entry") or name.endswith("_exit"):
-            if type(a) is not tuple or len(a) != 1 or type(a[0]) is not int:
-                raise ValueError(f"{name} arguments are not (vector,)")
-            return
-        raise ValueError(f"{name} has decoded arguments, but hvdbg decodes no event of that name")
-    if type(a) is not tuple or len(a) != len(shape):
-        raise ValueError(f"{name} arguments are not {len(shape)} values")
-    for x, t in zip(a, shape):
-        tx = type(x)
-        if not (tx is int if t == "i" else tx is bool if t == "b" else (tx is str and len(x) <= MAX_TEXT) if t == "s"
-                else (x is None or tx is int)):
-            raise ValueError(f"{name} argument {str(x)[:30]!r} is not {dict(i='an int', b='a bool', s='a string', I='an int')[t]}")
+    st = _SHAPE_TYPES.get(name)
+    if type(a) is not tuple:
+        raise ValueError(f"{name} arguments are not an array")
+    if st is not None:
+        types, strs = st
+        if tuple(map(type, a)) not in types:
+            raise ValueError(f"{name} arguments are not {SHAPES[name]} (i int, b bool, s string, I int or nil)")
+        for k in strs:
+            if len(a[k]) > MAX_TEXT:
+                raise ValueError(f"{name} argument {k} is over {MAX_TEXT} characters")
+        return
+    # irq_vectors *_entry/_exit: (vector,); kvm_hv_*: (key, int) pairs (a kvm_hv_*_entry may be either)
+    if (name.endswith("_entry") or name.endswith("_exit")) and tuple(map(type, a)) in _VECTOR:
+        return
+    if name.startswith("kvm_hv_"):
+        if not a or len(a) > 256 or not all(
+                type(p) is tuple and len(p) == 2 and type(p[0]) is str and len(p[0]) <= 24 and type(p[1]) is int
+                for p in a):
+            raise ValueError(f"{name} arguments are not (key, int) pairs")
+        return
+    if name.endswith("_entry") or name.endswith("_exit"):
+        raise ValueError(f"{name} arguments are not (vector,)")
+    raise ValueError(f"{name} has decoded arguments, but hvdbg decodes no event of that name")
 
 
 def _check_header(h: dict) -> tuple:
