@@ -51,6 +51,10 @@ def load(args, usage):
     from .trace_import import TraceImportError, import_trace
     offsets = parse_offsets(args.offset, usage)
     fmt = "trace" if args.format == "trace-pipe" else args.format
+    for f in args.files:
+        if is_imported_hvt(f):
+            raise usage(f"hvdbg {args.cmd}: {printable(f, 200)}: an imported trace already (hvdbg info, tui and export "
+                        "read it; import the text traces it came from again to change it)")
     try:
         return import_trace(args.files, fmt, offsets)
     except TraceImportError as e:
@@ -157,6 +161,8 @@ def cmd_import(args, out) -> int:
             hvt.write(tr, args.output)
         except UnsafeFile as e:
             raise UsageError(f"hvdbg import: -o {e}") from None
+        except ValueError as e:
+            raise UsageError(f"hvdbg import: -o {printable(args.output)}: {printable(str(e), 200)}") from None
         except OSError as e:
             raise UsageError(f"hvdbg import: -o {printable(args.output)}: {e.strerror or e}") from None
     if args.json:

@@ -571,10 +571,10 @@ def test_imported_hvt_round_trip(capsys, tmp_path):
 def test_imported_hvt_is_refused_by_the_commands_that_replay(capsys, tmp_path):
     out = tmp_path / "x.hvt"
     assert run(capsys, "import", FIX / HOST[0], "-o", out)[0] == 0
-    for argv in (["replay", "--verify", out], ["replay", out], ["run", out], ["show", out]):
+    for argv in (["replay", "--verify", out], ["replay", out], ["run", out], ["show", out], ["import", out]):
         code, _, err = run(capsys, *argv)
         assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
-        assert "imported trace: no model to replay" in err
+        assert "imported trace: no model to replay" in err or (argv[0] == "import" and "an imported trace already" in err)
 
 
 def _hvt_frames(data: bytes):

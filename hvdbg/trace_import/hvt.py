@@ -8,7 +8,7 @@ payload, a footer frame and the 16-byte tail. What differs is the content:
 
 * header (kind 1): ``{"trace_kind": "imported", "imported_version": 1, "tool", "files":
   [[path, format, role, offset, lines, events], ...], "counts": {"skipped", "garbled", "cut",
-  "lost"}, "skipped": [[file, line, why], ...]}`` - the simulated-trace readers
+  "lost"}, "skipped": [[file, line, why], ...]}`` (at most ``MAX_SKIPPED``) - the simulated-trace readers
   (``load_trace``) refuse it with one line: "imported trace: no model to replay";
 * imported events (kind 6, up to ``BATCH`` events each): ``[first, n, names, columns,
   values_len, values]``; ``names`` the distinct event names of the frame, ``columns``
@@ -49,7 +49,8 @@ MAX_NAME = 128
 MAX_FILES = 256
 #: events in one imported trace (a text import of ~3 GB); more is refused before it is held
 MAX_EVENTS = 1 << 25
-MAX_HEADER = 1 << 20           # a header frame holds file names and at most MAX_REPORTED skipped lines
+MAX_HEADER = 4 << 20           # a header frame: at most MAX_FILES file names and MAX_SKIPPED skipped lines
+MAX_SKIPPED = MAX_REPORTED + MAX_FILES     # the reported ones, plus one unreadable rest per file
 
 # The decoded argument shapes (decode.py) by event name: "i" int, "b" bool, "s" str, "I" int or None.
 SHAPES = {
@@ -94,10 +95,12 @@ def write(tr: ImportedTrace, path, tool: str = "hvdbg 0.1.0") -> None:
 def _write(tr: ImportedTrace, f, tool: str) -> None:
     packer = F.make_packer()
     raw = tr._raw
+    if len(tr.files) > MAX_FILES:
+        raise ValueError(f"{len(tr.files)} source files: an imported trace holds at most {MAX_FILES}")
     header = {"trace_kind": F.IMPORTED_KIND, "imported_version": VERSION, "tool": tool,
               "files": [list(x) for x in tr.files],
               "counts": {k: int(tr.counts[k]) for k in ("skipped", "garbled", "cut", "lost")},
-              "skipped": [list(x) for x in tr.skipped[:MAX_REPORTED]]}
+              "skipped": [list(x) for x in tr.skipped[:MAX_SKIPPED]]}
     pos = 0
 
     def put(b: bytes) -> int:
@@ -288,10 +291,10 @@ def _check_header(h: dict) -> tuple:
                                                for k, v in counts.items()):
         raise ValueError("counts is not a map of skipped / garbled / cut / lost to integers")
     skipped = h.get("skipped")
-    if type(skipped) is not list or len(skipped) > MAX_REPORTED or not all(
+    if type(skipped) is not list or len(skipped) > MAX_SKIPPED or not all(
             type(s) is list and len(s) == 3 and type(s[0]) is int and 0 <= s[0] < len(out) and type(s[1]) is int
             and type(s[2]) is str and len(s[2]) <= 1000 for s in skipped):
-        raise ValueError(f"skipped is not a list of at most {MAX_REPORTED} [file, line, why]")
+        raise ValueError(f"skipped is not a list of at most {MAX_SKIPPED} [file, line, why]")
     return out, Counter(counts), [tuple(s) for s in skipped]
 
 
