@@ -634,6 +634,7 @@ def test_imported_hvt_hostile_frames_with_valid_crcs(capsys, tmp_path):
         return good[:eoff] + F.frame(F.K_IMPORTED, p) + good[eoff + F.FRAME_HEAD_SIZE + len(epay):]
 
     entry = next(k for k, v in enumerate(values) if isinstance(v, list) and len(v) == 2)
+    exit_ = next(k for k, v in enumerate(values) if isinstance(v, list) and len(v) == 3 and isinstance(v[1], str))
     cases = {
         "start": with_events(start=5),
         "count": with_events(n=n + 1),
@@ -642,6 +643,8 @@ def test_imported_hvt_hostile_frames_with_valid_crcs(capsys, tmp_path):
         "args": with_events(values=values[:entry] + [["x", 1]] + values[entry + 1:]),
         "shape": with_events(values=values[:entry] + [[1, 2, 3]] + values[entry + 1:]),
         "few": with_events(values=values[:-1]),
+        "long": with_events(values=values[:exit_] + [[0, "x" * 5000, 1]] + values[exit_ + 1:]),
+        "neither": with_events(values=values[:exit_] + [7] + values[exit_ + 1:]),
         "names": with_events(names=[]),
         "header": good[:hoff] + F.frame(F.K_HEADER, msgpack.packb({"trace_kind": "imported", "imported_version": 1,
                                                                    "files": "x"})) + good[hoff + 9 + len(hpay):],

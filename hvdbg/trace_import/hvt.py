@@ -407,18 +407,29 @@ def _read_events(payload, raw: Columns, names_seen: dict, nfiles: int) -> None:
     args: list = []
     base = len(raw)
     texts = raw.text
+    shapes = _SHAPE_TYPES
+    put = args.append
     for k, v in enumerate(values):
-        if type(v) is str:
+        tv = type(v)
+        if tv is tuple:
+            st = shapes.get(nm[k])
+            if st is not None and tuple(map(type, v)) in st[0]:     # the common case, inline
+                for j in st[1]:
+                    if len(v[j]) > MAX_TEXT:
+                        raise ValueError(f"event {base + k}: {nm[k]} argument {j} is over {MAX_TEXT} characters")
+            else:
+                try:
+                    _check_args(nm[k], v)
+                except ValueError as e:
+                    raise ValueError(f"event {base + k}: {e}") from None
+            put(v)
+        elif tv is str:
             if len(v) > MAX_TEXT:
                 raise ValueError(f"event {base + k}: text over {MAX_TEXT} characters")
             texts[base + k] = v
-            args.append(None)
+            put(None)
         else:
-            try:
-                _check_args(nm[k], v)
-            except ValueError as e:
-                raise ValueError(f"event {base + k}: {e}") from None
-            args.append(v)
+            raise ValueError(f"event {base + k}: its value is neither arguments nor text")
     raw.ts.extend(ts)
     raw.cpu.extend(cpu.tolist())
     raw.pid.extend(pid)
