@@ -507,6 +507,7 @@ def _messy_host(tmp_path):
     lines.insert(9, head + "kvm_hv_synic_set_irq: vcpu_id 1 sint 2 vector 0x31 ret 0")
     lines.insert(10, head + "kvm_hv_unknown_thing: whatever text 0x12")
     lines.insert(11, head + "kvm_hv_notify_entry: vector=49")
+    lines.insert(12, head + "kvm_set_irq: gsi 52 level 0 source 0")     # == kvm_inj_virq's (52, False, False)
     p = tmp_path / "messy.txt"
     p.write_text("\n".join(lines) + "\n")
     return p
@@ -515,6 +516,7 @@ def _messy_host(tmp_path):
 def _same_trace(a, b):
     assert len(a.events) == len(b.events)
     assert list(a.events) == list(b.events)
+    assert [repr(e) for e in a.events] == [repr(e) for e in b.events]     # types too: True == 1, but not here
     assert a.files == b.files and a.skipped == b.skipped and a.counts == b.counts
     assert [f.to_dict() for f in a.findings] == [f.to_dict() for f in b.findings]
     assert a.flows == b.flows and a.kinds == b.kinds and a.apicv == b.apicv

@@ -49,6 +49,7 @@ MAX_NAME = 128
 MAX_FILES = 256
 #: events in one imported trace (a text import of ~3 GB); more is refused before it is held
 MAX_EVENTS = 1 << 25
+CANON = 1 << 14                # distinct argument tuples per event name kept for sharing while reading
 MAX_HEADER = 4 << 20           # a header frame: at most MAX_FILES file names and MAX_SKIPPED skipped lines
 MAX_SKIPPED = MAX_REPORTED + MAX_FILES     # the reported ones, plus one unreadable rest per file
 
@@ -317,13 +318,14 @@ def read(path, progress=None, checkpoint: int = CHECKPOINT) -> ImportedTrace:
         raw = Columns()
         footer = None
         names_seen: dict = {}
+        canon: dict = {}
         frames = 0
         while True:
             off, kind, payload = _frame(f, pos, p)
             pos = off + F.FRAME_HEAD_SIZE + len(payload)
             try:
                 if kind == F.K_IMPORTED:
-                    _read_events(payload, raw, names_seen, len(files))
+                    _read_events(payload, raw, names_seen, len(files), canon)
                     frames += 1
                     if progress is not None:
                         progress(1, len(raw))
@@ -364,7 +366,7 @@ def read(path, progress=None, checkpoint: int = CHECKPOINT) -> ImportedTrace:
     return tr
 
 
-def _read_events(payload, raw: Columns, names_seen: dict, nfiles: int) -> None:
+def _read_events(payload, raw: Columns, names_seen: dict, nfiles: int, canon: dict) -> None:
     rec = F.unpack_payload(payload, use_list=False)
     if type(rec) is not tuple or len(rec) != 6:
         raise ValueError("not [first, n, names, columns, values_len, values]")
@@ -422,7 +424,17 @@ def _read_events(payload, raw: Columns, names_seen: dict, nfiles: int) -> None:
                     _check_args(nm[k], v)
                 except ValueError as e:
                     raise ValueError(f"event {base + k}: {e}") from None
-            put(v)
+            # equal argument tuples of one event name share one object, as the text import's
+            # decode cache shares them (per name: (1, 0) == (True, False) across names)
+            cn = canon.get(nm[k])
+            if cn is None:
+                cn = canon[nm[k]] = {}
+            c = cn.get(v)
+            if c is None:
+                if len(cn) >= CANON:
+                    cn.clear()
+                c = cn[v] = v
+            put(c)
         elif tv is str:
             if len(v) > MAX_TEXT:
                 raise ValueError(f"event {base + k}: text over {MAX_TEXT} characters")
