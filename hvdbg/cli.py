@@ -128,6 +128,25 @@ def cmd_serve(args, out) -> int:
     require()
     if not 1 <= args.port <= 65535:
         raise UsageError("hvdbg: --port: expected 1..65535")
+    tui_args = serve_tui_args(args)
+    return serve(tui_args, args.host, args.port, out, title=f"hvdbg {args.scenario or ''}".strip())
+
+
+def serve_tui_args(args) -> list[str]:
+    """The `hvdbg tui` arguments `hvdbg serve ARGS` runs per browser connection, checked once
+    here as `tui` checks them (one line, exit 2, rather than a dead page per tab): a text
+    trace or an imported .hvt goes to the imported-trace app (with --format / --offset), else
+    a scenario, bug pack, TOML file or recording to the simulated TUI."""
+    from . import import_cli
+    paths = import_cli.tui_text_traces(args, UsageError, "hvdbg serve")
+    if paths:
+        from .tui.imported import check_paths
+        err = check_paths(paths)
+        if err:
+            raise UsageError(err.replace("hvdbg tui:", "hvdbg serve:", 1))
+        import_cli.parse_offsets(args.offset, UsageError, "hvdbg serve")
+        opts = ([f"--format={args.format}"] if args.format != "auto" else []) + [f"--offset={o}" for o in args.offset]
+        return opts + ["--", *paths]
     if _is_trace(args.scenario):
         _no_run_options_with_trace(args)
     else:
@@ -137,7 +156,7 @@ def cmd_serve(args, out) -> int:
                 if getattr(args, k, None) is not None]
     if args.scenario is not None:
         tui_args += ["--", args.scenario] if args.scenario.startswith("-") else [args.scenario]
-    return serve(tui_args, args.host, args.port, out, title=f"hvdbg {args.scenario or ''}".strip())
+    return tui_args
 
 
 def cmd_repl(args, out) -> int:
@@ -194,6 +213,7 @@ def make_parser() -> _Parser:
     _session_options(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=_int, default=8000, help="port (default 8000)")
+    import_cli.add_tui_options(sv)
     rl = sub.add_parser("repl", help="interactive debugger prompt (prompt_toolkit)")
     _session_options(rl)
     sc = sub.add_parser("script", help="run commands from a file; `expect` lines gate CI (exit 6 if one fails)")
@@ -372,6 +392,9 @@ def cmd_replay(args, out) -> int:
 def cmd_info(args, out) -> int:
     from .recording import open_trace
     from .safe import printable
+    from . import import_cli
+    if import_cli.is_imported_hvt(args.trace):
+        return import_cli.cmd_info_imported(args, out)
     try:
         tr, scn, cfg = open_trace(args.trace)
     except OSError as e:

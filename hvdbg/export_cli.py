@@ -28,7 +28,8 @@ SEQ = 7001
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="write an imported text trace or an hvdbg trace (.hvt) for Perfetto "
                                       "(TrackEvent protobuf) or as Chrome trace-event JSON")
-    p.add_argument("files", nargs="+", metavar="FILE", help="FILE.hvt, or text trace(s) as for `hvdbg import`")
+    p.add_argument("files", nargs="+", metavar="FILE", help="FILE.hvt (recorded, or written by `hvdbg import -o`), "
+                                                           "or text trace(s) as for `hvdbg import`")
     p.add_argument("--perfetto", metavar="OUT.pftrace", help="Perfetto protobuf trace (needs the perfetto extra)")
     p.add_argument("--chrome-json", metavar="OUT.json", dest="chrome_json", help="Chrome trace-event JSON")
     p.add_argument("--format", choices=("auto", "trace", "trace-pipe", "trace-cmd", "perf-script"), default="auto")
@@ -474,7 +475,14 @@ def cmd_export(args, out) -> int:
         except UnsafeFile as e:
             raise UsageError(f"hvdbg export: --chrome-json {e}") from None
     hvt = len(args.files) == 1 and _is_trace(args.files[0])
-    if hvt:
+    from .import_cli import is_imported_hvt, read_imported
+    if hvt and is_imported_hvt(args.files[0]):
+        if args.offset or args.format != "auto":
+            raise UsageError("hvdbg export: --format and --offset apply to text traces; an imported .hvt has its "
+                             "offsets in it")
+        src = read_imported(args.files[0], UsageError, "hvdbg export")
+        hvt = False
+    elif hvt:
         loaded = _load_trace(args.files[0])
         src = loaded
     else:

@@ -21,7 +21,10 @@ def add_parser(sub) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="text trace (plain, .gz or .xz); host and guest "
                                                            "traces of one run are merged by timestamp")
     p.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="line format (default: detected)")
-    p.add_argument("-o", "--output", metavar="OUT.json", help="write the summary, findings and state as JSON")
+    p.add_argument("-o", "--output", metavar="OUT.hvt", help="write an hvdbg trace of the imported events (opens "
+                                                             "with hvdbg tui / info / export without re-reading the "
+                                                             "text); a name ending in .json: the summary, findings "
+                                                             "and state as JSON")
     p.add_argument("--at", metavar="N|@TS", help="show the state after event N (or at timestamp @TS) "
                                                  "instead of the end")
     p.add_argument("--offset", action="append", default=[], metavar="ROLE=±SECONDS",
@@ -48,6 +51,10 @@ def load(args, usage):
     from .trace_import import TraceImportError, import_trace
     offsets = parse_offsets(args.offset, usage)
     fmt = "trace" if args.format == "trace-pipe" else args.format
+    for f in args.files:
+        if is_imported_hvt(f):
+            raise usage(f"hvdbg {args.cmd}: {printable(f, 200)}: an imported trace already (hvdbg info, tui and export "
+                        "read it; import the text traces it came from again to change it)")
     try:
         return import_trace(args.files, fmt, offsets)
     except TraceImportError as e:
@@ -135,7 +142,7 @@ def cmd_import(args, out) -> int:
     tr = load(args, UsageError)
     at = _at(tr, args.at, UsageError)
     rep = tr.summary(at)
-    if args.output:
+    if args.output and args.output.lower().endswith(".json"):
         try:
             real = output_target(args.output, JSON_MAGIC, "import summary")
         except UnsafeFile as e:
@@ -146,6 +153,16 @@ def cmd_import(args, out) -> int:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(data)
             os.replace(tmp, real)
+        except OSError as e:
+            raise UsageError(f"hvdbg import: -o {printable(args.output)}: {e.strerror or e}") from None
+    elif args.output:
+        from .trace_import import hvt
+        try:
+            hvt.write(tr, args.output)
+        except UnsafeFile as e:
+            raise UsageError(f"hvdbg import: -o {e}") from None
+        except ValueError as e:
+            raise UsageError(f"hvdbg import: -o {printable(args.output)}: {printable(str(e), 200)}") from None
         except OSError as e:
             raise UsageError(f"hvdbg import: -o {printable(args.output)}: {e.strerror or e}") from None
     if args.json:
@@ -168,27 +185,97 @@ def add_tui_options(p) -> None:
                    help="text traces: shift the timestamps of the host or guest file(s), e.g. guest=+0.000123")
 
 
-def tui_text_traces(args, usage) -> list | None:
-    """The files of `hvdbg tui` when its first argument is a text trace (ftrace, trace-cmd
-    report, perf script; plain, .gz or .xz), else None (a scenario, a bug pack, a TOML file
-    or an .hvt recording: the simulated TUI). Raises usage(one line) for options that do not
-    fit what was given."""
+def tui_text_traces(args, usage, prog: str = "hvdbg tui") -> list | None:
+    """The files of `hvdbg tui` (or `hvdbg serve`) when its first argument is a text trace
+    (ftrace, trace-cmd report, perf script; plain, .gz or .xz) or an imported trace
+    (`hvdbg import -o FILE.hvt`), else None (a scenario, a bug pack, a TOML file or an .hvt
+    recording: the simulated TUI). Raises usage(one line) for options that do not fit what
+    was given."""
     from .cli import RUN_OPTIONS
     from .safe import printable
     from .trace_import import is_text_trace
     first = getattr(args, "scenario", None)
     more = list(getattr(args, "more", None) or [])
-    if first and is_text_trace(first):
+    imported = bool(first) and is_imported_hvt(first)
+    if first and (imported or is_text_trace(first)):
+        what = "imported traces" if imported else "text traces"
         given = [f"--{k.replace('_', '-')}" for k in RUN_OPTIONS if getattr(args, k, None) is not None]
         if getattr(args, "memory", None) is not None:
             given.append("--memory")
         if given:
-            raise usage(f"hvdbg tui: {', '.join(given)}: these options apply to scenarios, not to text traces")
+            raise usage(f"{prog}: {', '.join(given)}: these options apply to scenarios, not to {what}")
+        if imported:
+            if more:
+                raise usage(f"{prog}: {printable(more[0], 120)}: an imported trace opens alone (import the "
+                            "text traces together: hvdbg import HOST GUEST -o OUT.hvt)")
+            if getattr(args, "offset", None) or getattr(args, "format", "auto") != "auto":
+                raise usage(f"{prog}: --format and --offset apply to text traces; {printable(first, 120)} was "
+                            "imported already (its offsets are in it)")
         return [first] + more
     if more:
-        raise usage(f"hvdbg tui: {printable(more[0], 120)}: only text traces (a host and a guest trace) open "
+        raise usage(f"{prog}: {printable(more[0], 120)}: only text traces (a host and a guest trace) open "
                     f"together; {printable(first, 120)} is not one")
     if getattr(args, "offset", None) or getattr(args, "format", "auto") != "auto":
-        raise usage("hvdbg tui: --format and --offset apply to text traces (ftrace, trace-cmd report, perf script)"
+        raise usage(f"{prog}: --format and --offset apply to text traces (ftrace, trace-cmd report, perf script)"
                     + (f"; {printable(first, 120)} is not one" if first else ""))
     return None
+
+
+# -- imported traces (`hvdbg import -o FILE.hvt`) ----------------------------------------------
+
+def is_imported_hvt(path) -> bool:
+    """`path` is an hvdbg trace written by `hvdbg import -o` (never raises)."""
+    from .commands import is_trace_file
+    if not path or not is_trace_file(path):
+        return False
+    from .trace_import.hvt import is_imported
+    return is_imported(path)
+
+
+def read_imported(path, usage, prog: str = "hvdbg"):
+    """The ImportedTrace of an imported .hvt, or raise usage(one line naming the byte offset)."""
+    from .safe import UnsafeFile, printable
+    from .trace.format import TraceError
+    from .trace_import import hvt
+    try:
+        return hvt.read(path)
+    except TraceError as e:
+        raise usage(f"{prog}: {printable(str(e), 400)}") from None
+    except (UnsafeFile, OSError) as e:
+        why = getattr(e, "why", None) or getattr(e, "strerror", None) or str(e)
+        raise usage(f"{prog}: {printable(path, 200)}: cannot read: {printable(why, 200)}") from None
+
+
+def cmd_info_imported(args, out) -> int:
+    """`hvdbg info FILE.hvt` for an imported trace: its sources, events, vCPUs, what was
+    skipped and the findings (rebuilt from the events, as `hvdbg tui` shows them)."""
+    from .cli import UsageError
+    from .safe import printable
+    tr = read_imported(args.trace, UsageError)
+    rep = tr.summary()
+    info = {"file": args.trace, "bytes": tr.hvt_bytes, "kind": "imported", "tool": None,
+            "events": len(tr.events), "bytes_per_event": round(tr.hvt_bytes / max(1, len(tr.events)), 2),
+            "files": rep["files"], "vcpus": rep["vcpus"], "kinds": rep["kinds"],
+            "skipped_lines": rep["skipped_lines"], "garbled_events": rep["garbled_events"],
+            "cut_lines": rep["cut_lines"], "lost_markers": rep["lost_markers"],
+            "findings": rep["findings"], "replayable": False}
+    if args.json:
+        out.write(json.dumps(info, default=str) + "\n")
+        return 0
+    w = out.write
+    w(f"{printable(args.trace, 200)}: imported trace, {info['bytes']} bytes, {info['events']} events, "
+      f"{info['bytes_per_event']} bytes/event\n")
+    for f in rep["files"]:
+        w(f"  from {printable(f['path'], 200)}: {f['format']}, {f['role']} trace, {f['lines']} lines, "
+          f"{f['events']} events" + (f", timestamps {f['offset']:+.9f} s" if f["offset"] else "") + "\n")
+    ts = tr.events
+    w(f"time: {ts[0].ts:.6f} .. {ts[-1].ts:.6f} s; vCPUs: {', '.join(map(str, rep['vcpus'])) or 'none'}\n")
+    w("kinds: " + ", ".join(f"{printable(k, 40)} {n}" for k, n in list(rep["kinds"].items())[:30])
+      + (" ..." if len(rep["kinds"]) > 30 else "") + "\n")
+    w(f"skipped: {rep['skipped_lines']} lines, {rep['garbled_events']} garbled events, {rep['cut_lines']} cut lines, "
+      f"{rep['lost_markers']} lost-events markers\n")
+    w(f"findings: {len(rep['findings'])}\n")
+    for f in rep["findings"]:
+        w(f"  [{f['kind']}] {printable(f['text'], 400)}\n")
+    w("replay: no (events read from text traces: no model to re-execute; hvdbg tui / export open it)\n")
+    return 0

@@ -9,6 +9,7 @@ import gzip
 import json
 import lzma
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -492,3 +493,196 @@ def test_export_without_perfetto_names_the_extra(capsys, tmp_path, monkeypatch):
     assert code == 2 and "hvdbg[perfetto]" in err
     code, _, err = run(capsys, "export", FIX / HOST[0], "--chrome-json", tmp_path / "x.json")
     assert code == 0
+
+
+# -- imported traces as .hvt files (hvdbg import -o OUT.hvt) ------------------------------------
+
+def _messy_host(tmp_path):
+    """The host fixture with a garbled event, a line that is not an event, a kvm_hv event and an
+    opaque event: everything an .hvt must carry."""
+    lines = (FIX / HOST[0]).read_text().splitlines()
+    head = next(ln for ln in lines if ": kvm_" in ln).split("kvm_")[0]
+    lines[12] = lines[12].replace("vcpu 0", "vcpu x")                       # garbled: kept as text
+    lines.insert(8, "not an event at all")
+    lines.insert(9, head + "kvm_hv_synic_set_irq: vcpu_id 1 sint 2 vector 0x31 ret 0")
+    lines.insert(10, head + "kvm_hv_unknown_thing: whatever text 0x12")
+    lines.insert(11, head + "kvm_hv_notify_entry: vector=49")
+    lines.insert(12, head + "kvm_set_irq: gsi 52 level 0 source 0")     # == kvm_inj_virq's (52, False, False)
+    p = tmp_path / "messy.txt"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def _same_trace(a, b):
+    assert len(a.events) == len(b.events)
+    assert list(a.events) == list(b.events)
+    assert [repr(e) for e in a.events] == [repr(e) for e in b.events]     # types too: True == 1, but not here
+    assert a.files == b.files and a.skipped == b.skipped and a.counts == b.counts
+    assert [f.to_dict() for f in a.findings] == [f.to_dict() for f in b.findings]
+    assert a.flows == b.flows and a.kinds == b.kinds and a.apicv == b.apicv
+    for i in range(0, len(a.events), 7):
+        sa, sb = a.state_at(i), b.state_at(i)
+        assert {n: (dict(v.irr), dict(v.isr), v.msrs, v.hotplug) for n, v in sa.vcpus.items()} == \
+               {n: (dict(v.irr), dict(v.isr), v.msrs, v.hotplug) for n, v in sb.vcpus.items()}
+    assert a.summary() == b.summary()
+
+
+def test_imported_hvt_round_trip(capsys, tmp_path):
+    from hvdbg.trace_import import hvt
+    host = _messy_host(tmp_path)
+    guest = tmp_path / "g.txt.gz"
+    guest.write_bytes(gzip.compress((FIX / GUEST[0]).read_bytes()))
+    out = tmp_path / "run.hvt"
+    code, text, _ = run(capsys, "import", host, guest, "--offset", "guest=+1907254.5", "-o", out)
+    assert code == 0 and "[hotplug-stalled]" in text
+    assert out.read_bytes()[:8] == b"HVDBGTR\0" and not (tmp_path / "run.hvt.partial").exists()
+    orig = import_trace([host, guest], offsets={"guest": 1907254.5})
+    back = hvt.read(out)
+    assert orig.counts["garbled"] == 1 and orig.counts["skipped"] == 1
+    assert [e.args[0] for e in orig.events if e.name == "kvm_hv_synic_set_irq"] == [("vcpu_id", 1)]
+    assert [e.args for e in orig.events if e.name == "kvm_hv_unknown_thing"] == [(("text", 0x12),)]
+    assert {e.text for e in orig.events if e.name == "kvm_fpu"} == {"load"}
+    assert [e.args for e in orig.events if e.name == "kvm_hv_notify_entry"] == [(49,)]
+    _same_trace(orig, back)
+    assert back.stored_summary == orig.summary()
+    j = next(f.events[0] for f in orig.findings if f.kind == "injected-not-eoied")
+    assert back.state_at(j).vcpus[1].isr == orig.state_at(j).vcpus[1].isr == {0xfd: j}
+    assert back.state_at(j + 3).vcpus[1].irr == orig.state_at(j + 3).vcpus[1].irr
+    # the hvdbg commands that read it
+    code, text, err = run(capsys, "info", out)
+    assert code == 0 and "imported trace" in text and "guest trace" in text and "[hotplug-stalled]" in text, err
+    code, text, _ = run(capsys, "info", out, "--json")
+    info = json.loads(text)
+    assert code == 0 and info["kind"] == "imported" and info["events"] == len(orig.events) and not info["replayable"]
+    code, text, err = run(capsys, "export", out, "--chrome-json", tmp_path / "a.json")
+    assert code == 0, err
+    code, text, err = run(capsys, "export", host, guest, "--offset", "guest=+1907254.5", "--chrome-json",
+                          tmp_path / "b.json")
+    assert code == 0, err
+    a, b = (json.loads((tmp_path / n).read_text())["traceEvents"] for n in ("a.json", "b.json"))
+    assert a[1:] == b[1:] and len(a) > 20                 # [0] names the process after the input file
+    # rewriting our own .hvt is fine; another file is never overwritten; JSON by suffix
+    assert run(capsys, "import", host, "-o", out)[0] == 0
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "import", host, "-o", tmp_path / "notes.txt")
+    assert code == 2 and "not an hvdbg trace" in err and (tmp_path / "notes.txt").read_text() == "mine"
+    code, _, _ = run(capsys, "import", host, "-o", tmp_path / "s.JSON")
+    assert code == 0 and json.loads((tmp_path / "s.JSON").read_text())["hvdbg_import"] == 1
+
+
+def test_imported_hvt_is_refused_by_the_commands_that_replay(capsys, tmp_path):
+    out = tmp_path / "x.hvt"
+    assert run(capsys, "import", FIX / HOST[0], "-o", out)[0] == 0
+    for argv in (["replay", "--verify", out], ["replay", out], ["run", out], ["show", out], ["import", out]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+        assert "imported trace: no model to replay" in err or (argv[0] == "import" and "an imported trace already" in err)
+
+
+def _hvt_frames(data: bytes):
+    from hvdbg.trace import format as F
+    pos, out = F.FILE_HEAD_SIZE, []
+    while pos < len(data) - F.TAIL_SIZE:
+        length, _, kind = F.FRAME_HEAD.unpack_from(data, pos)
+        out.append((pos, kind, data[pos + F.FRAME_HEAD_SIZE:pos + F.FRAME_HEAD_SIZE + length]))
+        pos += F.FRAME_HEAD_SIZE + length
+    return out
+
+
+def test_imported_hvt_damage_is_one_line_with_the_byte_offset(capsys, tmp_path):
+    import re
+    out = tmp_path / "x.hvt"
+    assert run(capsys, "import", FIX / HOST[0], FIX / GUEST[0], "-o", out)[0] == 0
+    good = out.read_bytes()
+    bad = tmp_path / "bad.hvt"
+    rnd = random.Random(5)
+    cuts = sorted({1, 8, 11, 12, 20, len(good) - 17, len(good) - 1} | {rnd.randrange(len(good)) for _ in range(25)})
+    cases = [good[:n] for n in cuts] + [good + b"x"]
+    for _ in range(40):
+        b = bytearray(good)
+        b[rnd.randrange(8, len(b))] ^= 1 << rnd.randrange(8)
+        cases.append(bytes(b))
+    for data in cases:
+        bad.write_bytes(data)
+        for argv in (["info", bad], ["export", bad, "--chrome-json", tmp_path / "o.json"]):
+            code, o, err = run(capsys, *argv)
+            assert code == 2, (len(data), o, err)
+            assert len(err.strip().splitlines()) == 1
+            assert re.search(r"byte \d+", err) or "no trace event found" in err, err
+
+
+def test_imported_hvt_hostile_frames_with_valid_crcs(capsys, tmp_path):
+    """Frames whose CRC holds but whose content lies: refused whole, one line, nothing used."""
+    import zlib
+
+    import msgpack
+
+    from hvdbg.trace import format as F
+    from hvdbg.trace_import import hvt
+    out = tmp_path / "x.hvt"
+    assert run(capsys, "import", FIX / HOST[0], "-o", out)[0] == 0
+    good = out.read_bytes()
+    frames = _hvt_frames(good)
+    (hoff, _, hpay), (eoff, _, epay) = frames[0], frames[1]
+    start, n, names, cols, vlen, vals = msgpack.unpackb(epay)
+    values = msgpack.unpackb(zlib.decompress(vals))
+
+    def with_events(**kw):
+        rec = {**dict(start=start, n=n, names=names, cols=cols, vlen=vlen, vals=vals), **kw}
+        if "values" in kw:
+            rec["vals"] = zlib.compress(msgpack.packb(rec.pop("values")))
+            rec["vlen"] = len(zlib.decompress(rec["vals"]))
+        p = msgpack.packb([rec["start"], rec["n"], rec["names"], rec["cols"], rec["vlen"], rec["vals"]])
+        return good[:eoff] + F.frame(F.K_IMPORTED, p) + good[eoff + F.FRAME_HEAD_SIZE + len(epay):]
+
+    entry = next(k for k, v in enumerate(values) if isinstance(v, list) and len(v) == 2)
+    exit_ = next(k for k, v in enumerate(values) if isinstance(v, list) and len(v) == 3 and isinstance(v[1], str))
+    cases = {
+        "start": with_events(start=5),
+        "count": with_events(n=n + 1),
+        "columns": with_events(cols=zlib.compress(b"\0" * 10)),
+        "bomb": with_events(vlen=hvt.MAX_VALUES + 1),
+        "args": with_events(values=values[:entry] + [["x", 1]] + values[entry + 1:]),
+        "shape": with_events(values=values[:entry] + [[1, 2, 3]] + values[entry + 1:]),
+        "few": with_events(values=values[:-1]),
+        "long": with_events(values=values[:exit_] + [[0, "x" * 5000, 1]] + values[exit_ + 1:]),
+        "neither": with_events(values=values[:exit_] + [7] + values[exit_ + 1:]),
+        "names": with_events(names=[]),
+        "header": good[:hoff] + F.frame(F.K_HEADER, msgpack.packb({"trace_kind": "imported", "imported_version": 1,
+                                                                   "files": "x"})) + good[hoff + 9 + len(hpay):],
+        "ext": with_events(names=[msgpack.ExtType(5, b"x")]),
+    }
+    bad = tmp_path / "bad.hvt"
+    for what, data in cases.items():
+        bad.write_bytes(data)
+        code, o, err = run(capsys, "info", bad)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (what, err)
+        assert re.search(r"byte \d+: invalid", err), (what, err)
+
+
+def test_repeated_prefixes_parse_exactly_as_the_line_pattern(tmp_path):
+    """The hot path splits lines whose prefix it has seen with str.partition; every line must
+    still come out as the line pattern parses it (or be reported as it reports it)."""
+    from hvdbg.trace_import import lines
+    rnd = random.Random(4)
+    prefixes = ["  qemu-kvm-3000  [000] ", " CPU 0/KVM-2344    [001] d..1. ", " <...>-12 (  12) [002] .N.. ",
+                " x: y-5 [000] ", "[004] ", " w-1 [1234567] ", " a-b-7 [3] "]
+    stamps = ["5000.000003", "1", "1.1234567890123", "123456789012345678901", "1e5", "nan", "5.", ".5", "\u0661.5"]
+    bodies = ["kvm_exit: vcpu 0 reason HLT rip 0xffffffff81000000 info1 0x0", "kvm_entry: vcpu 2, rip 0xabc",
+              "kvm_entry: vcpu 2, rip 0x12345678901234567", "kvm_exit: vcpu 1 reason A rip 0xZZ rip 0x10 x",
+              "kvm_fpu: load", "kvm_fpu:", "sched_switch: prev=a: next=b", "local_timer_entry: vector=236"]
+    text = [rnd.choice(prefixes) + rnd.choice(stamps) + rnd.choice([": ", ":  ", ":\t"]) + rnd.choice(bodies)
+            for _ in range(3000)]
+    p = tmp_path / "t.txt"
+    p.write_text("\n".join(text) + "\n")
+    tr = import_trace(p, "trace")
+    want = []
+    for n, s in enumerate(text, 1):
+        m = lines.FTRACE_RE.match(s)
+        if m:
+            want.append((n, float(m["ts"]), int(m["cpu"]), int(m["pid"]) if m["pid"] else -1, m["ev"], m["rest"]))
+    got = [(e.line, e.ts, e.cpu, e.pid, e.name, e.text) for e in tr.events]
+    assert [g[:5] for g in got] == [w[:5] for w in want]
+    assert all(g[5] in (None, w[5]) for g, w in zip(got, want))
+    assert tr.counts["skipped"] == len(text) - len(want) > 100
+    assert len({e.name for e in tr.events if e.args is not None}) >= 3

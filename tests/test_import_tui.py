@@ -377,3 +377,78 @@ def test_cli_routing_helpers(argv, want):
         assert import_cli.parse_offsets(args.offset, _Usage, "hvdbg tui") == {"guest": 0.000123}
     with pytest.raises(_Usage, match="^hvdbg tui: --offset"):
         import_cli.parse_offsets(["guest=abc"], _Usage, "hvdbg tui")
+
+
+# -- an imported .hvt (hvdbg import -o OUT.hvt) opens in the same app, without re-reading the text --
+
+def _hvt(tmp_path):
+    from hvdbg.cli import main
+    out = tmp_path / "run.hvt"
+    assert main(["import", str(HOST), str(GUEST), "--offset", "guest=+1907254.5", "-o", str(out)]) == 0
+    return out
+
+
+async def test_an_imported_hvt_opens_in_the_worker_with_the_same_findings(tmp_path, monkeypatch):
+    out = _hvt(tmp_path)
+    from hvdbg.trace_import import lines
+    monkeypatch.setattr(lines, "open_text", lambda *a: pytest.fail("an .hvt must not re-read text"))
+    app = ImportedApp(None, paths=[str(out)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.pause()
+        assert app.trace is not None and not isinstance(app.screen, LoadingScreen), app.error
+        assert app.trace.hvt == str(out)
+        kinds = [f.kind for f in app.trace.findings]
+        assert "injected-not-eoied" in kinds and "hotplug-stalled" in kinds
+        j = next(f.events[0] for f in app.trace.findings if f.kind == "injected-not-eoied")
+        app.goto(j)
+        await pilot.pause()
+        assert "0xfd@%d" % j in pane(app, 1)
+
+
+def test_an_imported_hvt_routes_to_the_imported_app(tmp_path, capsys):
+    from hvdbg import import_cli
+    from hvdbg.tui.imported import check_paths, load
+    out = _hvt(tmp_path)
+    assert check_paths([out]) is None
+    tr = load([str(out)])
+    assert not isinstance(tr, str) and len(tr.events) == len(import_trace([HOST, GUEST]).events)
+    args = _tui_parser().parse_args([str(out)])
+    assert import_cli.tui_text_traces(args, _Usage) == [str(out)]
+    for argv, msg in (([str(out), str(GUEST)], "opens alone"), ([str(out), "--offset", "guest=1"], "imported already"),
+                      ([str(out), "--seed", "3"], "not to imported traces")):
+        with pytest.raises(_Usage, match=msg):
+            import_cli.tui_text_traces(_tui_parser().parse_args(argv), _Usage)
+    bad = tmp_path / "bad.hvt"
+    bad.write_bytes(out.read_bytes()[:-40])
+    assert run_imported_tui([bad]) == 2        # a damaged .hvt that still says "imported": one line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hvdbg tui: ") and "byte " in err
+
+
+def test_serve_routes_text_traces_and_imported_hvt_like_tui(tmp_path):
+    """`hvdbg serve` builds the `hvdbg tui` command line each browser tab runs; checked here
+    without a browser: the arguments route to the imported-trace app exactly as `hvdbg tui`."""
+    from hvdbg import cli, import_cli, serve
+    out = _hvt(tmp_path)
+    p = cli.make_parser()
+    cases = [
+        (["serve", str(out)], ["--", str(out)]),
+        (["serve", str(HOST), str(GUEST), "--offset", "guest=+0.5"], ["--offset=guest=+0.5", "--", str(HOST), str(GUEST)]),
+        (["serve", str(HOST), "--format", "trace"], ["--format=trace", "--", str(HOST)]),
+        (["serve", "cpu-offline", "--seed", "3"], ["--seed=3", "cpu-offline"]),
+    ]
+    for argv, want in cases:
+        tui_args = cli.serve_tui_args(p.parse_args(argv))
+        assert tui_args == want
+        cmd = serve.tui_command(tui_args, python="PY")
+        assert cmd.startswith("PY -m hvdbg tui ")
+        again = p.parse_args(["tui", *tui_args])                  # what each tab's process parses
+        got = import_cli.tui_text_traces(again, cli.UsageError)
+        assert got == (None if argv[1] == "cpu-offline" else argv[1:1 + len(got or [])])
+    for argv, msg in ((["serve", str(out), str(GUEST)], "opens alone"),
+                      (["serve", str(HOST), "--offset", "x"], "expected host="),
+                      (["serve", str(HOST), "--seed", "1"], "not to text traces")):
+        with pytest.raises(cli.UsageError, match=msg):
+            cli.serve_tui_args(p.parse_args(argv))

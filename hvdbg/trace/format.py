@@ -54,13 +54,18 @@ K_EVENTS = 2
 K_CHECKPOINT = 3
 K_BRANCH = 4
 K_FOOTER = 5
+K_IMPORTED = 6      # events of an imported trace (header trace_kind "imported"; hvdbg/trace_import/hvt.py)
 KIND_NAMES = {
     K_HEADER: "header",
     K_EVENTS: "events",
     K_CHECKPOINT: "checkpoint",
     K_BRANCH: "branch",
     K_FOOTER: "footer",
+    K_IMPORTED: "imported events",
 }
+#: The header's ``trace_kind`` of a trace written by ``hvdbg import -o FILE.hvt``: events read
+#: from text traces, no scenario, no model (only tui / info / export open it).
+IMPORTED_KIND = "imported"
 
 #: Writer flush policy: an events frame is written once the batch holds this
 #: many events, or the oldest pending event is this old (checked on each call).
@@ -94,6 +99,19 @@ class TraceError(ValueError):
         self.offset = offset
         self.reason = one_line(reason)
         super().__init__(f"{self.path}: byte {offset}: {self.reason}")
+
+
+class ImportedTraceRefused(TraceError):
+    """An imported trace (``hvdbg import -o FILE.hvt``) given to a command that re-executes
+    the model: it holds events read from text traces and nothing to replay."""
+
+    def __init__(self, path: Any):
+        super().__init__(path, FILE_HEAD_SIZE, "imported trace: no model to replay")
+        self.args = (str(self),)
+
+    def __str__(self) -> str:
+        return (f"{self.path}: imported trace: no model to replay (it holds events read from text traces; "
+                "open it with hvdbg tui, info or export)")
 
 
 def display_name(path: Any) -> str:

@@ -152,6 +152,8 @@ def load_trace(path: Any, max_bytes: int | None = None, lazy: bool = False) -> T
     data = _read_bytes(path, max_bytes)
     buf = memoryview(data)
     header, pos = _decode_header(path, buf)
+    if header.get("trace_kind") == F.IMPORTED_KIND:
+        raise F.ImportedTraceRefused(path)
     tr = Trace(header=header, size=len(buf))
     events = tr.events
     nev = 0                     # events in the frames accepted so far

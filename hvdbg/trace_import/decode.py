@@ -21,14 +21,14 @@ Sources (read from torvalds/linux; docs/import.md cites them):
 
 Each decoder returns a tuple of values or raises ValueError (the line is then kept as an
 opaque event and reported as garbled). Numbers are range-checked by their digit counts in
-the patterns (at most 16 hex or 20 decimal digits).
+the patterns (at most 16 hex or 18 decimal digits: every value fits 64 bits).
 """
 from __future__ import annotations
 
 import re
 
 H = r"([0-9a-fA-F]{1,16})"
-D = r"(-?\d{1,20})"
+D = r"(-?\d{1,18})"      # 18 digits: every value fits a signed 64-bit int (an .hvt stores it)
 
 _ENTRY = re.compile(r"vcpu (\d{1,10}), rip 0x" + H)
 _EXIT = re.compile(r"(?:vcpu (\d{1,10}) )?reason (.{1,80}?) rip 0x" + H)
@@ -44,14 +44,25 @@ _IOAPIC = re.compile(r"pin (\d{1,4}) dst " + H + r" vec[ =](\d{1,3}) \((\w{1,10}
                      r"( \(coalesced\))?")
 _MSI = re.compile(r"dst (\d{1,10}) vec " + H)
 _PIC = re.compile(r"chip (\d{1,3}) pin (\d{1,3}) \((level|edge)(\|masked)?\)( \(coalesced\))?")
-_KV = re.compile(r"([a-z_]{1,24})[ =](0x[0-9a-fA-F]{1,16}|-?\d{1,20})\b")
+_KV = re.compile(r"([a-z_]{1,24})[ =](0x[0-9a-fA-F]{1,16}|-?\d{1,18})\b")
 _VEC = re.compile(r"vector=(\d{1,3})\b")
 _GMSR = re.compile(H + r", value " + H + r"( #GP)?")
 _CPUHP_ENTER = re.compile(r"cpu: (\d{1,6}) target: +(-?\d{1,4}) step: +(-?\d{1,4}) \((.{0,120})\)")
 _CPUHP_EXIT = re.compile(r"cpu: (\d{1,6}) +state: +(-?\d{1,4}) step: +(-?\d{1,4}) ret: (-?\d{1,10})")
 
 
+_HEX = "0123456789abcdefABCDEF"
+
+
 def kvm_entry(rest):
+    # fast path for the common shape (the rip's hex digits, 1..16, end at a space or the end:
+    # what the pattern takes there); anything else is decided by the pattern
+    if rest.startswith("vcpu "):
+        v, sep, r = rest[5:].partition(", rip 0x")
+        if sep and v.isdecimal() and len(v) <= 10 and v.isascii():
+            h = r.partition(" ")[0]
+            if 0 < len(h) <= 16 and not h.strip(_HEX):
+                return int(v), int(h, 16)
     m = _ENTRY.match(rest)
     if m is None:
         raise ValueError
@@ -60,6 +71,14 @@ def kvm_entry(rest):
 
 
 def kvm_exit(rest):
+    if rest.startswith("vcpu "):
+        v, _, r = rest[5:].partition(" ")
+        if r.startswith("reason ") and v.isdecimal() and len(v) <= 10 and v.isascii():
+            reason, sep, r = r[7:].partition(" rip 0x")
+            if sep and 0 < len(reason) <= 80 and "\n" not in reason:
+                h = r.partition(" ")[0]
+                if 0 < len(h) <= 16 and not h.strip(_HEX):
+                    return int(v), reason.strip(), int(h, 16)
     m = _EXIT.match(rest)
     if m is None:
         raise ValueError

@@ -160,15 +160,21 @@ class Recon:
         st.index = i
         if a is None or vn < 0:
             return
-        v = st.vcpu(vn)
+        v = st.vcpus.get(vn)
+        if v is None:
+            v = st.vcpu(vn)
         v.events += 1
-        if self.collect:
+        collect = self.collect
+        if collect:
             self.last_seen[vn] = i
         if name == "kvm_entry":
             v.in_guest = True
-            if self.collect:
+            if collect:
                 self.last_entry[vn] = i
-                self.entries.setdefault(vn, []).append(i)
+                e = self.entries.get(vn)
+                if e is None:
+                    e = self.entries[vn] = []
+                e.append(i)
         elif name == "kvm_exit":
             v.exit = (a[1], i)
             v.in_guest = False

@@ -10,7 +10,8 @@ Read-only API for front ends (TUI, REPL, export):
   MSR; ``watch(start, vcpu, "irr"|"isr"|"msr"|"tpr"|"hotplug", key, forward)`` - the next (or
   last) event that changes a watched value; ``why`` of an IRR/ISR bit is its ``set_by`` event
   in ``state_at(i).vcpus[v].irr/isr``,
-* ``progress`` (constructor) - called as progress(file index, line) every 65536 lines, then
+* ``progress`` (constructor) - called as progress(file index, line) after each block of lines
+  read (1 MiB of text; 64 KiB compressed), then
   as progress(number of files, event index) every ~65536 events while the state is rebuilt;
   an exception it raises (a front end's cancel) ends the import,
 * ``findings`` - :class:`~.model.Finding` list, each naming the events that prove it,
@@ -156,28 +157,29 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
         rx = lines.PERF_RE if fmt == "perf-script" else lines.FTRACE_RE
         hdr = lines.TRACE_CMD_HEADER_RE if fmt == "trace-cmd" else lines.FTRACE_HEADER_RE
         vcpu_of: dict = {}
-        host_dec, guest_dec = decode.HOST, decode.GUEST
         n0 = len(out)
         match = rx.match
-        a_ts, a_cpu, a_pid, a_name = out.ts.append, out.cpu.append, out.pid.append, out.name.append
-        a_vcpu, a_args, a_line, a_file = out.vcpu.append, out.args.append, out.line.append, out.file.append
         texts = out.text
-
+        # Hot path (docs/import.md, "Numbers"): most lines are `PREFIX TS: EVENT: FIELDS` where
+        # PREFIX (comm-pid, cpu, flags) repeats. The regex parses a line the first time its
+        # PREFIX and EVENT are seen; when str.partition finds the same PREFIX, TS, EVENT and
+        # FIELDS the regex did, PREFIX -> (pid, cpu) and EVENT -> name are kept, and later lines
+        # with a known PREFIX and EVENT are split with str.partition alone (their TS checked
+        # as the regex would: 1..20 digits, optionally a dot and 1..12 digits). Anything else
+        # goes through the regex, so every line parses exactly as the regex parses it.
+        prefixes: dict = {}
         names: dict = {}
-        caches: dict = {}
+        per_name: dict = {}      # name -> (mode, decoder, decode cache)
+        hits: Counter = Counter()   # decode cache hits per name since its cache was last cleared
         MAXL = lines.MAX_LINE
         n = 0
-        for s in itertools.chain.from_iterable(itertools.chain(head, it)):
-            n += 1
-            if len(s) > MAXL:
-                s = s[:MAXL]
-                counts["cut"] += 1
-                if len(skipped) < MAX_REPORTED:
-                    skipped.append((fi, n, f"line longer than {lines.MAX_LINE} characters: cut"))
+
+        def slow(s: str, n: int):
+            """(pid, cpu, ts, name, rest) of line `s` by the regex, or None (reported)."""
             m = match(s) if fmt else None
             if m is None:
                 if not s or s.isspace():
-                    continue
+                    return None
                 if hdr.match(s):
                     if "LOST" in s:
                         counts["lost"] += 1
@@ -186,86 +188,143 @@ def _parse_file(path, fmt: str, fi: int, offset: float, out: list, skipped: list
                             skipped.append((fi, n, "events lost here (ring buffer overrun): the state after "
                                                    "it is inferred from an incomplete trace: "
                                             + printable(s.strip(), 60)))
-                    continue
+                    return None
                 counts["skipped"] += 1
                 if len(skipped) < MAX_REPORTED:
                     from ..safe import printable
                     skipped.append((fi, n, "not an event line: " + printable(s.strip(), 60)))
-                continue
+                return None
             comm, pid, cpu, ts, ev, rest = m.groups()
             name = names.get(ev)
             if name is None:
                 name = sys.intern(ev.rpartition(":")[2])
                 if len(names) < 10000:
                     names[ev] = name
-            ev = name
             cpu = int(cpu)
             pid = int(pid) if pid is not None else -1
-            key = pid if pid > 0 else -1 - cpu
-            args = None
-            vcpu = None
-            d = host_dec.get(ev)
-            if d is not None:
-                # identical field texts recur (same rip, reason, vector): decode each once and
-                # share the tuple (bounded cache per event name)
-                c = caches.get(ev)
-                if c is None:
-                    c = caches[ev] = {}
-                args = c.get(rest)
-                if args is None:
-                    try:
-                        args = d(rest)
-                    except ValueError:
-                        _garbled(counts, skipped, fi, n, ev)
-                    else:
-                        if len(c) >= DECODE_CACHE:
-                            c.clear()
-                        c[rest] = args
-                if args is not None:
-                    if ev == "kvm_entry":
-                        vcpu = vcpu_of[key] = args[0]
-                    elif ev == "kvm_exit":
-                        if args[0] is not None:
-                            vcpu = vcpu_of[key] = args[0]
+            h, _, tail = s.partition(": ")
+            pre, _, ts2 = h.rpartition(" ")
+            ev2, _, rest2 = tail.partition(": ")
+            if ts2 == ts and ev2 == ev and rest2.lstrip() == rest and len(prefixes) < 10000:
+                prefixes[pre] = (pid, cpu)
+            return pid, cpu, ts, name, rest
+
+        for blk in itertools.chain(head, it):
+            rows: list = []
+            row = rows.append
+            base = len(out.ts)
+            for s in blk:
+                n += 1
+                if len(s) > MAXL:
+                    s = s[:MAXL]
+                    counts["cut"] += 1
+                    if len(skipped) < MAX_REPORTED:
+                        skipped.append((fi, n, f"line longer than {lines.MAX_LINE} characters: cut"))
+                h, sep, tail = s.partition(": ")
+                pc = None
+                if sep:
+                    pre, _, ts = h.rpartition(" ")
+                    pc = prefixes.get(pre)
+                    if pc is not None:
+                        ev, sep, rest = tail.partition(": ")
+                        name = names.get(ev) if sep else None
+                        a, dot, b = ts.partition(".")
+                        if name is None or not (a.isdecimal() and len(a) <= 20
+                                                and (not dot or (b.isdecimal() and len(b) <= 12))):
+                            pc = None
                         else:
-                            vcpu = vcpu_of.get(key)
-                    elif ev in ("kvm_apic_accept_irq", "kvm_eoi", "kvm_pv_eoi"):
-                        vcpu = args[0]
+                            pid, cpu = pc
+                            rest = rest.lstrip()
+                if pc is None:
+                    r = slow(s, n)
+                    if r is None:
+                        continue
+                    pid, cpu, ts, name, rest = r
+                info = per_name.get(name)
+                if info is None:
+                    if name in decode.HOST:
+                        mode = 1 if name not in ("kvm_entry", "kvm_exit", "kvm_apic_accept_irq", "kvm_eoi",
+                                                 "kvm_pv_eoi") else (2 if name == "kvm_entry" else 3 if
+                                                                     name == "kvm_exit" else 4)
+                        info = (mode, decode.HOST[name], {})
+                    elif name in decode.GUEST:
+                        info = (5, decode.GUEST[name], {})
+                    elif name.endswith("_entry") or name.endswith("_exit"):
+                        info = (6, None, {})
+                    elif name.startswith("kvm_hv_"):
+                        info = (7, decode.kvm_hv, None)
                     else:
-                        vcpu = vcpu_of.get(key)
-            else:
-                d = guest_dec.get(ev)
-                if d is None:
-                    if decode.is_vector_event(ev, rest):
-                        d = decode.guest_vector
-                    elif ev.startswith("kvm_hv_"):
-                        d = decode.kvm_hv
-                if d is not None:
-                    try:
-                        args = d(rest)
-                    except ValueError:
-                        _garbled(counts, skipped, fi, n, ev)
-                    else:
-                        if d is decode.kvm_hv:
-                            vcpu = dict(args).get("vcpu_id", vcpu_of.get(key))
-                        else:
-                            vcpu = cpu
-            if vcpu is not None and not 0 <= vcpu < MAX_VCPU:
+                        info = (0, None, None)
+                    per_name[name] = info
+                mode, d, c = info
+                args = None
                 vcpu = None
-                counts["garbled"] += 1
-                if len(skipped) < MAX_REPORTED:
-                    skipped.append((fi, n, f"{ev}: vCPU/CPU number out of range 0..{MAX_VCPU - 1} (kept as text)"))
-            if args is None:
-                texts[len(out.ts)] = rest if len(rest) <= MAX_TEXT else rest[:MAX_TEXT]
-            a_ts(float(ts) + offset)
-            a_cpu(cpu)
-            a_pid(pid)
-            a_name(ev)
-            a_vcpu(-1 if vcpu is None else vcpu)
-            a_args(args)
-            a_line(n)
-            a_file(fi)
-            if progress is not None and not (n & 0xffff):
+                if mode:
+                    if mode == 6:       # irq_vectors *_entry/_exit: "vector=N"; else maybe kvm_hv_*
+                        if rest.startswith("vector="):
+                            d = decode.guest_vector
+                        elif name.startswith("kvm_hv_"):
+                            d = decode.kvm_hv
+                        else:
+                            d = None
+                        c = None
+                    if d is not None:
+                        # identical field texts recur (same rip, reason, vector): decode each once
+                        # and share the tuple (bounded cache per event name)
+                        args = c.get(rest) if c is not None else None
+                        if args is None:
+                            try:
+                                args = d(rest)
+                            except ValueError:
+                                _garbled(counts, skipped, fi, n, name)
+                            else:
+                                if c is not None:
+                                    if len(c) >= DECODE_CACHE:
+                                        # fewer than 1 in 8 lookups hit (every field text differs,
+                                        # e.g. by its rip): stop caching this event's texts
+                                        if hits[name] < DECODE_CACHE // 8:
+                                            per_name[name] = (mode, d, None)
+                                        hits[name] = 0
+                                        c.clear()
+                                    c[rest] = args
+                        elif c is not None:
+                            hits[name] += 1
+                        if args is not None:
+                            if mode == 1:
+                                vcpu = vcpu_of.get(pid if pid > 0 else -1 - cpu)
+                            elif mode == 2:
+                                vcpu = vcpu_of[pid if pid > 0 else -1 - cpu] = args[0]
+                            elif mode == 3:
+                                if args[0] is not None:
+                                    vcpu = vcpu_of[pid if pid > 0 else -1 - cpu] = args[0]
+                                else:
+                                    vcpu = vcpu_of.get(pid if pid > 0 else -1 - cpu)
+                            elif mode == 4:
+                                vcpu = args[0]
+                            elif d is decode.kvm_hv:
+                                vcpu = dict(args).get("vcpu_id", vcpu_of.get(pid if pid > 0 else -1 - cpu))
+                            else:
+                                vcpu = cpu
+                        if vcpu is not None and not 0 <= vcpu < MAX_VCPU:
+                            vcpu = None
+                            counts["garbled"] += 1
+                            if len(skipped) < MAX_REPORTED:
+                                skipped.append((fi, n, f"{name}: vCPU/CPU number out of range 0..{MAX_VCPU - 1} "
+                                                       "(kept as text)"))
+                if args is None:
+                    texts[base + len(rows)] = rest if len(rest) <= MAX_TEXT else rest[:MAX_TEXT]
+                row((float(ts), cpu, pid, name, -1 if vcpu is None else vcpu, args, n))
+            if rows:
+                ts_, cpu_, pid_, name_, vcpu_, args_, line_ = zip(*rows)
+                out.ts.extend(ts_)
+                out.cpu.extend(cpu_)
+                out.pid.extend(pid_)
+                out.name.extend(name_)
+                out.vcpu.extend(vcpu_)
+                out.args.extend(args_)
+                out.line.extend(line_)
+                out.file.extend(array("H", (fi,)) * len(rows))
+            if progress is not None:
                 progress(fi, n)
         if read_errors:
             counts["skipped"] += 1
@@ -311,6 +370,28 @@ class ImportedTrace:
             order = sorted(range(len(raw)), key=t.__getitem__)     # stable: equal timestamps keep file order
             if any(order[k] != k for k in range(len(order))):
                 raw.reorder(order)
+        self._rebuild(raw, len(paths), checkpoint, progress)
+
+    @classmethod
+    def from_columns(cls, raw: "Columns", files: list, skipped: list, counts: Counter, checkpoint: int = CHECKPOINT,
+                     progress=None) -> "ImportedTrace":
+        """An ImportedTrace of events already read and merged (an imported ``.hvt``,
+        hvt.py): the per-vCPU state, checkpoints and findings are rebuilt from them exactly
+        as after a text import. ``progress(len(files), event)`` as in the constructor."""
+        self = cls.__new__(cls)
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            self.skipped = list(skipped)
+            self.counts = Counter(counts)
+            self.files = [SourceFile(*f) for f in files]
+            self._rebuild(raw, len(self.files), checkpoint, progress)
+        finally:
+            if was:
+                gc.enable()
+        return self
+
+    def _rebuild(self, raw: "Columns", nfiles: int, checkpoint: int, progress) -> None:
         self._raw = raw
         self.events = EventList(raw)
         self._ts = None
@@ -325,13 +406,15 @@ class ImportedTrace:
         step = self._recon.step
         k = self._k
         every = max(1, (1 << 16) // k)        # progress every ~65536 events (at checkpoints only)
-        nfiles = len(paths)
         for i, (nm, vn, a) in enumerate(zip(raw.name, raw.vcpu, raw.args)):
             if not i % k:
+                st.index = i - 1
                 self._checkpoints.append(st.copy())
                 if progress is not None and not (i // k) % every:
                     progress(nfiles, i)
-            step(st, i, nm, vn, a)
+            if a is not None and vn >= 0:      # step() ignores the others (opaque, no vCPU)
+                step(st, i, nm, vn, a)
+        st.index = len(raw) - 1
         self._recon.collect = False
         self.final = st
         self.findings = self._recon.final_findings(st, raw[-1][TS])

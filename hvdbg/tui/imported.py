@@ -9,9 +9,11 @@ cost nothing). Views only read ``state_at(i)``, ``describe(i)``, ``find`` and ``
 nothing here changes the trace. There is no model behind a real trace, so there are no
 what-if edits.
 
-``run_imported_tui(paths, fmt, offsets)`` is what ``hvdbg tui FILE [FILE2]`` calls: bad input
-is one line on stderr and exit 2 before the app starts; small files are imported before the
-app starts, large ones in a worker thread behind a progress bar (Esc or q cancels).
+``run_imported_tui(paths, fmt, offsets)`` is what ``hvdbg tui FILE [FILE2]`` calls (FILE a text
+trace, or one imported ``.hvt`` written by ``hvdbg import -o``: its events are read, not
+re-parsed): bad input is one line on stderr and exit 2 before the app starts; small files are
+imported before the app starts, large ones in a worker thread behind a progress bar (Esc or
+q cancels).
 """
 from __future__ import annotations
 
@@ -852,10 +854,19 @@ def check_paths(paths) -> str | None:
             return f"hvdbg tui: {s}: not a regular file"
         if not os.access(p, os.R_OK):
             return f"hvdbg tui: {s}: cannot read: permission denied"
+        if _imported(p):
+            if len(paths) > 1:
+                return f"hvdbg tui: {s}: an imported trace (.hvt) opens alone"
+            continue
         if not is_text_trace(p):
             return (f"hvdbg tui: {s}: not a text trace (ftrace trace / trace_pipe, trace-cmd report or "
                     f"perf script, plain, .gz or .xz) nor an hvdbg recording")
     return None
+
+
+def _imported(path) -> bool:
+    from ..trace_import.hvt import is_imported
+    return is_imported(path)
 
 
 def _plain(path) -> bool:
@@ -892,8 +903,13 @@ def run_imported_tui(paths, fmt: str = "auto", offsets: dict | None = None, *, s
         print(err, file=sys.stderr)
         return 2
     try:
-        lines, plain = _estimate_lines(paths)
-        size = sum(os.path.getsize(p) * (1 if _plain(p) else 10) for p in paths)
+        if len(paths) == 1 and _imported(paths[0]):
+            # an imported .hvt holds ~8 bytes per event where its text held ~100 per line
+            lines, plain = None, False
+            size = os.path.getsize(paths[0]) * 12
+        else:
+            lines, plain = _estimate_lines(paths)
+            size = sum(os.path.getsize(p) * (1 if _plain(p) else 10) for p in paths)
     except OSError as e:
         print(f"hvdbg tui: cannot read: {printable(e.strerror or str(e), 200)}", file=sys.stderr)
         return 2
@@ -913,9 +929,15 @@ def run_imported_tui(paths, fmt: str = "auto", offsets: dict | None = None, *, s
 def load(paths, fmt: str = "auto", offsets: dict | None = None, progress=None):
     """The ImportedTrace of `paths`, or one line saying why not (never raises for bad input)."""
     from ..safe import UnsafeFile
+    from ..trace.format import TraceError
     from ..trace_import import TraceImportError, import_trace
     try:
+        if len(paths) == 1 and _imported(paths[0]):
+            from ..trace_import import hvt
+            return hvt.read(paths[0], progress)
         return import_trace(paths, fmt, offsets, progress=progress)
+    except TraceError as e:
+        return f"hvdbg tui: {printable(str(e), 400)}"
     except TraceImportError as e:
         return f"hvdbg tui: {printable(str(e), 300)}"
     except (UnsafeFile, OSError, EOFError) as e:
