@@ -154,6 +154,8 @@ class CellResult:
     hash_bits: int = HASH_BITS
     bound_cut_states: int = 0         # states where a bound removed at least one enabled action
     refuted_candidates: int = 0       # goal-unreachable within bounds, goal reachable without them
+    por: bool = False                 # partial-order reduction (sleep sets) was on
+    pruned: int = 0                   # transitions sleep sets kept from being executed (por)
 
     @property
     def states_per_second(self) -> float:
@@ -173,7 +175,7 @@ class Explorer:
     scenario's initial state; the explorer moves its machine with apply/undo only."""
 
     def __init__(self, make_engine, bounds: dict | None = None, max_states: int = DEFAULT_MAX_STATES,
-                 strategy: str = "dfs", progress=None):
+                 strategy: str = "dfs", progress=None, por: bool = False, por_check: bool = False):
         if strategy not in ("dfs", "bfs"):
             raise ValueError(f"strategy {strategy!r}: expected dfs or bfs")
         self.make_engine = make_engine
@@ -185,6 +187,10 @@ class Explorer:
         self.max_states = max_states
         self.strategy = strategy
         self.progress = progress
+        # partial-order reduction (sleep sets) in the DFS only; por_check (tests): apply each
+        # pruned transition anyway and check its target and every action's write footprint
+        self.por = bool(por) and strategy == "dfs"
+        self.por_check = por_check
         self._kinds = {k: i for i, k in enumerate(BOUND_KINDS)}
         self._limits = tuple(self.bounds.get(k, -1) for k in BOUND_KINDS)
         self._blocked: dict = {}
@@ -201,6 +207,8 @@ class Explorer:
         self.acts: list[tuple] = []      # action id -> descriptor
         self.aid: dict[tuple, int] = {}
         self.transitions = 0
+        self.pruned = 0                  # transitions a sleep set kept from being executed
+        self.unresolved = 0              # pruned transitions whose target was never visited
 
     def _aid(self, a: tuple) -> int:
         i = self.aid.get(a)
@@ -275,13 +283,20 @@ class Explorer:
         root = self._new_state(self._key(h0, cnt0), -1, -1, eng.goal_reached())
         if self.goal[root]:
             return self._finish(t0, "proved within bounds", "", "the goal holds in the initial state", [])
-        search = self._dfs if self.strategy == "dfs" else self._bfs
+        search = self._dfs_por if self.por else self._dfs if self.strategy == "dfs" else self._bfs
         hit = search(eng, h0, cnt0)
         if hit is not None:          # a corruption: (state id before, action)
             sid, a = hit
             return self._finish(t0, "counterexample", "corruption", self._violation_text,
                                 prefix + self._path_to(sid) + [a])
-        return self._liveness(t0, cut=len(self.parent) >= self.max_states)
+        cut = len(self.parent) >= self.max_states
+        if self.por:
+            self._resolve_pruned(cut)
+            if self.unresolved and not cut:
+                return self._finish(t0, "incomplete", "", f"partial-order reduction: {self.unresolved} pruned "
+                                    "transitions lead to states the search never visited (a fault in the "
+                                    "independence relation); run with --por off", [])
+        return self._liveness(t0, cut=cut)
 
     # -- DFS with undo from the journal
     def _dfs(self, eng, h0: int, cnt0: tuple):
@@ -345,6 +360,151 @@ class Explorer:
                 undo(w)
             succ[sid].append(t)
         return None
+
+    # -- DFS with sleep sets (partial-order reduction; docs/explore.md "Reductions")
+    def _dfs_por(self, eng, h0: int, cnt0: tuple):
+        """The DFS above with Godefroid's sleep sets over the static independence relation of
+        core/independence.py. A transition asleep in a state is not executed; its target is
+        the state reached by executing it where it was explored (it commutes with every
+        transition taken since), so its key is this state's hash XOR that transition's hash
+        delta there (its journaled writes are the same), with the counters bumped. These
+        pruned edges are resolved after the search and added to the graph, so the liveness
+        analysis sees every edge of the unreduced graph. A state reached again with a sleep
+        set missing some of its stored one explores those transitions and is stored with the
+        intersection (Godefroid 1996, sec. 5.3), so every reachable state is visited."""
+        from .independence import Footprints
+        fps = self.footprints = Footprints(eng, BOUND_KINDS)
+        fp_of = fps.of
+        m = eng.m
+        apply, undo, enabled, goal_reached = eng.apply, m.undo, eng.enabled, eng.goal_reached
+        keys, succ, goal = self.keys, self.succ, self.goal
+        kinds, bterm, bump, allowed = self._kinds, self._bterm, self._bump, self._allowed
+        empty: frozenset = frozenset()
+        slept = self.slept = [empty]          # per state: the sleep set it is stored with
+        pending = self.pending = []           # (state, key of a pruned transition's target)
+        check = self.por_check
+        acts0, cut0 = allowed(enabled(), cnt0)
+        self.cut[0] = cut0
+        # frame: [to explore, next index, state id, hash, counts, writes that led here,
+        #         footprints of the allowed actions, sleep set {action: hash delta}, done [(action, delta)]]
+        stack = [[acts0, 0, 0, h0, cnt0, None, {a: fp_of(a) for a in acts0}, {}, []]]
+        limit = self.max_states
+        progress, tick = self.progress, 0
+        while stack:
+            fr = stack[-1]
+            todo = fr[0]
+            i = fr[1]
+            if i >= len(todo):
+                stack.pop()
+                if fr[5] is not None:
+                    undo(fr[5])
+                continue
+            fr[1] = i + 1
+            a = todo[i]
+            sid = fr[2]
+            w = apply(a)
+            self.transitions += 1
+            if eng._violation is not None:
+                self._note_violation(eng)
+                undo(w)
+                for f in reversed(stack):
+                    if f[5] is not None:
+                        undo(f[5])
+                return sid, a
+            h = update_hash(fr[3], w)
+            cnt = bump(fr[4], a) if a[0] in kinds else fr[4]
+            key = (h ^ bterm(cnt)) & MASK64
+            fpd = fr[6]
+            fa = fpd[a]
+            if check:
+                wm = fps.write_mask(w, a)
+                assert wm & ~fa[1] == 0, f"{a} wrote outside its footprint: {wm & ~fa[1]:#x}"
+            sleep, done = fr[7], fr[8]
+            if sleep or done:
+                ra, wa = fa
+                z = {}
+                for b, d in sleep.items():
+                    rb, wb = fpd[b]
+                    if not (wa & (rb | wb)) and not (wb & ra):      # independence.independent, inlined
+                        z[b] = d
+                for b, d in done:
+                    rb, wb = fpd[b]
+                    if not (wa & (rb | wb)) and not (wb & ra):
+                        z[b] = d
+            else:
+                z = sleep
+            done.append((a, h ^ fr[3]))
+            t = keys.get(key)
+            if t is None:
+                if len(self.parent) >= limit:
+                    self.open_states = {f[2] for f in stack}     # not fully expanded
+                    undo(w)
+                    for f in reversed(stack):
+                        if f[5] is not None:
+                            undo(f[5])
+                    return None
+                g = goal_reached()
+                t = self._new_state(key, sid, self._aid(a), g)
+                slept.append(empty)
+                succ[sid].append(t)
+                if g:
+                    undo(w)
+                    continue
+                nacts, c = allowed(enabled(), cnt)
+                self.cut[t] = c
+                nfp = {x: fp_of(x) for x in nacts}
+                if z:
+                    if check:
+                        assert all(b in nfp for b in z), f"{a} disabled an action it is independent of"
+                    z = {b: d for b, d in z.items() if b in nfp}
+                if z:
+                    slept[t] = frozenset(z)
+                    for b, d in z.items():
+                        k2 = ((h ^ d) ^ bterm(bump(cnt, b) if b[0] in kinds else cnt)) & MASK64
+                        pending.append((t, k2))
+                        if check:
+                            w2 = apply(b)
+                            h2 = update_hash(h, w2)
+                            undo(w2)
+                            assert h2 == h ^ d, f"{b} after {a} does not write what it wrote where it was explored"
+                    nacts = [x for x in nacts if x not in z]
+                stack.append([nacts, 0, t, h, cnt, w, nfp, z, []])
+                if progress is not None:
+                    tick += 1
+                    if tick >= 4096:
+                        tick = 0
+                        progress(len(self.parent), self.transitions, len(stack))
+                continue
+            succ[sid].append(t)
+            old = slept[t]
+            if old and not goal[t]:
+                missing = [b for b in old if b not in z]
+                if missing:
+                    keep = {b: z[b] for b in old if b in z}
+                    slept[t] = frozenset(keep)
+                    nacts, _ = allowed(enabled(), cnt)
+                    miss = set(missing)
+                    stack.append([[x for x in nacts if x in miss], 0, t, h, cnt, w, {x: fp_of(x) for x in nacts},
+                                  keep, []])
+                    continue
+            undo(w)
+        return None
+
+    def _resolve_pruned(self, cut: bool) -> None:
+        """Add the pruned transitions' edges to the graph (their targets were visited, or -
+        in a cut search - their source counts as not fully expanded)."""
+        keys, succ = self.keys, self.succ
+        opened = getattr(self, "open_states", None)
+        for s, k in self.pending:
+            t = keys.get(k)
+            if t is None:
+                self.unresolved += 1
+                if opened is not None:
+                    opened.add(s)
+            else:
+                succ[s].append(t)
+        self.pruned = len(self.pending)
+        self.pending = []
 
     # -- BFS from compact snapshots of the frontier (shortest paths first)
     def _bfs(self, eng, h0: int, cnt0: tuple):
@@ -483,8 +643,13 @@ class Explorer:
         # Confirm candidates on an unbounded engine: the nearest one first (a short path when
         # it is a real hang), then the deepest first. A refuted candidate (goal reachable
         # without the bounds) refutes every candidate that reaches it in the graph.
-        bad.sort(key=lambda i: dist[i])
-        order = [bad[0]] + sorted(bad[1:], key=lambda i: -dist[i])
+        # ties broken by state key, not by state number, so the order (and the verdict) does
+        # not depend on the order the search numbered the states in (with or without POR)
+        skey = [0] * n
+        for k, i in self.keys.items():
+            skey[i] = k
+        bad.sort(key=lambda i: (dist[i], skey[i]))
+        order = [bad[0]] + sorted(bad[1:], key=lambda i: (-dist[i], skey[i]))
         refuted_set: set = set()
         bad_set = self.bad
         checked = unknown = 0
@@ -548,7 +713,8 @@ class Explorer:
                           depth=depth, seconds=time.perf_counter() - t0, bounds=dict(self.bounds),
                           max_states=self.max_states, strategy=self.strategy, path=list(path),
                           collision_probability=collision_probability(n),
-                          bound_cut_states=sum(self.cut), refuted_candidates=getattr(self, "refuted", 0))
+                          bound_cut_states=sum(self.cut), refuted_candidates=getattr(self, "refuted", 0),
+                          por=self.por, pruned=self.pruned)
 
 
 def _snap(m) -> tuple:
