@@ -1,0 +1,155 @@
+"""Partial-order reduction in the explorer (sleep sets over core/independence.py's footprints):
+the same verdicts, the same reachable states and the same hang candidates with and without
+it, on cells of several scenarios, hypervisors and fixes; every executed action writes only
+inside its footprint and every pruned transition's predicted target is the real one
+(por_check); the CLI's --por and --markdown."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from hvdbg.cli import main
+from hvdbg.core.engine import Engine
+from hvdbg.core.explore import Explorer, full_hash, with_vars
+from hvdbg.core.scenario import load_scenario
+
+TINY = {"warmup": 0, "teardown_work": 0}
+
+
+def _make(name, vars, late=None, **over):
+    scn = with_vars(load_scenario(name), vars)
+    cfg = scn.config(**over)
+    if late is None:
+        return scn, cfg, (lambda: Engine(scn, cfg, journal=False))
+    n = Engine(scn, cfg, journal=False).run().steps
+
+    def make():
+        e = Engine(scn, cfg, journal=False)
+        e.run(max_steps=max(0, n - late))
+        return e
+    return scn, cfg, make
+
+
+def _hang_state(make, path) -> int:
+    e = make()
+    for a in path:
+        e.apply(a)
+    return full_hash(e.m)
+
+
+def _both(make, bounds, max_states=300_000):
+    out = []
+    for por in (False, True):
+        ex = Explorer(make, bounds=bounds, max_states=max_states, por=por, por_check=por)
+        r = ex.run()
+        out.append((ex, r))
+    return out
+
+
+CELLS = [
+    # (scenario, vars, steps before the end of the default run to start from (None: the start), bounds, config)
+    ("cpu-offline", TINY, None, {"traffic": 0, "timer": 0}, {"fix": "none", "garbage": "0xa5"}),
+    ("cpu-offline", TINY, None, {"traffic": 0, "timer": 0}, {"fix": "gfp-zero"}),
+    ("cpu-offline", TINY, 40, {"traffic": 2, "timer": 1}, {"fix": "none"}),
+    ("cpu-offline", TINY, 40, {"traffic": 1, "timer": 1}, {"fix": "clear-bit", "hypervisor": "kvm"}),
+    ("cpu-offline", TINY, None, {"traffic": 0, "timer": 0}, {"fix": "none", "overlay": "restore"}),
+    ("cpu-offline-early-ipis", TINY, 60, {"traffic": 1, "timer": 0}, {"fix": "clear-bit"}),
+    ("smp", TINY, 30, {"traffic": 1, "timer": 0}, {"fix": "none"}),
+    ("cpu-offline", TINY, None, {"traffic": 0, "timer": 0}, {"fix": "none", "hypervisor": "kvm"}),
+    ("kexec", {"warmup": 1, "post_kexec": 1, "k2_irq_window": 2}, 30, {"traffic": 1, "timer": 1},
+     {"fix": "remove-cpuhp"}),
+    ("kvm-hibernation-resume", {"warmup": 1, "post_resume": 1}, 60, {"traffic": 0, "timer": 0},
+     {"fix": "syscore-teardown"}),
+]
+
+
+@pytest.mark.parametrize("name,vars,late,bounds,over", CELLS)
+def test_por_keeps_verdicts_states_and_hang_candidates(name, vars, late, bounds, over):
+    _, _, make = _make(name, vars, late, **over)
+    (ex0, r0), (ex1, r1) = _both(make, bounds)
+    assert r1.por and not r0.por
+    assert (r1.verdict, r1.outcome) == (r0.verdict, r0.outcome), (r0.reason, r1.reason)
+    assert r0.verdict != "incomplete" or r0.states == ex0.max_states
+    if r0.outcome != "corruption":            # a corruption stops the search where it is met
+        assert r1.states == r0.states and r1.depth == r0.depth
+        assert set(ex1.keys) == set(ex0.keys)                          # the same reachable states
+        assert r1.transitions + r1.pruned >= r0.transitions             # each edge executed or pruned
+        assert r1.transitions <= r0.transitions                        # each (state, action) at most once
+        k0 = {k for k, i in ex0.keys.items() if i in getattr(ex0, "bad", ())}
+        k1 = {k for k, i in ex1.keys.items() if i in getattr(ex1, "bad", ())}
+        assert k1 == k0                                                 # the same hang candidates
+        assert ex1.unresolved == 0
+    if r0.outcome == "hang":                  # the same confirmed hang state
+        assert _hang_state(make, r1.path) == _hang_state(make, r0.path)
+
+
+def test_por_prunes_only_transitions_whose_targets_were_reached():
+    """The edge set with pruned edges added equals the unreduced one (as sets of (source key,
+    target key)): the liveness analysis sees the same graph."""
+    _, _, make = _make("smp", TINY, 30, fix="none")
+    (ex0, _), (ex1, _) = _both(make, {"traffic": 1, "timer": 0})
+
+    def edges(ex):
+        key = {i: k for k, i in ex.keys.items()}
+        return {(key[s], key[t]) for s, ts in enumerate(ex.succ) for t in ts}
+    assert edges(ex1) == edges(ex0)
+    assert ex1.pruned > 0
+
+
+def test_bfs_ignores_por():
+    _, _, make = _make("cpu-offline", TINY, None, fix="gfp-zero")
+    r = Explorer(make, bounds={"traffic": 0, "timer": 0}, strategy="bfs", por=True).run()
+    assert not r.por and r.pruned == 0
+
+
+def _cli(argv):
+    import contextlib
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+BASE = ["explore", "cpu-offline", "--hypervisor", "hyperv", "--overlay", "uncover-stale", "--fix", "all",
+        "--garbage", "0xa5", "--set", "warmup=0", "--set", "teardown_work=0", "--bound", "traffic=0",
+        "--bound", "timer=0", "--no-minimise"]
+
+
+def test_cli_por_flag_in_json_and_table():
+    on = json.loads(_cli(BASE + ["--por", "on", "--json"])[1])
+    off = json.loads(_cli(BASE + ["--por", "off", "--json"])[1])
+    assert on["por"] == "on" and off["por"] == "off"
+    assert [c["por"] for c in on["cells"]] == [True] * 3 and [c["por"] for c in off["cells"]] == [False] * 3
+    key = ("cell", "verdict", "outcome", "states", "depth")
+    assert [{k: c[k] for k in key} for c in on["cells"]] == [{k: c[k] for k in key} for c in off["cells"]]
+    assert sum(c["transitions"] for c in on["cells"]) < sum(c["transitions"] for c in off["cells"])
+    code, out, _ = _cli(BASE + ["--por", "on"])
+    assert code == 3 and "traffic=0, timer=0" in out and "por on" in out
+    code, out, err = _cli(BASE + ["--por", "maybe"])
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_markdown_table_matches_the_json_cells():
+    code, md, _ = _cli(BASE + ["--markdown"])
+    assert code == 3
+    rep = json.loads(_cli(BASE + ["--json"])[1])
+    lines = md.splitlines()
+    assert lines[0].startswith("**explore cpu-offline") and "bounds traffic=0, timer=0" in lines[0]
+    assert "por off" in lines[0]
+    head = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert head == ["hypervisor", "overlay", "fix", "garbage", "verdict", "states", "transitions", "depth",
+                    "time s", "states/s"]
+    assert set(lines[3].strip("|").split("|")) <= {"---", "---:"}
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[4:4 + len(rep["cells"])]]
+    for row, cell in zip(rows, rep["cells"]):
+        assert row[2] == cell["fix"]
+        assert row[4].split()[0] == {"proved within bounds": "proved"}.get(cell["verdict"], cell["verdict"])
+        assert int(row[5].replace(",", "")) == cell["states"]
+        assert int(row[6].replace(",", "")) == cell["transitions"]
+        assert int(row[7]) == cell["depth"]
+    assert lines[4 + len(rep["cells"])] == ""
+    assert any(ln.startswith("- cpu-offline.hyperv.uncover-stale.none.0xa5: hang") for ln in lines)
+    code, _, err = _cli(BASE + ["--markdown", "--json"])
+    assert code == 2 and err.count("\n") == 1
