@@ -153,3 +153,49 @@ def test_markdown_table_matches_the_json_cells():
     assert any(ln.startswith("- cpu-offline.hyperv.uncover-stale.none.0xa5: hang") for ln in lines)
     code, _, err = _cli(BASE + ["--markdown", "--json"])
     assert code == 2 and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- generated listings
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_R = st.integers(0, 3).map(lambda i: f"r{i}")
+_GEN_OPS = st.one_of(
+    st.builds(lambda r, n: f"mov {r}, {n}", _R, st.integers(0, 2)),
+    st.builds(lambda r, s: f"add {r}, {s}, 1", _R, _R),
+    st.builds(lambda r: f"mov $pa, {r}", _R),
+    st.builds(lambda r: f"mov {r}, $pa", _R),
+    st.builds(lambda r: f"mov %pv, {r}", _R),
+    st.builds(lambda r: f"mov {r}, %pv", _R),
+    st.builds(lambda r: f"mov %pv[{r}], 1", _R),
+    st.builds(lambda r, s: f"mov {r}, %pv[{s}]", _R, _R),
+    st.builds(lambda r: f"mov {r}, cpu", _R),
+    st.builds(lambda r: f"br {r} == 0, out", _R),
+    st.just("br $pa != 0, out"),
+    st.just("wait $pa >= 0"),
+    st.just("cli"), st.just("sti"), st.just("nop"),
+    st.builds(lambda r: f"load {r}, [0x1000], 8", _R),
+    st.builds(lambda r, s: f"xchg {r}, [0x1000], 8, {s}", _R, _R),
+    st.builds(lambda r: f"mov $offline_done, {r}", _R),       # a variable the goal reads
+)
+
+
+@settings(max_examples=8, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_GEN_OPS, min_size=1, max_size=8))
+def test_por_on_generated_listings(ops):
+    """hv_cpu_init (run by both vCPUs while they boot) replaced by a generated listing of
+    local, global, per-CPU, indexed, memory and goal-variable ops: the same verdict, states and
+    hang candidates with and without POR, every write inside its footprint."""
+    from hvdbg.core.scenario import parse_scenario
+    base = with_vars(load_scenario("cpu-offline"), TINY)
+    body = ", ".join(f'["{o}", 1, ""]' for o in ops) + ', ["out: ret", 1, ""]'
+    scn = parse_scenario(base.text + f'\n[routines.hv_cpu_init]\nfile = "x.c"\nops = [{body}]\n', "<generated>")
+    cfg = scn.config(fix="none")
+    (ex0, r0), (ex1, r1) = _both(lambda: Engine(scn, cfg, journal=False), {"traffic": 0, "timer": 0},
+                                 max_states=40_000)
+    assert (r1.verdict, r1.outcome) == (r0.verdict, r0.outcome), (r0.reason, r1.reason)
+    if r0.verdict != "incomplete" and r0.outcome != "corruption":
+        assert set(ex1.keys) == set(ex0.keys)
+        assert ({k for k, i in ex1.keys.items() if i in getattr(ex1, "bad", ())} ==
+                {k for k, i in ex0.keys.items() if i in getattr(ex0, "bad", ())})
+        assert ex1.unresolved == 0
