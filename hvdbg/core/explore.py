@@ -379,8 +379,8 @@ class Explorer:
         apply, undo, enabled, goal_reached = eng.apply, m.undo, eng.enabled, eng.goal_reached
         keys, succ, goal = self.keys, self.succ, self.goal
         kinds, bterm, bump, allowed = self._kinds, self._bterm, self._bump, self._allowed
-        empty: frozenset = frozenset()
-        slept = self.slept = [empty]          # per state: the sleep set it is stored with
+        empty: tuple = ()
+        slept = self.slept = [empty]          # per state: the sleep set it is stored with (in a fixed order)
         pending = self.pending = []           # (state, key of a pruned transition's target)
         check = self.por_check
         acts0, cut0 = allowed(enabled(), cnt0)
@@ -458,7 +458,7 @@ class Explorer:
                         assert all(b in nfp for b in z), f"{a} disabled an action it is independent of"
                     z = {b: d for b, d in z.items() if b in nfp}
                 if z:
-                    slept[t] = frozenset(z)
+                    slept[t] = tuple(z)
                     for b, d in z.items():
                         k2 = ((h ^ d) ^ bterm(bump(cnt, b) if b[0] in kinds else cnt)) & MASK64
                         pending.append((t, k2))
@@ -480,12 +480,12 @@ class Explorer:
             if old and not goal[t]:
                 missing = [b for b in old if b not in z]
                 if missing:
+                    # the missing transitions were allowed here when the state was first
+                    # explored (same state, same counters): no enabled() needed
                     keep = {b: z[b] for b in old if b in z}
-                    slept[t] = frozenset(keep)
-                    nacts, _ = allowed(enabled(), cnt)
-                    miss = set(missing)
-                    stack.append([[x for x in nacts if x in miss], 0, t, h, cnt, w, {x: fp_of(x) for x in nacts},
-                                  keep, []])
+                    slept[t] = tuple(keep)
+                    nfp = {x: fp_of(x) for x in old}
+                    stack.append([missing, 0, t, h, cnt, w, nfp, keep, []])
                     continue
             undo(w)
         return None
