@@ -28,8 +28,8 @@ def add_parser(sub) -> None:
     e.add_argument("--set", action="append", default=[], metavar="VAR=N", dest="set_vars",
                    help="set a scenario [vars] value (e.g. warmup=2 shrinks the boot loop)")
     e.add_argument("--bound", action="append", default=[], metavar="KIND=N",
-                   help="at most N actions of KIND (traffic, timer) per path; defaults: "
-                        + ", ".join(f"{k}={v}" for k, v in DEFAULT_BOUNDS.items()))
+                   help="at most N actions of KIND (traffic, timer) per path; overrides the scenario's and its "
+                        "pack's [explore] bounds; defaults: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_BOUNDS.items()))
     e.add_argument("--max-states", type=_int, default=DEFAULT_MAX_STATES, dest="max_states",
                    help=f"state budget per cell (default {DEFAULT_MAX_STATES}); a cut search is 'incomplete'")
     e.add_argument("--strategy", choices=("dfs", "bfs", "pct"), default="dfs",
@@ -228,15 +228,14 @@ VERDICT_STYLE = {"counterexample": "bold red", "proved within bounds": "green", 
 
 def cmd_explore(args, out) -> int:
     scn, cells, bounds = plan(args)
-    from .core.explore import DEFAULT_BOUNDS
-    full_bounds = dict(DEFAULT_BOUNDS)
-    full_bounds.update(bounds)
+    from .core.explore import resolve_bounds
+    full_bounds, bound_sources = resolve_bounds(scn, bounds)
     if args.out:
         try:
             os.makedirs(args.out, exist_ok=True)
         except OSError as e:
             raise UsageError(f"hvdbg: --out {args.out}: {e.strerror or e}") from None
-    jobs = [{"text": scn.text, "source": scn.source, "cell": c, "bounds": bounds, "max_states": args.max_states,
+    jobs = [{"text": scn.text, "source": scn.source, "cell": c, "bounds": full_bounds, "max_states": args.max_states,
              "strategy": args.strategy, "out": args.out, "no_minimise": args.no_minimise, "runs": args.runs,
              "pct_depth": args.pct_depth, "horizon": args.horizon, "por": args.por, "por": args.por == "on"} for c in cells]
     t0 = time.perf_counter()
@@ -300,7 +299,8 @@ def cmd_explore(args, out) -> int:
         if progress is not None:
             progress.stop()
     wall = time.perf_counter() - t0
-    rep = {"scenario": scn.name, "bounds": full_bounds, "max_states": args.max_states, "strategy": args.strategy,
+    rep = {"scenario": scn.name, "bounds": full_bounds, "bound_sources": bound_sources,
+           "max_states": args.max_states, "strategy": args.strategy,
            "jobs": args.jobs, "seconds": round(wall, 3), "cells": results, "runs": args.runs,
            "pct_depth": args.pct_depth, "horizon": args.horizon, "por": args.por,
            "hash": "64-bit incremental Zobrist over the journaled writes"}
@@ -342,7 +342,8 @@ def por_text(rep: dict) -> str:
 def table(rep: dict) -> tuple[str, list, list]:
     """The verdict table of a report, shared by the terminal (rich) and --markdown output:
     (title, columns [(name, justify)], rows [(cells as text, verdict)])."""
-    b = ", ".join(f"{k}={v}" for k, v in rep["bounds"].items())
+    src = rep.get("bound_sources", {})
+    b = ", ".join(f"{k}={v}" + (f" ({src[k]})" if k in src else "") for k, v in rep["bounds"].items())
     what = (f"pct: {rep.get('runs')} runs of {rep.get('horizon')} steps per cell, depth {rep.get('pct_depth')}; "
             "'states' counts runs" if rep["strategy"] == "pct" else
             f"bounds {b}; max {rep['max_states']:,} states/cell; {rep['strategy']}; {por_text(rep)}")

@@ -6,6 +6,7 @@ inside its footprint and every pruned transition's predicted target is the real 
 from __future__ import annotations
 
 import io
+import re
 import json
 
 import pytest
@@ -126,7 +127,7 @@ def test_cli_por_flag_in_json_and_table():
     assert [{k: c[k] for k in key} for c in on["cells"]] == [{k: c[k] for k in key} for c in off["cells"]]
     assert sum(c["transitions"] for c in on["cells"]) < sum(c["transitions"] for c in off["cells"])
     code, out, _ = _cli(BASE + ["--por", "on"])
-    assert code == 3 and "traffic=0, timer=0" in out and "por on" in out
+    assert code == 3 and "traffic=0 (--bound), timer=0 (--bound)" in out and "por on" in out
     code, out, err = _cli(BASE + ["--por", "maybe"])
     assert code == 2 and err.count("\n") == 1
 
@@ -136,7 +137,7 @@ def test_markdown_table_matches_the_json_cells():
     assert code == 3
     rep = json.loads(_cli(BASE + ["--json"])[1])
     lines = md.splitlines()
-    assert lines[0].startswith("**explore cpu-offline") and "bounds traffic=0, timer=0" in lines[0]
+    assert lines[0].startswith("**explore cpu-offline") and "bounds traffic=0 (--bound), timer=0 (--bound)" in lines[0]
     assert "por off" in lines[0]
     head = [c.strip() for c in lines[2].strip("|").split("|")]
     assert head == ["hypervisor", "overlay", "fix", "garbage", "verdict", "states", "transitions", "depth",
@@ -199,3 +200,67 @@ def test_por_on_generated_listings(ops):
         assert ({k for k, i in ex1.keys.items() if i in getattr(ex1, "bad", ())} ==
                 {k for k, i in ex0.keys.items() if i in getattr(ex0, "bad", ())})
         assert ex1.unresolved == 0
+
+
+# ---------------------------------------------------------------- [explore] bounds defaults
+def _scenario_file(tmp_path, extra: str):
+    text = load_scenario("cpu-offline").text + "\n" + extra + "\n"
+    f = tmp_path / "s.toml"
+    f.write_text(text)
+    return str(f)
+
+
+SMALL_CELL = ["--hypervisor", "hyperv", "--overlay", "uncover-stale", "--fix", "gfp-zero", "--garbage", "0xa5",
+              "--set", "warmup=0", "--set", "teardown_work=0", "--no-minimise"]
+
+
+def test_scenario_bounds_are_defaults_and_bound_overrides(tmp_path):
+    f = _scenario_file(tmp_path, "[explore]\nbounds = { traffic = 0, timer = 0 }")
+    rep = json.loads(_cli(["explore", f, *SMALL_CELL, "--json"])[1])
+    assert rep["bounds"] == {"traffic": 0, "timer": 0}
+    assert rep["bound_sources"] == {"traffic": "scenario cpu-offline", "timer": "scenario cpu-offline"}
+    same = json.loads(_cli(["explore", "cpu-offline", *SMALL_CELL, "--bound", "traffic=0", "--json"])[1])
+    assert rep["cells"][0]["states"] == same["cells"][0]["states"]        # the bounds were applied
+    assert same["bound_sources"] == {"traffic": "--bound", "timer": "default"}
+    over = json.loads(_cli(["explore", f, *SMALL_CELL, "--bound", "timer=1", "--max-states", "3000", "--json"])[1])
+    assert over["bounds"] == {"traffic": 0, "timer": 1}
+    assert over["bound_sources"] == {"traffic": "scenario cpu-offline", "timer": "--bound"}
+    assert over["cells"][0]["bounds"] == {"traffic": 0, "timer": 1}
+    code, out, _ = _cli(["explore", f, *SMALL_CELL])
+    assert code == 0 and "traffic=0 (scenario cpu-offline), timer=0 (scenario cpu-offline)" in out
+
+
+@pytest.mark.parametrize("extra,frag", [
+    ("[explore]\nbounds = { traffic = -1 }", "explore.bounds.traffic: expected 0..4294967295"),
+    ("[explore]\nbounds = { land = 1 }", "explore.bounds.land: unknown bounded kind"),
+    ("[explore]\nbounds = { timer = \"1\" }", "explore.bounds.timer: expected an integer"),
+    ("[explore]\nbounds = { timer = true }", "explore.bounds.timer: expected an integer"),
+    ("[explore]\nbounds = 3", "explore.bounds: expected a table"),
+    ("[explore]\ndepth = 3", "explore.depth: unknown key"),
+    ("[explore]\nbounds = [1, 2]", "explore.bounds: expected a table"),
+])
+def test_bad_scenario_bounds_are_one_line_exit_2(tmp_path, extra, frag):
+    f = _scenario_file(tmp_path, extra)
+    code, out, err = _cli(["explore", f, *SMALL_CELL])
+    assert code == 2, err
+    assert frag in err and f in err and err.count("\n") == 1, err
+
+
+def test_pack_bounds_sit_between_the_defaults_and_the_scenario():
+    import dataclasses
+
+    from hvdbg.core.explore import resolve_bounds
+    from hvdbg.core.packs import PackError, _explore_bounds
+    scn = load_scenario("cpu-offline")
+    pack = dataclasses.replace(scn.pack, explore_bounds={"timer": 1, "traffic": 2})
+    b, src = resolve_bounds(dataclasses.replace(scn, pack=pack, explore_bounds={"traffic": 0}))
+    assert b == {"traffic": 0, "timer": 1}
+    assert src == {"traffic": "scenario cpu-offline", "timer": f"pack {pack.name}"}
+    b, src = resolve_bounds(dataclasses.replace(scn, pack=pack), {"timer": 0})
+    assert b == {"traffic": 2, "timer": 0} and src["timer"] == "--bound" and src["traffic"] == f"pack {pack.name}"
+    assert _explore_bounds("p", {"explore": {"bounds": {"timer": 2}}}) == {"timer": 2}
+    for meta, frag in (({"explore": {"bounds": {"timer": -1}}}, "explore.bounds.timer"),
+                       ({"explore": {"bounds": {"x": 1}}}, "explore.bounds.x"),
+                       ({"explore": {"other": 1}}, "[explore]")):
+        with pytest.raises(PackError, match=re.escape(frag)):
+            _explore_bounds("p", meta)

@@ -40,6 +40,38 @@ HASH_BITS = 64
 BOUND_KINDS = ("traffic", "timer")
 DEFAULT_BOUNDS = {"traffic": 1, "timer": 0}
 DEFAULT_MAX_STATES = 1_000_000
+MAX_BOUND = (1 << 32) - 1
+
+
+def bounds_problem(d) -> tuple[str, str] | None:
+    """(key, problem) of the first bad entry of a bounds table (a scenario's or pack's
+    `[explore] bounds`), or None: keys are the bounded kinds, values integers 0..2^32-1."""
+    if not isinstance(d, dict):
+        return "", f"expected a table like {{traffic = 1, timer = 0}}, got {type(d).__name__}"
+    for k, v in d.items():
+        if k not in BOUND_KINDS:
+            return str(k), f"unknown bounded kind (the bounded kinds are {', '.join(BOUND_KINDS)})"
+        if isinstance(v, bool) or not isinstance(v, int):
+            return k, f"expected an integer, got {type(v).__name__}"
+        if not 0 <= v <= MAX_BOUND:
+            return k, f"expected 0..{MAX_BOUND}"
+    return None
+
+
+def resolve_bounds(scn, cli: dict | None = None) -> tuple[dict, dict]:
+    """The bounds of a cell and where each came from: the explorer's defaults, then the
+    scenario's pack (`[explore] bounds` in pack.toml), then the scenario (`[explore] bounds`),
+    then `--bound`. Returns (bounds, {kind: "default" | "pack NAME" | "scenario NAME" | "--bound"})."""
+    bounds = dict(DEFAULT_BOUNDS)
+    source = {k: "default" for k in bounds}
+    pack = getattr(scn, "pack", None)
+    for layer, where in ((getattr(pack, "explore_bounds", None), f"pack {getattr(pack, 'name', '')}"),
+                         (getattr(scn, "explore_bounds", None), f"scenario {scn.name}"),
+                         (cli, "--bound")):
+        for k, v in (layer or {}).items():
+            bounds[k] = v
+            source[k] = where
+    return bounds, source
 CONFIRM_BUDGET = 50_000        # states the unbounded hang confirmation may explore per candidate
 MAX_CONFIRM = 32               # hang candidates confirmed per cell before giving up (-> incomplete)
 
