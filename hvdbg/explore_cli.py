@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
                    help="set a scenario [vars] value (e.g. warmup=2 shrinks the boot loop)")
     e.add_argument("--bound", action="append", default=[], metavar="KIND=N",
                    help="at most N actions of KIND (traffic, timer) per path; overrides the scenario's and its "
-                        "pack's [explore] bounds; defaults: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_BOUNDS.items()))
+                        "pack's [explore] bounds; defaults: "
+                        + ", ".join(f"{k}={v}" for k, v in DEFAULT_BOUNDS.items()))
     e.add_argument("--max-states", type=_int, default=DEFAULT_MAX_STATES, dest="max_states",
                    help=f"state budget per cell (default {DEFAULT_MAX_STATES}); a cut search is 'incomplete'")
     e.add_argument("--strategy", choices=("dfs", "bfs", "pct"), default="dfs",
@@ -237,7 +238,8 @@ def cmd_explore(args, out) -> int:
             raise UsageError(f"hvdbg: --out {args.out}: {e.strerror or e}") from None
     jobs = [{"text": scn.text, "source": scn.source, "cell": c, "bounds": full_bounds, "max_states": args.max_states,
              "strategy": args.strategy, "out": args.out, "no_minimise": args.no_minimise, "runs": args.runs,
-             "pct_depth": args.pct_depth, "horizon": args.horizon, "por": args.por, "por": args.por == "on"} for c in cells]
+             "pct_depth": args.pct_depth, "horizon": args.horizon,
+             "por": args.por == "on"} for c in cells]
     t0 = time.perf_counter()
     if args.json and args.markdown:
         raise UsageError("hvdbg: --json and --markdown: choose one")

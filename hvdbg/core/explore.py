@@ -452,7 +452,11 @@ class Explorer:
                 wm = fps.write_mask(w, a)
                 assert wm & ~fa[1] == 0, f"{a} wrote outside its footprint: {wm & ~fa[1]:#x}"
             sleep, done = fr[7], fr[8]
-            if sleep or done:
+            t = keys.get(key)
+            # the child's sleep set: what sleeps here or was explored here before a, and is
+            # independent of a (only needed for a new state or a visited one stored with a
+            # sleep set)
+            if (sleep or done) and (t is None or slept[t]):
                 ra, wa = fa
                 z = {}
                 for b, d in sleep.items():
@@ -464,9 +468,8 @@ class Explorer:
                     if not (wa & (rb | wb)) and not (wb & ra):
                         z[b] = d
             else:
-                z = sleep
+                z = {}
             done.append((a, h ^ fr[3]))
-            t = keys.get(key)
             if t is None:
                 if len(self.parent) >= limit:
                     self.open_states = {f[2] for f in stack}     # not fully expanded
