@@ -54,7 +54,7 @@ def matrix(jobs: int, bound: str, por: str = "off") -> tuple[float, str]:
     trans = sum(c["transitions"] for c in rep["cells"])
     pruned = sum(c.get("pruned", 0) for c in rep["cells"])
     return dt, (f"{len(rep['cells'])} cells, {total:,} states, {trans:,} transitions executed"
-                + (f" ({pruned:,} pruned)" if por == "on" else "") + f", verdicts {v}, exit {code}")
+                + (f" ({pruned:,} never executed: asleep)" if por == "on" else "") + f", verdicts {v}, exit {code}")
 
 
 def run() -> None:

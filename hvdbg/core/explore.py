@@ -239,7 +239,7 @@ class Explorer:
         self.acts: list[tuple] = []      # action id -> descriptor
         self.aid: dict[tuple, int] = {}
         self.transitions = 0
-        self.pruned = 0                  # transitions a sleep set kept from being executed
+        self.pruned = 0                  # transitions sleep sets kept from ever being executed
         self.unresolved = 0              # pruned transitions whose target was never visited
 
     def _aid(self, a: tuple) -> int:
@@ -538,7 +538,10 @@ class Explorer:
                     opened.add(s)
             else:
                 succ[s].append(t)
-        self.pruned = len(self.pending)
+        # transitions never executed: what each state's final (stored) sleep set holds; the
+        # other pruned edges were executed later, when their state was reached again with a
+        # smaller sleep set (so executed + pruned = the unreduced search's transitions)
+        self.pruned = sum(len(z) for z in self.slept)
         self.pending = []
 
     # -- BFS from compact snapshots of the frontier (shortest paths first)
