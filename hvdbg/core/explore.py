@@ -40,7 +40,9 @@ HASH_BITS = 64
 BOUND_KINDS = ("traffic", "timer")
 DEFAULT_BOUNDS = {"traffic": 1, "timer": 0}
 DEFAULT_MAX_STATES = 1_000_000
-MAX_BOUND = (1 << 32) - 1
+CONFIRM_BUDGET = 50_000        # states the unbounded hang confirmation may explore per candidate
+MAX_CONFIRM = 32               # hang candidates confirmed per cell before giving up (-> incomplete)
+MAX_BOUND = (1 << 32) - 1     # the largest bound a scenario, a pack or --bound may set
 
 
 def bounds_problem(d) -> tuple[str, str] | None:
@@ -72,8 +74,6 @@ def resolve_bounds(scn, cli: dict | None = None) -> tuple[dict, dict]:
             bounds[k] = v
             source[k] = where
     return bounds, source
-CONFIRM_BUDGET = 50_000        # states the unbounded hang confirmation may explore per candidate
-MAX_CONFIRM = 32               # hang candidates confirmed per cell before giving up (-> incomplete)
 
 
 # ---------------------------------------------------------------- hashing
@@ -187,7 +187,7 @@ class CellResult:
     bound_cut_states: int = 0         # states where a bound removed at least one enabled action
     refuted_candidates: int = 0       # goal-unreachable within bounds, goal reachable without them
     por: bool = False                 # partial-order reduction (sleep sets) was on
-    pruned: int = 0                   # transitions sleep sets kept from being executed (por)
+    pruned: int = 0                   # transitions sleep sets kept from ever being executed (por)
 
     @property
     def states_per_second(self) -> float:
@@ -403,7 +403,7 @@ class Explorer:
         pruned edges are resolved after the search and added to the graph, so the liveness
         analysis sees every edge of the unreduced graph. A state reached again with a sleep
         set missing some of its stored one explores those transitions and is stored with the
-        intersection (Godefroid 1996, sec. 5.3), so every reachable state is visited."""
+        intersection (Godefroid, LNCS 1032, 1996), so every reachable state is visited."""
         from .independence import Footprints
         fps = self.footprints = Footprints(eng, BOUND_KINDS)
         fp_of = fps.of
