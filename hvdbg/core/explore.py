@@ -681,13 +681,8 @@ class Explorer:
         # Confirm candidates on an unbounded engine: the nearest one first (a short path when
         # it is a real hang), then the deepest first. A refuted candidate (goal reachable
         # without the bounds) refutes every candidate that reaches it in the graph.
-        # ties broken by state key, not by state number, so the order (and the verdict) does
-        # not depend on the order the search numbered the states in (with or without POR)
-        skey = [0] * n
-        for k, i in self.keys.items():
-            skey[i] = k
-        bad.sort(key=lambda i: (dist[i], skey[i]))
-        order = [bad[0]] + sorted(bad[1:], key=lambda i: (-dist[i], skey[i]))
+        bad.sort(key=lambda i: dist[i])
+        order = [bad[0]] + sorted(bad[1:], key=lambda i: -dist[i])
         refuted_set: set = set()
         bad_set = self.bad
         checked = unknown = 0
