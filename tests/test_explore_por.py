@@ -104,6 +104,23 @@ def test_por_prunes_only_transitions_whose_targets_were_reached():
     assert ex1.pruned > 0
 
 
+@pytest.mark.parametrize("late,bounds", [(None, {"traffic": 0, "timer": 0}), (40, {"traffic": 1, "timer": 1})])
+def test_a_search_resumes_from_unvisited_pruned_targets(late, bounds):
+    """With the root's first transition put to sleep (nothing covers it), its subtree is
+    only reachable through pruned edges whose targets were never visited: the search
+    resumes from them and still visits every state, with every edge."""
+    _, _, make = _make("cpu-offline", TINY, late, fix="none")
+    ex0 = Explorer(make, bounds=bounds, max_states=300_000)
+    r0 = ex0.run()
+    ex1 = Explorer(make, bounds=bounds, max_states=300_000, por=True, por_check=True)
+    ex1._sleep_at_root = (make().enabled()[0],)
+    r1 = ex1.run()
+    assert ex1.repairs >= 1 and ex1.unresolved == 0
+    assert (r1.verdict, r1.outcome, r1.states) == (r0.verdict, r0.outcome, r0.states)
+    assert set(ex1.keys) == set(ex0.keys)
+    assert r1.transitions + r1.pruned == r0.transitions
+
+
 def test_bfs_ignores_por():
     _, _, make = _make("cpu-offline", TINY, None, fix="gfp-zero")
     r = Explorer(make, bounds={"traffic": 0, "timer": 0}, strategy="bfs", por=True).run()

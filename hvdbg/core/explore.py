@@ -223,6 +223,7 @@ class Explorer:
         # pruned transition anyway and check its target and every action's write footprint
         self.por = bool(por) and strategy == "dfs"
         self.por_check = por_check
+        self._sleep_at_root: tuple = ()      # tests only: root transitions to start asleep
         self._kinds = {k: i for i, k in enumerate(BOUND_KINDS)}
         self._limits = tuple(self.bounds.get(k, -1) for k in BOUND_KINDS)
         self._blocked: dict = {}
@@ -241,6 +242,7 @@ class Explorer:
         self.transitions = 0
         self.pruned = 0                  # transitions sleep sets kept from ever being executed
         self.unresolved = 0              # pruned transitions whose target was never visited
+        self.repairs = 0                 # searches started from a pruned transition's unvisited target
 
     def _aid(self, a: tuple) -> int:
         i = self.aid.get(a)
@@ -401,25 +403,76 @@ class Explorer:
         transition taken since), so its key is this state's hash XOR that transition's hash
         delta there (its journaled writes are the same), with the counters bumped. These
         pruned edges are resolved after the search and added to the graph, so the liveness
-        analysis sees every edge of the unreduced graph. A state reached again with a sleep
-        set missing some of its stored one explores those transitions and is stored with the
-        intersection (Godefroid, LNCS 1032, 1996), so every reachable state is visited."""
+        analysis sees every edge of the unreduced graph.
+
+        With a visited-state store, sleep sets alone can miss states (a state first reached
+        with a sleep set that a later path would not have). Instead of Godefroid's revisit
+        rule (re-explore on every revisit with a smaller sleep set, which here re-executed
+        most of what was pruned), the search certifies itself: a reachable state that was
+        not visited has, on any path to it, a first unvisited state, the target of a pruned
+        edge from a visited one - an unresolved pruned key. The search is resumed from each
+        such target (replaying the path to its source) until none is left, so every
+        reachable state is visited."""
         from .independence import Footprints
         fps = self.footprints = Footprints(eng, BOUND_KINDS)
         fp_of = fps.of
-        m = eng.m
-        apply, undo, enabled, goal_reached = eng.apply, m.undo, eng.enabled, eng.goal_reached
-        keys, succ, goal = self.keys, self.succ, self.goal
-        kinds, bterm, bump, allowed = self._kinds, self._bterm, self._bump, self._allowed
+        apply, enabled = eng.apply, eng.enabled
+        keys, kinds, bump, allowed = self.keys, self._kinds, self._bump, self._allowed
         empty: tuple = ()
-        slept = self.slept = [empty]          # per state: the sleep set it is stored with (in a fixed order)
-        pending = self.pending = []           # (state, key of a pruned transition's target)
+        slept = self.slept = [empty]          # per state: the transitions asleep at its first visit
+        pending = self.pending = []           # (state, key of a pruned transition's target, the transition)
         check = self.por_check
         acts0, cut0 = allowed(enabled(), cnt0)
         self.cut[0] = cut0
         # frame: [to explore, next index, state id, hash, counts, writes that led here,
         #         footprints of the allowed actions, sleep set {action: hash delta}, done [(action, delta)]]
-        stack = [[acts0, 0, 0, h0, cnt0, None, {a: fp_of(a) for a in acts0}, {}, []]]
+        sleep0 = {}
+        for b in self._sleep_at_root:     # tests: start with these asleep, to exercise the resumption
+            w = apply(b)
+            sleep0[b] = update_hash(h0, w) ^ h0
+            eng.m.undo(w)
+            pending.append((0, (h0 ^ sleep0[b] ^ self._bterm(bump(cnt0, b) if b[0] in kinds else cnt0)) & MASK64, b))
+        slept[0] = tuple(sleep0)
+        stack = [[[a for a in acts0 if a not in sleep0], 0, 0, h0, cnt0, None, {a: fp_of(a) for a in acts0}, sleep0,
+                  []]]
+        limit = self.max_states
+        done_upto = 0
+        while True:
+            hit = self._por_loop(eng, stack, fps, check)
+            if hit is not None or len(self.parent) >= limit:
+                return hit
+            # Every reachable state was visited unless a pruned transition's target was not:
+            # a missed state's first missed ancestor on a path is the target of a pruned edge
+            # from a visited state. Explore from each such target (reached by replaying the
+            # path to its source) until none is left.
+            while done_upto < len(pending) and pending[done_upto][1] in keys:
+                done_upto += 1
+            if done_upto >= len(pending):
+                return None
+            s, k, b = pending[done_upto]
+            stack = []
+            h, cnt = h0, cnt0
+            for a in self._path_to(s):
+                w = apply(a)
+                h = update_hash(h, w)
+                cnt = bump(cnt, a) if a[0] in kinds else cnt
+                stack.append([empty, 0, -1, h, cnt, w, {}, {}, []])     # exhausted: only undone
+            nacts, _ = allowed(enabled(), cnt)
+            if b not in nacts:
+                raise AssertionError(f"pruned transition {b} is not enabled at state {s}")
+            stack.append([[b], 0, s, h, cnt, None, {b: fp_of(b)}, {}, []])
+            slept[s] = tuple(x for x in slept[s] if x != b)     # executed now: no longer pruned
+            self.repairs += 1
+
+    def _por_loop(self, eng, stack: list, fps, check: bool):
+        """_dfs_por's search loop over `stack` (until it is empty, a violation or the budget)."""
+        m = eng.m
+        apply, undo, enabled, goal_reached = eng.apply, m.undo, eng.enabled, eng.goal_reached
+        keys, succ = self.keys, self.succ
+        kinds, bterm, bump, allowed = self._kinds, self._bterm, self._bump, self._allowed
+        fp_of = fps.of
+        empty: tuple = ()
+        slept, pending = self.slept, self.pending
         limit = self.max_states
         progress, tick = self.progress, 0
         while stack:
@@ -454,9 +507,8 @@ class Explorer:
             sleep, done = fr[7], fr[8]
             t = keys.get(key)
             # the child's sleep set: what sleeps here or was explored here before a, and is
-            # independent of a (only needed for a new state or a visited one stored with a
-            # sleep set)
-            if (sleep or done) and (t is None or slept[t]):
+            # independent of a (only needed for a new state)
+            if t is None and (sleep or done):
                 ra, wa = fa
                 z = {}
                 for b, d in sleep.items():
@@ -496,7 +548,7 @@ class Explorer:
                     slept[t] = tuple(z)
                     for b, d in z.items():
                         k2 = ((h ^ d) ^ bterm(bump(cnt, b) if b[0] in kinds else cnt)) & MASK64
-                        pending.append((t, k2))
+                        pending.append((t, k2, b))
                         if check:
                             w2 = apply(b)
                             h2 = update_hash(h, w2)
@@ -511,17 +563,6 @@ class Explorer:
                         progress(len(self.parent), self.transitions, len(stack))
                 continue
             succ[sid].append(t)
-            old = slept[t]
-            if old and not goal[t]:
-                missing = [b for b in old if b not in z]
-                if missing:
-                    # the missing transitions were allowed here when the state was first
-                    # explored (same state, same counters): no enabled() needed
-                    keep = {b: z[b] for b in old if b in z}
-                    slept[t] = tuple(keep)
-                    nfp = {x: fp_of(x) for x in old}
-                    stack.append([missing, 0, t, h, cnt, w, nfp, keep, []])
-                    continue
             undo(w)
         return None
 
@@ -530,7 +571,7 @@ class Explorer:
         in a cut search - their source counts as not fully expanded)."""
         keys, succ = self.keys, self.succ
         opened = getattr(self, "open_states", None)
-        for s, k in self.pending:
+        for s, k, _ in self.pending:
             t = keys.get(k)
             if t is None:
                 self.unresolved += 1
@@ -538,9 +579,8 @@ class Explorer:
                     opened.add(s)
             else:
                 succ[s].append(t)
-        # transitions never executed: what each state's final (stored) sleep set holds; the
-        # other pruned edges were executed later, when their state was reached again with a
-        # smaller sleep set (so executed + pruned = the unreduced search's transitions)
+        # transitions never executed: what each state's sleep set held at its first visit,
+        # less those a resumed search executed (executed + pruned = the unreduced count)
         self.pruned = sum(len(z) for z in self.slept)
         self.pending = []
 
