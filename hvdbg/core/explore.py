@@ -450,7 +450,8 @@ class Explorer:
             if done_upto >= len(pending):
                 return None
             s, k, b = pending[done_upto]
-            stack = []
+            done_upto += 1        # once: if b's real target were not k (a wrong independence claim),
+            stack = []            # k stays unresolved and the cell is reported incomplete
             h, cnt = h0, cnt0
             for a in self._path_to(s):
                 w = apply(a)
