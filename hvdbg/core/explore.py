@@ -415,7 +415,7 @@ class Explorer:
         reachable state is visited."""
         from .independence import Footprints
         fps = self.footprints = Footprints(eng, BOUND_KINDS)
-        fp_of = fps.of
+        fp_of = fps.fast_of()
         apply, enabled = eng.apply, eng.enabled
         keys, kinds, bump, allowed = self.keys, self._kinds, self._bump, self._allowed
         empty: tuple = ()
@@ -471,7 +471,7 @@ class Explorer:
         apply, undo, enabled, goal_reached = eng.apply, m.undo, eng.enabled, eng.goal_reached
         keys, succ = self.keys, self.succ
         kinds, bterm, bump, allowed = self._kinds, self._bterm, self._bump, self._allowed
-        fp_of = fps.of
+        fp_of = fps.fast_of()
         empty: tuple = ()
         slept, pending = self.slept, self.pending
         limit = self.max_states
@@ -547,8 +547,9 @@ class Explorer:
                     z = {b: d for b, d in z.items() if b in nfp}
                 if z:
                     slept[t] = tuple(z)
+                    bt = bterm(cnt)
                     for b, d in z.items():
-                        k2 = ((h ^ d) ^ bterm(bump(cnt, b) if b[0] in kinds else cnt)) & MASK64
+                        k2 = ((h ^ d) ^ (bterm(bump(cnt, b)) if b[0] in kinds else bt)) & MASK64
                         pending.append((t, k2, b))
                         if check:
                             w2 = apply(b)
