@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
     e.add_argument("--set", action="append", default=[], metavar="VAR=N", dest="set_vars",
                    help="set a scenario [vars] value (e.g. warmup=2 shrinks the boot loop)")
     e.add_argument("--bound", action="append", default=[], metavar="KIND=N",
-                   help="at most N actions of KIND (traffic, timer) per path; defaults: "
+                   help="at most N actions of KIND (traffic, timer) per path; overrides the scenario's and its "
+                        "pack's [explore] bounds; defaults: "
                         + ", ".join(f"{k}={v}" for k, v in DEFAULT_BOUNDS.items()))
     e.add_argument("--max-states", type=_int, default=DEFAULT_MAX_STATES, dest="max_states",
                    help=f"state budget per cell (default {DEFAULT_MAX_STATES}); a cut search is 'incomplete'")
@@ -50,7 +51,12 @@ def add_parser(sub) -> None:
     e.add_argument("--out", metavar="DIR", help="write each counterexample as a minimised .hvt trace in DIR")
     e.add_argument("--no-minimise", action="store_true", dest="no_minimise",
                    help="write the counterexample's choices as found (no delta debugging)")
+    e.add_argument("--por", choices=("on", "off"), default="off",
+                   help="partial-order reduction (sleep sets) in the dfs search: on or off (default off: the same "
+                        "verdicts and states with about a third fewer transitions, but a little slower on the seed pack)")
     e.add_argument("--json", action="store_true", help="one JSON object listing every cell")
+    e.add_argument("--markdown", action="store_true", help="the table as Markdown (verdict, states, transitions, "
+                                                             "depth, time, states/s per cell, with the bounds)")
 
 
 def _kv(items: list, what: str) -> dict:
@@ -155,7 +161,7 @@ def explore_cell(job: dict, progress=None) -> dict:
                 horizon=job["horizon"], seed=cfg.seed)
     else:
         ex = Explorer(lambda: Engine(scn, cfg, journal=False), bounds=job["bounds"], max_states=job["max_states"],
-                      strategy=job["strategy"], progress=progress)
+                      strategy=job["strategy"], progress=progress, por=job.get("por", False))
         r = ex.run()
     return cell_report(job, scn, cfg, r)
 
@@ -223,19 +229,21 @@ VERDICT_STYLE = {"counterexample": "bold red", "proved within bounds": "green", 
 
 def cmd_explore(args, out) -> int:
     scn, cells, bounds = plan(args)
-    from .core.explore import DEFAULT_BOUNDS
-    full_bounds = dict(DEFAULT_BOUNDS)
-    full_bounds.update(bounds)
+    from .core.explore import resolve_bounds
+    full_bounds, bound_sources = resolve_bounds(scn, bounds)
     if args.out:
         try:
             os.makedirs(args.out, exist_ok=True)
         except OSError as e:
             raise UsageError(f"hvdbg: --out {args.out}: {e.strerror or e}") from None
-    jobs = [{"text": scn.text, "source": scn.source, "cell": c, "bounds": bounds, "max_states": args.max_states,
+    jobs = [{"text": scn.text, "source": scn.source, "cell": c, "bounds": full_bounds, "max_states": args.max_states,
              "strategy": args.strategy, "out": args.out, "no_minimise": args.no_minimise, "runs": args.runs,
-             "pct_depth": args.pct_depth, "horizon": args.horizon} for c in cells]
+             "pct_depth": args.pct_depth, "horizon": args.horizon,
+             "por": args.por == "on"} for c in cells]
     t0 = time.perf_counter()
-    show = not args.json and hasattr(out, "isatty") and out.isatty()
+    if args.json and args.markdown:
+        raise UsageError("hvdbg: --json and --markdown: choose one")
+    show = not args.json and not args.markdown and hasattr(out, "isatty") and out.isatty()
     results: list = [None] * len(jobs)
     progress = None
     if show:
@@ -293,12 +301,15 @@ def cmd_explore(args, out) -> int:
         if progress is not None:
             progress.stop()
     wall = time.perf_counter() - t0
-    rep = {"scenario": scn.name, "bounds": full_bounds, "max_states": args.max_states, "strategy": args.strategy,
+    rep = {"scenario": scn.name, "bounds": full_bounds, "bound_sources": bound_sources,
+           "max_states": args.max_states, "strategy": args.strategy,
            "jobs": args.jobs, "seconds": round(wall, 3), "cells": results, "runs": args.runs,
-           "pct_depth": args.pct_depth, "horizon": args.horizon,
+           "pct_depth": args.pct_depth, "horizon": args.horizon, "por": args.por,
            "hash": "64-bit incremental Zobrist over the journaled writes"}
     if args.json:
         out.write(json.dumps(rep, default=str) + "\n")
+    elif args.markdown:
+        out.write(markdown(rep))
     else:
         from rich.console import Console
         con = Console(file=out, highlight=False)
@@ -315,33 +326,48 @@ def cmd_explore(args, out) -> int:
     return EXIT_OK
 
 
-def render(rep: dict, con) -> None:
-    from rich.table import Table
-    from rich.text import Text
-    b = ", ".join(f"{k}={v}" for k, v in rep["bounds"].items())
+COLUMNS = (("hypervisor", "left"), ("overlay", "left"), ("fix", "left"), ("garbage", "left"), ("verdict", "left"),
+           ("states", "right"), ("transitions", "right"), ("depth", "right"), ("time s", "right"),
+           ("states/s", "right"))
+
+
+def por_text(rep: dict) -> str:
+    """How partial-order reduction ran: on/off (it applies to the dfs search only)."""
+    por = rep.get("por", "off")
+    if por == "on" and rep["strategy"] != "dfs":
+        return f"por off ({rep['strategy']}: dfs only)"
+    if por == "on" and any(c.get("por") is False and c.get("verdict") for c in rep["cells"] if c):
+        return "por on (off in a sharded search)"
+    return f"por {por}"
+
+
+def table(rep: dict) -> tuple[str, list, list]:
+    """The verdict table of a report, shared by the terminal (rich) and --markdown output:
+    (title, columns [(name, justify)], rows [(cells as text, verdict)])."""
+    src = rep.get("bound_sources", {})
+    b = ", ".join(f"{k}={v}" + (f" ({src[k]})" if k in src else "") for k, v in rep["bounds"].items())
     what = (f"pct: {rep.get('runs')} runs of {rep.get('horizon')} steps per cell, depth {rep.get('pct_depth')}; "
             "'states' counts runs" if rep["strategy"] == "pct" else
-            f"bounds {b}; max {rep['max_states']:,} states/cell; {rep['strategy']}")
-    t = Table(title=f"explore {rep['scenario']}  ({what})", title_justify="left")
-    for col, just in (("hypervisor", "left"), ("overlay", "left"), ("fix", "left"), ("garbage", "left"),
-                      ("verdict", "left"), ("states", "right"), ("transitions", "right"), ("depth", "right"),
-                      ("time s", "right"), ("states/s", "right")):
-        t.add_column(col, justify=just, no_wrap=True, overflow="ellipsis" if col != "verdict" else "fold")
+            f"bounds {b}; max {rep['max_states']:,} states/cell; {rep['strategy']}; {por_text(rep)}")
+    rows = []
     for r in rep["cells"]:
         v = {"proved within bounds": "proved"}.get(r["verdict"], r["verdict"]) + \
             (f" ({r['outcome']})" if r.get("outcome") else "")
-        t.add_row(r["hypervisor"], r["overlay"], r["fix"], r["garbage"], Text(v, VERDICT_STYLE.get(r["verdict"], "")),
-                  f"{r['states']:,}", f"{r['transitions']:,}", str(r["depth"]), f"{r['seconds']:.2f}",
-                  f"{r['states_per_second']:,}")
-    con.print(t)
-    n = max((r["states"] for r in rep["cells"]), default=0)
+        rows.append(([r["hypervisor"], r["overlay"], r["fix"], r["garbage"], v, f"{r['states']:,}",
+                      f"{r['transitions']:,}", str(r["depth"]), f"{r['seconds']:.2f}", f"{r['states_per_second']:,}"],
+                     r["verdict"]))
+    return f"explore {rep['scenario']}  ({what})", list(COLUMNS), rows
+
+
+def notes(rep: dict) -> list[tuple[str, str]]:
+    """The lines under the table: (text, style)."""
     from .core.explore import collision_probability
-    con.print(Text(f"{len(rep['cells'])} cells in {rep['seconds']:.2f} s (--jobs {rep['jobs']}); state hash: "
-                   f"{rep['hash']}; expected collision probability at {n:,} states: "
-                   f"{collision_probability(n):.1e} (n^2/2^65)", style="dim"), soft_wrap=True)
-    con.print(Text("'proved within bounds' = no reachable state within these bounds fails (docs/explore.md); "
-                   "it says nothing about longer traffic/timer sequences or other scenario [vars].", style="dim"),
-              soft_wrap=True)
+    n = max((r["states"] for r in rep["cells"]), default=0)
+    out = [(f"{len(rep['cells'])} cells in {rep['seconds']:.2f} s (--jobs {rep['jobs']}); state hash: "
+            f"{rep['hash']}; expected collision probability at {n:,} states: "
+            f"{collision_probability(n):.1e} (n^2/2^65)", "dim"),
+           ("'proved within bounds' = no reachable state within these bounds fails (docs/explore.md); "
+            "it says nothing about longer traffic/timer sequences or other scenario [vars].", "dim")]
     for r in rep["cells"]:
         if r["verdict"] == "counterexample":
             cx = f"{r['cell']}: {r['outcome']} ({r['reason']}); {r.get('choices', r.get('found_choices', 0))} choices"
@@ -351,9 +377,45 @@ def render(rep: dict, con) -> None:
                 cx += f"; trace {r['trace']} ({r.get('trace_outcome')} at step {r.get('trace_steps')})"
             if r.get("trace_note"):
                 cx += f"; {r['trace_note']}"
-            con.print(Text(cx), soft_wrap=True)
+            out.append((cx, ""))
         elif r["verdict"] == "incomplete":
-            con.print(Text(f"{r['cell']}: incomplete: {r['reason']}", style="yellow"), soft_wrap=True)
+            out.append((f"{r['cell']}: incomplete: {r['reason']}", "yellow"))
+    return out
+
+
+def render(rep: dict, con) -> None:
+    from rich.table import Table
+    from rich.text import Text
+    title, cols, rows = table(rep)
+    t = Table(title=title, title_justify="left")
+    for col, just in cols:
+        t.add_column(col, justify=just, no_wrap=True, overflow="ellipsis" if col != "verdict" else "fold")
+    vi = [c for c, _ in cols].index("verdict")
+    for cells, verdict in rows:
+        cells = list(cells)
+        cells[vi] = Text(cells[vi], VERDICT_STYLE.get(verdict, ""))
+        t.add_row(*cells)
+    con.print(t)
+    for text, style in notes(rep):
+        con.print(Text(text, style=style), soft_wrap=True)
+
+
+def _md(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(rep: dict) -> str:
+    """The same table (table()) and notes as Markdown: a title line, a pipe table, the notes
+    as a list."""
+    title, cols, rows = table(rep)
+    out = [f"**{_md(title)}**", "", "| " + " | ".join(c for c, _ in cols) + " |",
+           "|" + "|".join("---:" if j == "right" else "---" for _, j in cols) + "|"]
+    for cells, _ in rows:
+        out.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    out.append("")
+    for text, _ in notes(rep):
+        out.append(f"- {_md(text)}")
+    return "\n".join(out) + "\n"
 
 
 __all__ = ["add_parser", "cmd_explore", "explore_cell", "plan"]

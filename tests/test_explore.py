@@ -110,17 +110,20 @@ def _late(scn, cfg, back):
     return make
 
 
-@pytest.mark.parametrize("strategy,start,bounds,fix", [
-    ("dfs", None, NO_SOURCES, "gfp-zero"),                     # the whole run, no sources: ~16k states
-    ("bfs", 40, {"traffic": 1, "timer": 1}, "gfp-zero"),       # the end of the run with sources
-    ("dfs", 40, {"traffic": 2, "timer": 1}, "none"),
+@pytest.mark.parametrize("strategy,start,bounds,fix,por", [
+    ("dfs", None, NO_SOURCES, "gfp-zero", False),              # the whole run, no sources: ~16k states
+    ("bfs", 40, {"traffic": 1, "timer": 1}, "gfp-zero", False),  # the end of the run with sources
+    ("dfs", 40, {"traffic": 2, "timer": 1}, "none", False),
+    ("dfs", None, NO_SOURCES, "gfp-zero", True),               # sleep sets visit every state too
+    ("dfs", 40, {"traffic": 2, "timer": 1}, "none", True),
 ])
-def test_reachable_states_equal_brute_force(strategy, start, bounds, fix):
+def test_reachable_states_equal_brute_force(strategy, start, bounds, fix, por):
     scn, cfg, make = _cell(vars={"warmup": 0, "teardown_work": 0}, fix=fix)
     if start is not None:
         make = _late(scn, cfg, start)
-    ex = Explorer(make, bounds=bounds, max_states=10**6, strategy=strategy)
+    ex = Explorer(make, bounds=bounds, max_states=10**6, strategy=strategy, por=por)
     r = ex.run()
+    assert r.por == por
     assert r.verdict == "proved within bounds", r.reason
     keys, exact = _brute_force(make, bounds)
     assert len(keys) == len(exact), "two distinct states share a 64-bit hash"

@@ -42,6 +42,38 @@ DEFAULT_BOUNDS = {"traffic": 1, "timer": 0}
 DEFAULT_MAX_STATES = 1_000_000
 CONFIRM_BUDGET = 50_000        # states the unbounded hang confirmation may explore per candidate
 MAX_CONFIRM = 32               # hang candidates confirmed per cell before giving up (-> incomplete)
+MAX_BOUND = (1 << 32) - 1     # the largest bound a scenario, a pack or --bound may set
+
+
+def bounds_problem(d) -> tuple[str, str] | None:
+    """(key, problem) of the first bad entry of a bounds table (a scenario's or pack's
+    `[explore] bounds`), or None: keys are the bounded kinds, values integers 0..2^32-1."""
+    if not isinstance(d, dict):
+        return "", f"expected a table like {{traffic = 1, timer = 0}}, got {type(d).__name__}"
+    for k, v in d.items():
+        if k not in BOUND_KINDS:
+            return str(k), f"unknown bounded kind (the bounded kinds are {', '.join(BOUND_KINDS)})"
+        if isinstance(v, bool) or not isinstance(v, int):
+            return k, f"expected an integer, got {type(v).__name__}"
+        if not 0 <= v <= MAX_BOUND:
+            return k, f"expected 0..{MAX_BOUND}"
+    return None
+
+
+def resolve_bounds(scn, cli: dict | None = None) -> tuple[dict, dict]:
+    """The bounds of a cell and where each came from: the explorer's defaults, then the
+    scenario's pack (`[explore] bounds` in pack.toml), then the scenario (`[explore] bounds`),
+    then `--bound`. Returns (bounds, {kind: "default" | "pack NAME" | "scenario NAME" | "--bound"})."""
+    bounds = dict(DEFAULT_BOUNDS)
+    source = {k: "default" for k in bounds}
+    pack = getattr(scn, "pack", None)
+    for layer, where in ((getattr(pack, "explore_bounds", None), f"pack {getattr(pack, 'name', '')}"),
+                         (getattr(scn, "explore_bounds", None), f"scenario {scn.name}"),
+                         (cli, "--bound")):
+        for k, v in (layer or {}).items():
+            bounds[k] = v
+            source[k] = where
+    return bounds, source
 
 
 # ---------------------------------------------------------------- hashing
@@ -154,6 +186,8 @@ class CellResult:
     hash_bits: int = HASH_BITS
     bound_cut_states: int = 0         # states where a bound removed at least one enabled action
     refuted_candidates: int = 0       # goal-unreachable within bounds, goal reachable without them
+    por: bool = False                 # partial-order reduction (sleep sets) was on
+    pruned: int = 0                   # transitions sleep sets kept from ever being executed (por)
 
     @property
     def states_per_second(self) -> float:
@@ -173,7 +207,7 @@ class Explorer:
     scenario's initial state; the explorer moves its machine with apply/undo only."""
 
     def __init__(self, make_engine, bounds: dict | None = None, max_states: int = DEFAULT_MAX_STATES,
-                 strategy: str = "dfs", progress=None):
+                 strategy: str = "dfs", progress=None, por: bool = False, por_check: bool = False):
         if strategy not in ("dfs", "bfs"):
             raise ValueError(f"strategy {strategy!r}: expected dfs or bfs")
         self.make_engine = make_engine
@@ -185,6 +219,11 @@ class Explorer:
         self.max_states = max_states
         self.strategy = strategy
         self.progress = progress
+        # partial-order reduction (sleep sets) in the DFS only; por_check (tests): apply each
+        # pruned transition anyway and check its target and every action's write footprint
+        self.por = bool(por) and strategy == "dfs"
+        self.por_check = por_check
+        self._sleep_at_root: tuple = ()      # tests only: root transitions to start asleep
         self._kinds = {k: i for i, k in enumerate(BOUND_KINDS)}
         self._limits = tuple(self.bounds.get(k, -1) for k in BOUND_KINDS)
         self._blocked: dict = {}
@@ -201,6 +240,9 @@ class Explorer:
         self.acts: list[tuple] = []      # action id -> descriptor
         self.aid: dict[tuple, int] = {}
         self.transitions = 0
+        self.pruned = 0                  # transitions sleep sets kept from ever being executed
+        self.unresolved = 0              # pruned transitions whose target was never visited
+        self.repairs = 0                 # searches started from a pruned transition's unvisited target
 
     def _aid(self, a: tuple) -> int:
         i = self.aid.get(a)
@@ -275,13 +317,20 @@ class Explorer:
         root = self._new_state(self._key(h0, cnt0), -1, -1, eng.goal_reached())
         if self.goal[root]:
             return self._finish(t0, "proved within bounds", "", "the goal holds in the initial state", [])
-        search = self._dfs if self.strategy == "dfs" else self._bfs
+        search = self._dfs_por if self.por else self._dfs if self.strategy == "dfs" else self._bfs
         hit = search(eng, h0, cnt0)
         if hit is not None:          # a corruption: (state id before, action)
             sid, a = hit
             return self._finish(t0, "counterexample", "corruption", self._violation_text,
                                 prefix + self._path_to(sid) + [a])
-        return self._liveness(t0, cut=len(self.parent) >= self.max_states)
+        cut = len(self.parent) >= self.max_states
+        if self.por:
+            self._resolve_pruned(cut)
+            if self.unresolved and not cut:
+                return self._finish(t0, "incomplete", "", f"partial-order reduction: {self.unresolved} pruned "
+                                    "transitions lead to states the search never visited (a fault in the "
+                                    "independence relation); run with --por off", [])
+        return self._liveness(t0, cut=cut)
 
     # -- DFS with undo from the journal
     def _dfs(self, eng, h0: int, cnt0: tuple):
@@ -345,6 +394,197 @@ class Explorer:
                 undo(w)
             succ[sid].append(t)
         return None
+
+    # -- DFS with sleep sets (partial-order reduction; docs/explore.md "Reductions")
+    def _dfs_por(self, eng, h0: int, cnt0: tuple):
+        """The DFS above with Godefroid's sleep sets over the static independence relation of
+        core/independence.py. A transition asleep in a state is not executed; its target is
+        the state reached by executing it where it was explored (it commutes with every
+        transition taken since), so its key is this state's hash XOR that transition's hash
+        delta there (its journaled writes are the same), with the counters bumped. These
+        pruned edges are resolved after the search and added to the graph, so the liveness
+        analysis sees every edge of the unreduced graph.
+
+        With a visited-state store, sleep sets alone can miss states (a state first reached
+        with a sleep set that a later path would not have). Instead of Godefroid's revisit
+        rule (re-explore on every revisit with a smaller sleep set, which here re-executed
+        most of what was pruned), the search certifies itself: a reachable state that was
+        not visited has, on any path to it, a first unvisited state, the target of a pruned
+        edge from a visited one - an unresolved pruned key. The search is resumed from each
+        such target (replaying the path to its source) until none is left, so every
+        reachable state is visited."""
+        from .independence import Footprints
+        fps = self.footprints = Footprints(eng, BOUND_KINDS)
+        fp_of = fps.fast_of()
+        apply, enabled = eng.apply, eng.enabled
+        keys, kinds, bump, allowed = self.keys, self._kinds, self._bump, self._allowed
+        empty: tuple = ()
+        slept = self.slept = [empty]          # per state: the transitions asleep at its first visit
+        pending = self.pending = []           # (state, key of a pruned transition's target, the transition)
+        check = self.por_check
+        acts0, cut0 = allowed(enabled(), cnt0)
+        self.cut[0] = cut0
+        # frame: [to explore, next index, state id, hash, counts, writes that led here,
+        #         footprints of the allowed actions, sleep set {action: hash delta}, done [(action, delta)]]
+        sleep0 = {}
+        for b in self._sleep_at_root:     # tests: start with these asleep, to exercise the resumption
+            w = apply(b)
+            sleep0[b] = update_hash(h0, w) ^ h0
+            eng.m.undo(w)
+            pending.append((0, (h0 ^ sleep0[b] ^ self._bterm(bump(cnt0, b) if b[0] in kinds else cnt0)) & MASK64, b))
+        slept[0] = tuple(sleep0)
+        stack = [[[a for a in acts0 if a not in sleep0], 0, 0, h0, cnt0, None, {a: fp_of(a) for a in acts0}, sleep0,
+                  []]]
+        limit = self.max_states
+        done_upto = 0
+        while True:
+            hit = self._por_loop(eng, stack, fps, check)
+            if hit is not None or len(self.parent) >= limit:
+                return hit
+            # Every reachable state was visited unless a pruned transition's target was not:
+            # a missed state's first missed ancestor on a path is the target of a pruned edge
+            # from a visited state. Explore from each such target (reached by replaying the
+            # path to its source) until none is left.
+            while done_upto < len(pending) and pending[done_upto][1] in keys:
+                done_upto += 1
+            if done_upto >= len(pending):
+                return None
+            s, k, b = pending[done_upto]
+            done_upto += 1        # once: if b's real target were not k (a wrong independence claim),
+            stack = []            # k stays unresolved and the cell is reported incomplete
+            h, cnt = h0, cnt0
+            for a in self._path_to(s):
+                w = apply(a)
+                h = update_hash(h, w)
+                cnt = bump(cnt, a) if a[0] in kinds else cnt
+                stack.append([empty, 0, -1, h, cnt, w, {}, {}, []])     # exhausted: only undone
+            nacts, _ = allowed(enabled(), cnt)
+            if b not in nacts:
+                raise AssertionError(f"pruned transition {b} is not enabled at state {s}")
+            stack.append([[b], 0, s, h, cnt, None, {b: fp_of(b)}, {}, []])
+            slept[s] = tuple(x for x in slept[s] if x != b)     # executed now: no longer pruned
+            self.repairs += 1
+
+    def _por_loop(self, eng, stack: list, fps, check: bool):
+        """_dfs_por's search loop over `stack` (until it is empty, a violation or the budget)."""
+        m = eng.m
+        apply, undo, enabled, goal_reached = eng.apply, m.undo, eng.enabled, eng.goal_reached
+        keys, succ = self.keys, self.succ
+        kinds, bterm, bump, allowed = self._kinds, self._bterm, self._bump, self._allowed
+        fp_of = fps.fast_of()
+        empty: tuple = ()
+        slept, pending = self.slept, self.pending
+        limit = self.max_states
+        progress, tick = self.progress, 0
+        while stack:
+            fr = stack[-1]
+            todo = fr[0]
+            i = fr[1]
+            if i >= len(todo):
+                stack.pop()
+                if fr[5] is not None:
+                    undo(fr[5])
+                continue
+            fr[1] = i + 1
+            a = todo[i]
+            sid = fr[2]
+            w = apply(a)
+            self.transitions += 1
+            if eng._violation is not None:
+                self._note_violation(eng)
+                undo(w)
+                for f in reversed(stack):
+                    if f[5] is not None:
+                        undo(f[5])
+                return sid, a
+            h = update_hash(fr[3], w)
+            cnt = bump(fr[4], a) if a[0] in kinds else fr[4]
+            key = (h ^ bterm(cnt)) & MASK64
+            fpd = fr[6]
+            fa = fpd[a]
+            if check:
+                wm = fps.write_mask(w, a)
+                assert wm & ~fa[1] == 0, f"{a} wrote outside its footprint: {wm & ~fa[1]:#x}"
+            sleep, done = fr[7], fr[8]
+            t = keys.get(key)
+            # the child's sleep set: what sleeps here or was explored here before a, and is
+            # independent of a (only needed for a new state)
+            if t is None and (sleep or done):
+                ra, wa = fa
+                z = {}
+                for b, d in sleep.items():
+                    rb, wb = fpd[b]
+                    if not (wa & (rb | wb)) and not (wb & ra):      # independence.independent, inlined
+                        z[b] = d
+                for b, d in done:
+                    rb, wb = fpd[b]
+                    if not (wa & (rb | wb)) and not (wb & ra):
+                        z[b] = d
+            else:
+                z = {}
+            done.append((a, h ^ fr[3]))
+            if t is None:
+                if len(self.parent) >= limit:
+                    self.open_states = {f[2] for f in stack}     # not fully expanded
+                    undo(w)
+                    for f in reversed(stack):
+                        if f[5] is not None:
+                            undo(f[5])
+                    return None
+                g = goal_reached()
+                t = self._new_state(key, sid, self._aid(a), g)
+                slept.append(empty)
+                succ[sid].append(t)
+                if g:
+                    undo(w)
+                    continue
+                nacts, c = allowed(enabled(), cnt)
+                self.cut[t] = c
+                nfp = {x: fp_of(x) for x in nacts}
+                if z:
+                    if check:
+                        assert all(b in nfp for b in z), f"{a} disabled an action it is independent of"
+                    z = {b: d for b, d in z.items() if b in nfp}
+                if z:
+                    slept[t] = tuple(z)
+                    bt = bterm(cnt)
+                    for b, d in z.items():
+                        k2 = ((h ^ d) ^ (bterm(bump(cnt, b)) if b[0] in kinds else bt)) & MASK64
+                        pending.append((t, k2, b))
+                        if check:
+                            w2 = apply(b)
+                            h2 = update_hash(h, w2)
+                            undo(w2)
+                            assert h2 == h ^ d, f"{b} after {a} does not write what it wrote where it was explored"
+                    nacts = [x for x in nacts if x not in z]
+                stack.append([nacts, 0, t, h, cnt, w, nfp, z, []])
+                if progress is not None:
+                    tick += 1
+                    if tick >= 4096:
+                        tick = 0
+                        progress(len(self.parent), self.transitions, len(stack))
+                continue
+            succ[sid].append(t)
+            undo(w)
+        return None
+
+    def _resolve_pruned(self, cut: bool) -> None:
+        """Add the pruned transitions' edges to the graph (their targets were visited, or -
+        in a cut search - their source counts as not fully expanded)."""
+        keys, succ = self.keys, self.succ
+        opened = getattr(self, "open_states", None)
+        for s, k, _ in self.pending:
+            t = keys.get(k)
+            if t is None:
+                self.unresolved += 1
+                if opened is not None:
+                    opened.add(s)
+            else:
+                succ[s].append(t)
+        # transitions never executed: what each state's sleep set held at its first visit,
+        # less those a resumed search executed (executed + pruned = the unreduced count)
+        self.pruned = sum(len(z) for z in self.slept)
+        self.pending = []
 
     # -- BFS from compact snapshots of the frontier (shortest paths first)
     def _bfs(self, eng, h0: int, cnt0: tuple):
@@ -548,7 +788,8 @@ class Explorer:
                           depth=depth, seconds=time.perf_counter() - t0, bounds=dict(self.bounds),
                           max_states=self.max_states, strategy=self.strategy, path=list(path),
                           collision_probability=collision_probability(n),
-                          bound_cut_states=sum(self.cut), refuted_candidates=getattr(self, "refuted", 0))
+                          bound_cut_states=sum(self.cut), refuted_candidates=getattr(self, "refuted", 0),
+                          por=self.por, pruned=self.pruned)
 
 
 def _snap(m) -> tuple:

@@ -53,6 +53,7 @@ class Pack:
     explain: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     sweep_stats: dict = field(default_factory=dict)
+    explore_bounds: dict = field(default_factory=dict)   # `hvdbg explore` bounds defaults ([explore] bounds)
     _program: object = None
 
     def program(self):
@@ -89,7 +90,7 @@ def _load_dir(dirname: str) -> Pack:
                 program_file=p.get("program", "program.toml"), default_scenario=p.get("default_scenario", ""),
                 package=package, doc=p.get("doc", ""), story=p.get("story", ""), eoi_hint_ops=hint,
                 structures=dict(meta.get("structures", {})), invariants=tuple(p.get("invariants", ())),
-                scenarios=scenarios)
+                scenarios=scenarios, explore_bounds=_explore_bounds(dirname, meta))
     try:
         rules = importlib.import_module(f"{package}.rules")
     except ModuleNotFoundError as e:
@@ -102,6 +103,21 @@ def _load_dir(dirname: str) -> Pack:
         pack.stats = dict(getattr(rules, "STATS", {}))
         pack.sweep_stats = dict(getattr(rules, "SWEEP_STATS", {}))
     return pack
+
+
+def _explore_bounds(dirname: str, meta: dict) -> dict:
+    """pack.toml's `[explore] bounds = {traffic = N, timer = N}`: the explorer's bounds for
+    every scenario of the pack (a scenario's own [explore] bounds and --bound override them)."""
+    from .explore import bounds_problem
+    ex = meta.get("explore", {})
+    if not isinstance(ex, dict) or set(ex) - {"bounds"}:
+        raise PackError(f"pack {dirname}: [explore]: expected a table with the one key bounds")
+    if "bounds" not in ex:
+        return {}
+    bad = bounds_problem(ex["bounds"])
+    if bad is not None:
+        raise PackError(f"pack {dirname}: explore.bounds{'.' + bad[0] if bad[0] else ''}: {bad[1]}")
+    return dict(ex["bounds"])
 
 
 def register(pack: Pack) -> Pack:

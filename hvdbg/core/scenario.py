@@ -56,6 +56,7 @@ class Scenario:
     pack: object = None
     persist: tuple = ()          # global variables that survive kernel transitions (the harness's state)
     invariants: dict = field(default_factory=dict)   # name -> its settings (checked on every event)
+    explore_bounds: dict = field(default_factory=dict)   # `hvdbg explore` bounds defaults ([explore] bounds)
 
     def config(self, **over) -> Config:
         """Resolved run configuration: scenario defaults, then explicit overrides (None = keep),
@@ -89,7 +90,9 @@ class Scenario:
             fail("fix", f"unknown fix {cfg.fix!r} (this program has: none, {', '.join(sorted(self.program.variants))})")
 
 
-_TOP = {"scenario", "defaults", "vars", "percpu", "traffic", "weights", "schedule", "routines", "idt", "invariants"}
+_TOP = {"scenario", "defaults", "vars", "percpu", "traffic", "weights", "schedule", "routines", "idt", "invariants",
+        "explore"}
+_EXPLORE = {"bounds"}
 _SCEN = {"name", "description", "vcpus", "target", "goal", "timer_vector", "alloc_base", "pack", "persist"}
 _TOP_INV = "invariants"
 # Invariants a scenario may declare: name -> the keys of its settings table.
@@ -351,8 +354,18 @@ def parse_scenario(text: str, file: str = "<scenario>", base: Program | None = N
                                                      for k, x in purposes.items()):
             v.err(["invariants", iname, "purposes"], "expected a table: structure = \"page purpose\"")
         invariants[iname] = {"purposes": dict(purposes)}
+    ex = v.typ(data, "explore", dict, []) or {}
+    v.keys(ex, _EXPLORE, ["explore"])
+    explore_bounds = {}
+    if "bounds" in ex:
+        from .explore import bounds_problem
+        bad = bounds_problem(ex["bounds"])
+        if bad is not None:
+            v.err(["explore", "bounds"] + ([bad[0]] if bad[0] else []), bad[1])
+        explore_bounds = dict(ex["bounds"])
     return Scenario(name, desc, vcpus, target, goal, goal_text, program, tv, traffic, defaults,
-                    init_vars, init_pcpu, weights, schedule, alloc_base, file, text, pack, tuple(persist), invariants)
+                    init_vars, init_pcpu, weights, schedule, alloc_base, file, text, pack, tuple(persist), invariants,
+                    explore_bounds)
 
 
 # One schema for a run configuration, wherever it comes from: a scenario's [defaults], the
