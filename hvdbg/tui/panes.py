@@ -13,19 +13,22 @@ from textual.widgets.option_list import Option
 
 from . import views
 from .messages import LayoutChanged, SelectionChanged, SessionChanged
-from .repaint import NOTHING, StableScrollbars, set_titles, text_dims
+from .repaint import NOTHING, StableScrollbars, TextBody, set_titles, text_dims
 
 
 class TextPane(VerticalScroll, can_focus=True):
-    """A scrollable pane whose body is a view function of the session."""
+    """A scrollable pane whose body is a view function of the session: a TextBody (drawn a
+    line at a time, only the changed lines repainted) for a rich Text; a Static for other
+    renderables (LINE_BODY = False)."""
     ALLOW_MAXIMIZE = True
+    LINE_BODY = True
 
     def __init__(self, session, title: str = "", **kw):
         super().__init__(**kw)
         self.session = session
         self.selection: tuple = ("byte",)
         set_titles(self, title)
-        self._body = Static("", classes="body")
+        self._body = TextBody(classes="body") if self.LINE_BODY else Static("", classes="body")
         self._shown = NOTHING              # what the body shows (compared, not rebuilt, per step)
         self._dims = None
 
@@ -48,13 +51,17 @@ class TextPane(VerticalScroll, can_focus=True):
         view = self.render_view()
         sig = self.view_signature(view)
         if self._shown is NOTHING or sig != self._shown:
-            dims = self.view_dims(view)
-            self._body.update(view, layout=dims is None or dims != self._dims)
-            self._shown, self._dims = sig, dims
+            if isinstance(self._body, TextBody):
+                self._body.set_text(view)
+                self._shown = sig
+            else:
+                dims = self.view_dims(view)
+                self._body.update(view, layout=dims is None or dims != self._dims)
+                self._shown, self._dims = sig, dims
         self.after_render()
 
     def render_view(self):  # pragma: no cover - overridden
-        return ""
+        return Text("")
 
     def view_signature(self, view):
         """Equal signatures render the same (rich Text compares its text and spans)."""
@@ -175,6 +182,7 @@ class SourcePane(TextPane):
     """gdb's layout src / asm / split for the focused vCPU: the C lines of its routine (from
     the listing's file:line and C text), the op listing, or both side by side; breakpoints
     in the gutter (●), the current line highlighted (→)."""
+    LINE_BODY = False                   # split is a rich Table
 
     def __init__(self, session, **kw):
         super().__init__(session, **kw)

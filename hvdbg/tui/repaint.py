@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from rich.cells import cell_len
 from rich.text import Text
-from textual.geometry import Size
+from textual.cache import LRUCache
+from textual.content import Content
+from textual.geometry import Region, Size
+from textual.strip import Strip
+from textual.visual import Visual
+from textual.widget import Widget
 
 NOTHING = object()
 
@@ -46,3 +51,68 @@ def set_titles(widget, title=NOTHING, subtitle=NOTHING) -> None:
         if value is not NOTHING and last.get(attr, NOTHING) != value:
             last[attr] = value
             setattr(widget, attr, value)
+
+
+class TextBody(Widget):
+    """The body of a text pane, drawn one line at a time (Textual's line API): a pane's
+    VerticalScroll asks only for the lines it shows, each line's strip is cached by its
+    content, and a new text repaints only the lines that differ - a layout only when the
+    number of lines or the widest one changed. It renders what a Static given the same
+    rich Text renders (the Text becomes a textual Content, split at newlines); while the
+    mouse selects text in it, it renders the whole text the way a Static does, so the
+    selection shows."""
+
+    DEFAULT_CSS = "TextBody { height: auto; }"        # as a Static
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self._content = Content("")
+        self._lines: list[Content] = []
+        self._keys: list[tuple] = []                      # (text, spans) of each line
+        self._width = 0
+        self._strips: LRUCache = LRUCache(1024)
+
+    @property
+    def lines(self) -> list[Content]:
+        return self._lines
+
+    def set_text(self, text: Text | str) -> None:
+        if isinstance(text, str):
+            text = Text(text)
+        content = Content.from_rich_text(text)        # as a Static does (textual.visual.visualize)
+        lines = content.split("\n", allow_blank=True)   # a trailing newline is a blank line, as in a Static
+        width = max((line.cell_length for line in lines), default=0)
+        keys = [(line.plain, tuple(line.spans)) for line in lines]    # Content's == compares the text only
+        old, self._content, self._lines, self._keys = self._keys, content, lines, keys
+        if len(lines) != len(old) or width != self._width or not self.is_mounted:
+            self._width = width
+            self.refresh(layout=True)
+            return
+        full = max(width, self.size.width)
+        for y, (a, b) in enumerate(zip(old, keys)):
+            if a != b:
+                self.refresh(Region(0, y, full, 1))
+
+    def render(self) -> Content:
+        return self._content            # for text selection (and its highlight)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        return self._width
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._lines)
+
+    def render_line(self, y: int) -> Strip:
+        if self.text_selection is not None:
+            return super().render_line(y)
+        width = self.size.width
+        style = self.visual_style
+        if not 0 <= y < len(self._lines):
+            return Strip.blank(width, style.rich_style)
+        line = self._lines[y]
+        key = (self._keys[y], width, style)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = Visual.to_strips(self, line, width, 1, style)[0]
+            self._strips[key] = strip
+        return strip
