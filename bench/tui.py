@@ -10,7 +10,8 @@ of the bound action (the command through hvdbg.commands) until Pilot's pause ret
 pane has handled SessionChanged, and Textual has done what it does on screen - a layout if a
 widget asked for one, the render of the dirty regions - plus the serialisation of that update
 to terminal escape sequences (headless Textual skips that write; the bench does it). The
-pause's own bookkeeping (about 1 ms, printed as "idle pause") is included.
+pause's own bookkeeping (it visits every widget: 5-8 ms on the 2-core box, printed as "idle
+pause") is included.
 "full render" is, after that, a forced layout of the whole screen and a render of every cell
 (`_refresh_layout()` + `render_update(full=True)`: what a resize costs; the figure this bench
 printed before, when the panes' SessionChanged handlers did not run inside the timed window).
