@@ -4,9 +4,18 @@ of the long trace scrolled and repainted; the time to first paint. Each figure i
 as a ratio to the calibration loop of bench/engine.py (a million iterations) timed in the
 same run, so runs on different machines compare.
 
-Measured as the time of `App.run_action` for the bound action (the command through
-hvdbg.commands plus the panes' re-render) followed by a full compositor render of the
-screen (what a repaint costs); Pilot's own waits (it sleeps for idle) are not counted.
+step->repaint is the CPU time of the UI thread (time.thread_time: Pilot's sleeps while it
+waits for idle are not counted, nor other processes on the machine) from `App.run_action`
+of the bound action (the command through hvdbg.commands) until Pilot's pause returns: every
+pane has handled SessionChanged, and Textual has done what it does on screen - a layout if a
+widget asked for one, the render of the dirty regions - plus the serialisation of that update
+to terminal escape sequences (headless Textual skips that write; the bench does it). The
+pause's own bookkeeping (it visits every widget: 5-8 ms on the 2-core box, printed as "idle
+pause") is included.
+"full render" is, after that, a forced layout of the whole screen and a render of every cell
+(`_refresh_layout()` + `render_update(full=True)`: what a resize costs; the figure this bench
+printed before, when the panes' SessionChanged handlers did not run inside the timed window).
+first paint: from App() to the first screen after mount (run_test's start-up included).
 Usage: python bench/tui.py [--long 1000000]
 """
 from __future__ import annotations
@@ -37,8 +46,33 @@ def _stats(times: list[float]) -> str:
 
 
 def _repaint(app) -> None:
+    """A forced layout of the whole screen and a render of every cell."""
     app.screen._refresh_layout()
     app.screen._compositor.render_update(full=True)
+
+
+def _write_updates(app) -> None:
+    """Headless Textual renders the dirty regions but skips turning the update into the
+    terminal's escape sequences: do that here, so it is counted."""
+    from textual._compositor import CompositorUpdate
+    display = app._display
+
+    def _display(screen, renderable) -> None:
+        if isinstance(renderable, CompositorUpdate):
+            renderable.render_segments(app.console)
+        display(screen, renderable)
+    app._display = _display
+
+
+async def _timed(pilot, act) -> float:
+    """UI-thread CPU time of act() (a coroutine function or a function) and of everything
+    Textual does until the screen is repainted."""
+    t = time.thread_time()
+    r = act()
+    if asyncio.iscoroutine(r):
+        await r
+    await pilot.pause()
+    return time.thread_time() - t
 
 
 async def measure(session: Session, label: str, at: int, reps: int = 60, scroll: bool = False) -> None:
@@ -48,27 +82,30 @@ async def measure(session: Session, label: str, at: int, reps: int = 60, scroll:
     async with app.run_test(size=(160, 50)) as pilot:
         await pilot.pause()
         first = time.perf_counter() - t0
+        _write_updates(app)
         session.tl.goto(at)
         app.refresh_all()
-        times = []
-        for i in range(reps):
+        await pilot.pause()
+        idle = [await _timed(pilot, lambda: None) for _ in range(20)]
+        times, full = [], []
+        for i in range(reps + 4):
             action = "cmd('step')" if i % 2 == 0 else "cmd('rstep')"
+            dt = await _timed(pilot, lambda: app.run_action(action))
             t = time.perf_counter()
-            await app.run_action(action)
             _repaint(app)
-            times.append(time.perf_counter() - t)
-        print(f"{label:30s} at step {at:>9,}: step->repaint {_stats(times)}; first paint {first * 1e3:6.0f} ms")
+            if i >= 4:                      # the first ones warm caches
+                times.append(dt)
+                full.append(time.perf_counter() - t)
+        print(f"{label:26s} at step {at:>9,}: step->repaint {_stats(times)}; full render {_stats(full)}; "
+              f"idle pause {statistics.median(idle) * 1e3:.1f} ms; first paint {first * 1e3:6.0f} ms")
         if scroll:
             ev = app.query_one("#events")
             ev.focus()
             await pilot.pause()
             times = []
             for i in range(reps):
-                t = time.perf_counter()
-                ev.action_page(-1 if i % 2 == 0 else 1)
-                _repaint(app)
-                times.append(time.perf_counter() - t)
-            print(f"{label:30s} at step {at:>9,}: event log page scroll+repaint {_stats(times)}")
+                times.append(await _timed(pilot, lambda: ev.action_page(-1 if i % 2 == 0 else 1)))
+            print(f"{label:26s} at step {at:>9,}: event log page scroll->repaint {_stats(times)}")
 
 
 async def main() -> None:

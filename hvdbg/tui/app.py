@@ -3,7 +3,9 @@
 Every key comes from keys.KEYMAP (rebindable in config.toml); keys, the `:` line and the
 palette run commands from hvdbg.commands in a worker thread with a Progress as their `stop`
 (a progress bar in the status line while they run, Esc cancels). After a command the app
-posts SessionChanged to the panes and each re-renders from the read-only state view; the
+calls each pane's refresh_view() (the same thing a posted SessionChanged does, but before the
+next frame: one layout and one render per step) and each re-renders from the read-only state
+view, touching Textual only where its content changed; the
 selection (a byte, an MSR, a vector, a register) travels as SelectionChanged. While a command
 runs nothing re-renders from the moving timeline, and keys other than Esc / q wait."""
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .config import load_config, save_theme
 from .eventlog import EventLogView
 from .hexdump import HexdumpView, HexSource
 from .keys import help_text, keymap
-from .messages import LayoutChanged, SelectionChanged, SessionChanged
+from .messages import LayoutChanged, SelectionChanged
 from .panes import (BreakpointsPane, IrqPane, MsrPane, SourcePane, StatusLine, TranscriptPane, VcpuListPane,
                     VcpuPane)
 from .screens import HelpScreen, VcpuPicker, WhatIfScreen, WhyScreen
@@ -161,9 +163,10 @@ class HvdbgApp(App):
         many = self.query("#cpudetail")
         if many:
             many.first(VcpuPane).cpu = tl.focus
-        msg = (s.current, tl.pos, tl.focus, branches_changed)
+        # a method call, not a posted SessionChanged: every pane changes before the next
+        # frame, so a step costs one layout and one render, not one per pane's message
         for pane in self._listeners("VcpuPane, VcpuListPane, SourcePane, IrqPane, MsrPane, BreakpointsPane, StatusLine"):
-            pane.post_message(SessionChanged(*msg))
+            pane.refresh_view()
         ev = self._events()
         ev.set_timeline(tl)             # follows tl.pos (the same timeline: only that)
         ev.set_marks(s.marks)

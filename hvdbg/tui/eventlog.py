@@ -30,12 +30,13 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from . import rows as R
+from .repaint import StableScrollbars
 
 HEADER = 1
 MAX_MARK_WIDTH = 12
 
 
-class EventLogView(ScrollView, can_focus=True):
+class EventLogView(StableScrollbars, ScrollView, can_focus=True):
     """A virtualised list of every event of a timeline (module doc)."""
     ALLOW_MAXIMIZE = True
 
@@ -164,7 +165,10 @@ class EventLogView(ScrollView, can_focus=True):
         for name, step in marks.items():
             if isinstance(step, int) and step > 0:
                 by.setdefault(step - 1, []).append(str(name))
-        self._marks = {k: ",".join(v) for k, v in by.items()}
+        shown = {k: ",".join(v) for k, v in by.items()}
+        if shown == self._marks:
+            return                      # the app says it after every command
+        self._marks = shown
         self._mark_w = min(MAX_MARK_WIDTH, max((len(t) for t in self._marks.values()), default=0))
         self._update_virtual_size()
         self.refresh()

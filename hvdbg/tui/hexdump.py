@@ -22,10 +22,12 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+
+from .repaint import StableScrollbars
 
 HEADER = 1                      # fixed status line at the top
 
@@ -45,7 +47,7 @@ _ASCII = "".join(chr(x) if 32 <= x < 127 else "." for x in range(256))
 _HEX = [f"{x:02x}" for x in range(256)]
 
 
-class HexdumpView(ScrollView, can_focus=True):
+class HexdumpView(StableScrollbars, ScrollView, can_focus=True):
     """A virtualised hexdump with a cursor over the whole range (module doc)."""
     ALLOW_MAXIMIZE = True
 
@@ -141,16 +143,39 @@ class HexdumpView(ScrollView, can_focus=True):
         """Show `source`. The cursor (and bit) stays where it is when the size is the same;
         otherwise it goes back to offset 0."""
         old = (self._cursor, self._bit, self._src.base)
+        prev = self._src
         same = len((source or _EMPTY).data) == len(self._src.data)
         self._set(source or _EMPTY)
         if not same:
             self._cursor = 0
             self._scroll(0, 0)
         self._update_virtual_size()
-        self.refresh()
+        self._refresh_changed(prev)
         if (self._cursor, self._bit, self._src.base) != old and self._src.data:
             self._post_cursor()
         self._scroll_cursor_visible()
+
+    def _refresh_changed(self, prev: HexSource) -> None:
+        """Repaint the status line and the data lines whose bytes or highlights differ from
+        `prev` (a step changes a few bytes of the page): the whole view when anything else
+        (the address, the size, the fields) changed."""
+        src = self._src
+        if (not self.is_mounted or prev.base != src.base or len(prev.data) != len(src.data)
+                or prev.fields != src.fields):
+            self.refresh()
+            return
+        per = self._per
+        lines = {o // per for o in prev.changed ^ src.changed}
+        if prev.data != src.data:
+            a, b = prev.data, src.data
+            lines.update(off // per for off in range(0, len(b), per) if a[off:off + per] != b[off:off + per])
+        width = max(self.virtual_size.width, self.size.width)
+        self.refresh(Region(0, 0, width, HEADER))         # the status line (title, byte under the cursor)
+        top = self.scroll_offset.y
+        page = self._page_lines()
+        for line in sorted(lines):
+            if top <= line < top + page:
+                self.refresh(Region(0, HEADER + line - top, width, 1))
 
     def goto_offset(self, offset: int, bit: int | None = None) -> None:
         """Put the cursor on byte `offset` (clamped to the range), and on `bit` if given."""

@@ -13,18 +13,24 @@ from textual.widgets.option_list import Option
 
 from . import views
 from .messages import LayoutChanged, SelectionChanged, SessionChanged
+from .repaint import NOTHING, StableScrollbars, TextBody, set_titles, text_dims
 
 
 class TextPane(VerticalScroll, can_focus=True):
-    """A scrollable pane whose body is a view function of the session."""
+    """A scrollable pane whose body is a view function of the session: a TextBody (drawn a
+    line at a time, only the changed lines repainted) for a rich Text; a Static for other
+    renderables (LINE_BODY = False)."""
     ALLOW_MAXIMIZE = True
+    LINE_BODY = True
 
     def __init__(self, session, title: str = "", **kw):
         super().__init__(**kw)
         self.session = session
         self.selection: tuple = ("byte",)
-        self.border_title = title
-        self._body = Static("", classes="body")
+        set_titles(self, title)
+        self._body = TextBody(classes="body") if self.LINE_BODY else Static("", classes="body")
+        self._shown = NOTHING              # what the body shows (compared, not rebuilt, per step)
+        self._dims = None
 
     def compose(self):
         yield self._body
@@ -40,11 +46,30 @@ class TextPane(VerticalScroll, can_focus=True):
         self.refresh_view()
 
     def refresh_view(self) -> None:
-        self._body.update(self.render_view())
+        """Re-render from the session; the body is updated only if its content changed, and
+        laid out again only if its size may have (a step usually changes one vCPU pane)."""
+        view = self.render_view()
+        sig = self.view_signature(view)
+        if self._shown is NOTHING or sig != self._shown:
+            if isinstance(self._body, TextBody):
+                self._body.set_text(view)
+                self._shown = sig
+            else:
+                dims = self.view_dims(view)
+                self._body.update(view, layout=dims is None or dims != self._dims)
+                self._shown, self._dims = sig, dims
         self.after_render()
 
     def render_view(self):  # pragma: no cover - overridden
-        return ""
+        return Text("")
+
+    def view_signature(self, view):
+        """Equal signatures render the same (rich Text compares its text and spans)."""
+        return view if isinstance(view, Text) else object()
+
+    def view_dims(self, view):
+        """The body's size depends only on this (None: unknown, always lay out)."""
+        return text_dims(view) if isinstance(view, Text) and view.no_wrap else None
 
     def after_render(self) -> None:
         pass
@@ -71,13 +96,13 @@ class VcpuPane(TextPane):
             return Text("")
         cv = tl.view().cpu(self.cpu)
         hp = cv.hotplug
-        self.border_title = (f"cpu{self.cpu} {hp}  IF={cv.IF}{'  halted' if cv.halted else ''}  depth {cv.depth}"
-                             + ("  ◆" if self.cpu == tl.focus else ""))
+        title = (f"cpu{self.cpu} {hp}  IF={cv.IF}{'  halted' if cv.halted else ''}  depth {cv.depth}"
+                 + ("  ◆" if self.cpu == tl.focus else ""))
         reg = self.selection[1] if self.selection[0] == "reg" and self.cpu == tl.focus else None
         regs = " ".join(f"{'[' if reg == i else ''}r{i}={x:#x}{']' if reg == i else ''}" for i, x in enumerate(cv.regs))
         ints = [f for f in cv.frames() if f.kind == "interrupt"]
         nested = ("  nested: " + " > ".join(f"0x{f.vector:02x} in {f.routine}" for f in reversed(ints))) if ints else ""
-        self.border_subtitle = f"{regs}  TPR={cv.tpr}{nested}"
+        set_titles(self, title, f"{regs}  TPR={cv.tpr}{nested}")
         self.set_class(self.cpu == tl.focus, "focused-cpu")
         text, self._cur = views.vcpu_listing(self.session, self.cpu)
         return text
@@ -86,7 +111,7 @@ class VcpuPane(TextPane):
         self.keep_visible(self._cur)
 
 
-class VcpuListPane(OptionList):
+class VcpuListPane(StableScrollbars, OptionList):
     """More than 4 vCPUs: one row per vCPU (scrolls; the subtitle says which are shown).
     Enter or a click focuses that vCPU."""
     ALLOW_MAXIMIZE = True
@@ -99,7 +124,9 @@ class VcpuListPane(OptionList):
     def __init__(self, session, **kw):
         super().__init__(**kw)
         self.session = session
-        self.border_title = "vCPUs"
+        set_titles(self, "vCPUs")
+        self._rows: list[tuple[int, str]] = []
+        self._focus = -1
 
     def on_mount(self) -> None:
         self.refresh_view()
@@ -107,15 +134,27 @@ class VcpuListPane(OptionList):
     def on_session_changed(self, message: SessionChanged) -> None:
         self.refresh_view()
 
+    @staticmethod
+    def _prompt(c: int, line: str, focus: int) -> Text:
+        return Text(("▶ " if c == focus else "  ") + line, no_wrap=True, style="bold" if c == focus else "")
+
     def refresh_view(self) -> None:
+        """Only the rows that changed are replaced (a step changes one or two vCPUs)."""
         rows = views.vcpu_rows(self.session, compact=True)
         focus = self.session.tl.focus
         keep = self.scroll_y
-        self.clear_options()
-        self.add_options([Option(Text(("▶ " if c == focus else "  ") + line, no_wrap=True,
-                                      style="bold" if c == focus else ""), id=str(c)) for c, line in rows])
-        self.highlighted = focus
-        self.scroll_to(y=keep, animate=False, immediate=True)
+        if len(rows) != len(self._rows) or [c for c, _ in rows] != [c for c, _ in self._rows]:
+            self.clear_options()
+            self.add_options([Option(self._prompt(c, line, focus), id=str(c)) for c, line in rows])
+        else:
+            for i, ((c, line), old) in enumerate(zip(rows, self._rows)):
+                if (line, c == focus) != (old[1], old[0] == self._focus):
+                    self.replace_option_prompt_at_index(i, self._prompt(c, line, focus))
+        self._rows, self._focus = rows, focus
+        if self.highlighted != focus:
+            self.highlighted = focus
+        if self.scroll_y != keep:
+            self.scroll_to(y=keep, animate=False, immediate=True)
         self.call_after_refresh(self._show_focus)
 
     def _show_focus(self) -> None:
@@ -128,7 +167,7 @@ class VcpuListPane(OptionList):
         first = int(self.scroll_y)
         last = min(n, first + h) - 1
         more = f" · {last + 1}–{n - 1} below" if last < n - 1 else ""
-        self.border_subtitle = f"cpu{first}–{last} of {n}{more}"
+        set_titles(self, subtitle=f"cpu{first}–{last} of {n}{more}")
 
     def watch_scroll_y(self, old, new) -> None:
         super().watch_scroll_y(old, new)
@@ -143,11 +182,13 @@ class SourcePane(TextPane):
     """gdb's layout src / asm / split for the focused vCPU: the C lines of its routine (from
     the listing's file:line and C text), the op listing, or both side by side; breakpoints
     in the gutter (●), the current line highlighted (→)."""
+    LINE_BODY = False                   # split is a rich Table
 
     def __init__(self, session, **kw):
         super().__init__(session, **kw)
         self.layout_mode = "split"
         self._cur = 0
+        self._split: tuple = ()
 
     def on_layout_changed(self, message: LayoutChanged) -> None:
         self.layout_mode = message.layout
@@ -157,7 +198,7 @@ class SourcePane(TextPane):
         tl = self.session.tl
         cv = tl.view().cpu(tl.focus)
         r = tl.e.routines[cv.routine_id]
-        self.border_title = f"{self.layout_mode}: cpu{tl.focus} {r.name}  {r.file}"
+        set_titles(self, f"{self.layout_mode}: cpu{tl.focus} {r.name}  {r.file}")
         src, s_cur = views.src_lines(tl, tl.focus)
         asm, a_cur = views.asm_lines(tl, tl.focus)
         if self.layout_mode == "src":
@@ -172,7 +213,18 @@ class SourcePane(TextPane):
         t.add_column(ratio=2, no_wrap=True)
         t.add_row(src, asm)
         self._cur = max(s_cur, a_cur)
+        self._split = (src, asm)
         return t
+
+    def view_signature(self, view):
+        if isinstance(view, Text):
+            return view
+        return self._split              # the two columns of the split table
+
+    def view_dims(self, view):
+        if isinstance(view, Text):
+            return super().view_dims(view)
+        return tuple(text_dims(t) for t in self._split)
 
     def after_render(self) -> None:
         self.keep_visible(self._cur)
@@ -190,7 +242,7 @@ class MsrPane(TextPane):
         return views.msr_table(self.session, self.session.tl.focus, selected=sel)
 
 
-class BreakpointsPane(DataTable):
+class BreakpointsPane(StableScrollbars, DataTable):
     """`:breaks` as a table with hit counts; space enables/disables, delete removes (both
     through the commands)."""
     ALLOW_MAXIMIZE = True
@@ -204,7 +256,7 @@ class BreakpointsPane(DataTable):
     def __init__(self, session, **kw):
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)
         self.session = session
-        self.border_title = "breakpoints"
+        set_titles(self, "breakpoints")
 
     def on_mount(self) -> None:
         self.add_columns("#", "on", "hits", "what")
@@ -215,6 +267,10 @@ class BreakpointsPane(DataTable):
 
     def refresh_view(self) -> None:
         tl = self.session.tl
+        shown = [(b.number, b.enabled, b.hits, b.describe(tl)) for b in tl.breaks]
+        if shown == getattr(self, "_shown", None):
+            return                      # rebuilding the table costs a layout and a repaint
+        self._shown = shown
         row = self.cursor_row
         self.clear()
         for b in tl.breaks:
@@ -242,7 +298,7 @@ class BreakpointsPane(DataTable):
             self.post_message(self.Run(f"delete {n}"))
 
 
-class TranscriptPane(RichLog, can_focus=True):
+class TranscriptPane(StableScrollbars, RichLog, can_focus=True):
     """Every command and its output (rich text, as in the REPL); `/` searches it."""
     ALLOW_MAXIMIZE = True
     BINDINGS = [Binding("slash", "search", "search"), Binding("n", "search_next(1)", show=False),
@@ -253,13 +309,20 @@ class TranscriptPane(RichLog, can_focus=True):
 
     def __init__(self, **kw):
         super().__init__(markup=False, highlight=False, wrap=True, min_width=20, max_lines=5000, **kw)
-        self.border_title = "output"
+        set_titles(self, "output")
         self.plain: list[str] = []
         self.query_text = ""
         self._hit = -1
 
     def write_entry(self, item) -> None:
-        self.write(item)
+        if self.auto_scroll and self.show_vertical_scrollbar and self.size.height:
+            # already scrolling: the new end is known now (a ScrollView's virtual size is
+            # set at once), so scroll now rather than after the next frame - which would
+            # cost a second frame on every step
+            self.write(item, scroll_end=False)
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        else:
+            self.write(item)
         self.plain.append(item.plain if isinstance(item, Text) else str(item))
 
     def action_search(self) -> None:
@@ -296,6 +359,7 @@ class StatusLine(Static):
         super().__init__("", **kw)
         self.session = session
         self.progress = None
+        self._text: Text | None = None
 
     def on_mount(self) -> None:
         self.refresh_view()
@@ -304,4 +368,8 @@ class StatusLine(Static):
         self.refresh_view()
 
     def refresh_view(self) -> None:
-        self.update(views.status_line(self.session, self.progress))
+        text = views.status_line(self.session, self.progress)
+        if text != self._text:
+            # one line whatever it says (#status has height 1, the screen's width): no layout
+            self.update(text, layout=self._text is None or text_dims(text)[0] != text_dims(self._text)[0])
+            self._text = text

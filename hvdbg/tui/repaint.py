@@ -1,0 +1,118 @@
+"""Helpers that keep a step's repaint small (issue 11): Textual repaints what it is told
+changed, so the panes tell it only that.
+
+StableScrollbars: Textual's ScrollView._size_updated compares the virtual size the
+compositor computed (a line-API widget has no children: it is never the widget's own)
+with the widget's, so on every layout of the screen each ScrollView re-renders its
+scrollbars even when nothing about it changed - a RichLog's write lays the screen out, so
+that was every step. The mixin hands Textual the widget's own virtual size when that has not
+changed since the last layout; when it has, Textual sees what it always did. textual is
+pinned exactly (pyproject.toml): this leans on ScrollView._size_updated's signature."""
+from __future__ import annotations
+
+from rich.cells import cell_len
+from rich.text import Text
+from textual.cache import LRUCache
+from textual.content import Content
+from textual.geometry import Region, Size
+from textual.strip import Strip
+from textual.visual import Visual
+from textual.widget import Widget
+
+NOTHING = object()
+
+
+class StableScrollbars:
+    """Mix into a ScrollView subclass (before it): scrollbars are updated on a layout only
+    when the widget's size, its container's size or its own virtual size changed."""
+
+    _laid_out_virtual: Size | None = None
+
+    def _size_updated(self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True) -> bool:
+        own = self.virtual_size
+        if own == self._laid_out_virtual:
+            virtual_size = own
+        self._laid_out_virtual = own
+        return super()._size_updated(size, virtual_size, container_size, layout)
+
+
+def text_dims(text: Text) -> tuple[int, int]:
+    """(lines, widest line in cells) of a no-wrap Text: all the size of a `width: auto`,
+    `height: auto` body depends on."""
+    lines = text.plain.split("\n")
+    return len(lines), max(map(cell_len, lines))
+
+
+def set_titles(widget, title=NOTHING, subtitle=NOTHING) -> None:
+    """Set a border title / subtitle only when it changed (Textual repaints the whole widget
+    on every assignment, equal or not)."""
+    last = widget.__dict__.setdefault("_hv_titles", {})
+    for attr, value in (("border_title", title), ("border_subtitle", subtitle)):
+        if value is not NOTHING and last.get(attr, NOTHING) != value:
+            last[attr] = value
+            setattr(widget, attr, value)
+
+
+class TextBody(Widget):
+    """The body of a text pane, drawn one line at a time (Textual's line API): a pane's
+    VerticalScroll asks only for the lines it shows, each line's strip is cached by its
+    content, and a new text repaints only the lines that differ - a layout only when the
+    number of lines or the widest one changed. It renders what a Static given the same
+    rich Text renders (the Text becomes a textual Content, split at newlines); while the
+    mouse selects text in it, it renders the whole text the way a Static does, so the
+    selection shows."""
+
+    DEFAULT_CSS = "TextBody { height: auto; }"        # as a Static
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self._content = Content("")
+        self._lines: list[Content] = []
+        self._keys: list[tuple] = []                      # (text, spans) of each line
+        self._width = 0
+        self._strips: LRUCache = LRUCache(1024)
+
+    @property
+    def lines(self) -> list[Content]:
+        return self._lines
+
+    def set_text(self, text: Text | str) -> None:
+        if isinstance(text, str):
+            text = Text(text)
+        content = Content.from_rich_text(text)        # as a Static does (textual.visual.visualize)
+        lines = content.split("\n", allow_blank=True)   # a trailing newline is a blank line, as in a Static
+        width = max((line.cell_length for line in lines), default=0)
+        keys = [(line.plain, tuple(line.spans)) for line in lines]    # Content's == compares the text only
+        old, self._content, self._lines, self._keys = self._keys, content, lines, keys
+        if len(lines) != len(old) or width != self._width or not self.is_mounted:
+            self._width = width
+            self.refresh(layout=True)
+            return
+        full = max(width, self.size.width)
+        for y, (a, b) in enumerate(zip(old, keys)):
+            if a != b:
+                self.refresh(Region(0, y, full, 1))
+
+    def render(self) -> Content:
+        return self._content            # for text selection (and its highlight)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        return self._width
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._lines)
+
+    def render_line(self, y: int) -> Strip:
+        if self.text_selection is not None:
+            return super().render_line(y)
+        width = self.size.width
+        style = self.visual_style
+        if not 0 <= y < len(self._lines):
+            return Strip.blank(width, style.rich_style)
+        line = self._lines[y]
+        key = (self._keys[y], width, style)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = Visual.to_strips(self, line, width, 1, style)[0]
+            self._strips[key] = strip
+        return strip
