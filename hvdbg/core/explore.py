@@ -359,11 +359,7 @@ class Explorer:
             w = apply(a)
             self.transitions += 1
             if eng._violation is not None:
-                self._note_violation(eng)
-                undo(w)
-                for f in reversed(stack):
-                    if f[5] is not None:
-                        undo(f[5])
+                self._unwind(eng, w, stack)
                 return sid, a
             h = update_hash(fr[3], w)
             cnt = self._bump(fr[4], a) if a[0] in kinds else fr[4]
@@ -491,11 +487,7 @@ class Explorer:
             w = apply(a)
             self.transitions += 1
             if eng._violation is not None:
-                self._note_violation(eng)
-                undo(w)
-                for f in reversed(stack):
-                    if f[5] is not None:
-                        undo(f[5])
+                self._unwind(eng, w, stack)
                 return sid, a
             h = update_hash(fr[3], w)
             cnt = bump(fr[4], a) if a[0] in kinds else fr[4]
@@ -627,6 +619,16 @@ class Explorer:
                 undo(w)
                 succ[sid].append(t)
         return None
+
+    def _unwind(self, eng, w, stack: list) -> None:
+        """A violation: note it, then undo the last transition and every frame's writes (the
+        engine is back at the initial state)."""
+        self._note_violation(eng)
+        undo = eng.m.undo
+        undo(w)
+        for f in reversed(stack):
+            if f[5] is not None:
+                undo(f[5])
 
     def _note_violation(self, eng) -> None:
         cpu, structure, gpa, own, gen, want = eng._violation

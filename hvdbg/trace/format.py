@@ -293,6 +293,21 @@ def pack_columns(codes: array, where: array, checks: array) -> bytes:
     return zlib.compress(b"".join(c.tobytes() for c in cols), 1)
 
 
+def inflate_exact(blob, want: int, what: str, short: str | None = None) -> bytes:
+    """zlib-inflate untrusted `blob` that must give exactly `want` bytes (never more than
+    want + 1 are inflated); ValueError naming `what` otherwise."""
+    if not isinstance(blob, (bytes, bytearray)):
+        raise ValueError(f"{what} are not bytes")
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(blob, want + 1)
+    except zlib.error as e:
+        raise ValueError(f"{what} do not decompress ({e})") from None
+    if len(raw) != want or d.unconsumed_tail or not d.eof or d.unused_data:
+        raise ValueError(f"{what} {short or f'do not inflate to {want} bytes'}")
+    return raw
+
+
 def unpack_columns(blob: bytes, n: int) -> tuple[array, array, bytes]:
     """(codes, where, checks bytes) of an events frame's block of `n` events; ValueError when
     it does not decompress to exactly n * EVENT_BYTES bytes (never more is inflated)."""
@@ -301,14 +316,7 @@ def unpack_columns(blob: bytes, n: int) -> tuple[array, array, bytes]:
         raise ValueError(f"events frame claims {str(n)[:20]} events")
     if not isinstance(blob, (bytes, bytearray)):
         raise ValueError("events frame columns are not bytes")
-    want = n * EVENT_BYTES
-    d = zlib.decompressobj()
-    try:
-        raw = d.decompress(blob, want + 1)
-    except zlib.error as e:
-        raise ValueError(f"events frame columns do not decompress ({e})") from None
-    if len(raw) != want or d.unconsumed_tail or not d.eof or d.unused_data:
-        raise ValueError(f"events frame columns are not {n} events")
+    raw = inflate_exact(blob, n * EVENT_BYTES, "events frame columns", f"are not {n} events")
     codes, where = array("I"), array("I")
     codes.frombytes(raw[:4 * n])
     where.frombytes(raw[4 * n:8 * n])

@@ -211,16 +211,7 @@ def is_imported(path) -> bool:
 
 
 def _inflate(blob, want: int, what: str) -> bytes:
-    if not isinstance(blob, bytes):
-        raise ValueError(f"{what} are not bytes")
-    d = zlib.decompressobj()
-    try:
-        out = d.decompress(blob, want + 1)
-    except zlib.error as e:
-        raise ValueError(f"{what} do not inflate ({e})") from None
-    if len(out) != want or d.unconsumed_tail or not d.eof or d.unused_data:
-        raise ValueError(f"{what} do not inflate to {want} bytes")
-    return out
+    return F.inflate_exact(blob, want, what)
 
 
 def _col(raw: bytes, pos: int, code: str, n: int, size: int) -> tuple[array, int]:
