@@ -339,7 +339,7 @@ class EventLogView(StableScrollbars, ScrollView, can_focus=True):
             return None
         self._sel = i
         self._center(self._row_of(i))
-        self._say(("search wrapped; " if wrapped else "") + f"match at {i}")
+        self._say(("search wrapped; " if wrapped else "") + f"match at {i + 1}")
         return i
 
     def _apply_filter(self, on: bool) -> bool:
