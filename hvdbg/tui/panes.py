@@ -314,16 +314,34 @@ class TranscriptPane(StableScrollbars, RichLog, can_focus=True):
         self.query_text = ""
         self._hit = -1
 
+    _quiet_layout = False
+
     def write_entry(self, item) -> None:
         if self.auto_scroll and self.show_vertical_scrollbar and self.size.height:
             # already scrolling: the new end is known now (a ScrollView's virtual size is
             # set at once), so scroll now rather than after the next frame - which would
-            # cost a second frame on every step
-            self.write(item, scroll_end=False)
+            # cost a second frame on every step. The taller virtual size changes only this
+            # pane's scrollbar, not the screen's layout (refresh below).
+            self._quiet_layout = True
+            try:
+                self.write(item, scroll_end=False)
+            finally:
+                self._quiet_layout = False
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         else:
             self.write(item)
         self.plain.append(item.plain if isinstance(item, Text) else str(item))
+
+    def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):
+        """RichLog.write sets `virtual_size`, a reactive that asks for a layout of the whole
+        screen (2-6 ms, and every widget repainted). While the vertical scrollbar is already
+        shown and the lines still fit the width (they wrap), a new line changes nothing
+        outside this pane: update the scrollbars here (as the layout would, through
+        ScrollView._scroll_update) and repaint only the pane."""
+        if layout and self._quiet_layout and self.virtual_size.width <= self.scrollable_content_region.width:
+            layout = False
+            self._scroll_update(self.virtual_size)
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def action_search(self) -> None:
         self.post_message(self.SearchRequested())

@@ -84,14 +84,23 @@ class TextBody(Widget):
         width = max((line.cell_length for line in lines), default=0)
         keys = [(line.plain, tuple(line.spans)) for line in lines]    # Content's == compares the text only
         old, self._content, self._lines, self._keys = self._keys, content, lines, keys
-        if len(lines) != len(old) or width != self._width or not self.is_mounted:
+        if len(lines) != len(old) or not self.is_mounted or (
+                width != self._width and max(width, self._width) > self._room()):
+            # the body's size may change (a pane's `.body` is `width: auto; min-width: 100%`:
+            # while the old and the new width both fit the pane, it is the pane's width)
             self._width = width
             self.refresh(layout=True)
             return
+        self._width = width
         full = max(width, self.size.width)
         for y, (a, b) in enumerate(zip(old, keys)):
             if a != b:
                 self.refresh(Region(0, y, full, 1))
+
+    def _room(self) -> int:
+        """The width the parent gives this body without scrolling (0 if unknown)."""
+        parent = self.parent
+        return parent.scrollable_content_region.width if isinstance(parent, Widget) else 0
 
     def render(self) -> Content:
         return self._content            # for text selection (and its highlight)
