@@ -256,15 +256,28 @@ async def test_import_worker_shows_progress_then_the_trace():
         assert app.index == len(app.trace.events) - 1
 
 
-async def test_escape_cancels_a_long_import(tmp_path):
+async def test_escape_cancels_a_long_import(tmp_path, monkeypatch):
+    import threading
+
+    import hvdbg.tui.imported as imported
     p = tmp_path / "big.txt"
     line = " q-10 [000] 1.000000: kvm_entry: vcpu 0, rip 0xffffffff81000000\n"
     p.write_text(line * 400_000)
+    gate = threading.Event()          # the import holds at its first progress call until Esc was
+    real_load = imported.load         # pressed: on a fast machine 400k lines import in a blink
+
+    def held_load(paths, fmt, offsets, progress):
+        def slow(fi, n):
+            gate.wait(10)
+            progress(fi, n)
+        return real_load(paths, fmt, offsets, slow)
+    monkeypatch.setattr(imported, "load", held_load)
     app = ImportedApp(None, paths=[str(p)], total_lines=400_000)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         assert isinstance(app.screen, LoadingScreen)
         await pilot.press("escape")
+        gate.set()
         await pilot.pause()
     assert app.error == "hvdbg tui: import cancelled" and app.return_code == 1
     assert app.trace is None
