@@ -359,7 +359,8 @@ class Explorer:
             w = apply(a)
             self.transitions += 1
             if eng._violation is not None:
-                self._unwind(eng, w, stack)
+                self._note_violation(eng)
+                self._undo_stack(eng, w, stack)
                 return sid, a
             h = update_hash(fr[3], w)
             cnt = self._bump(fr[4], a) if a[0] in kinds else fr[4]
@@ -368,10 +369,7 @@ class Explorer:
             if t is None:
                 if len(self.parent) >= limit:
                     self.open_states = {f[2] for f in stack}     # not fully expanded
-                    undo(w)
-                    for f in reversed(stack):
-                        if f[5] is not None:
-                            undo(f[5])
+                    self._undo_stack(eng, w, stack)
                     return None
                 g = goal_reached()
                 t = self._new_state(key, sid, self._aid(a), g)
@@ -410,7 +408,7 @@ class Explorer:
         such target (replaying the path to its source) until none is left, so every
         reachable state is visited."""
         from .independence import Footprints
-        fps = self.footprints = Footprints(eng, BOUND_KINDS)
+        fps = Footprints(eng, BOUND_KINDS)
         fp_of = fps.fast_of()
         apply, enabled = eng.apply, eng.enabled
         keys, kinds, bump, allowed = self.keys, self._kinds, self._bump, self._allowed
@@ -487,7 +485,8 @@ class Explorer:
             w = apply(a)
             self.transitions += 1
             if eng._violation is not None:
-                self._unwind(eng, w, stack)
+                self._note_violation(eng)
+                self._undo_stack(eng, w, stack)
                 return sid, a
             h = update_hash(fr[3], w)
             cnt = bump(fr[4], a) if a[0] in kinds else fr[4]
@@ -506,7 +505,7 @@ class Explorer:
                 z = {}
                 for b, d in sleep.items():
                     rb, wb = fpd[b]
-                    if not (wa & (rb | wb)) and not (wb & ra):      # independence.independent, inlined
+                    if not (wa & (rb | wb)) and not (wb & ra):      # independent (core/independence.py)
                         z[b] = d
                 for b, d in done:
                     rb, wb = fpd[b]
@@ -518,10 +517,7 @@ class Explorer:
             if t is None:
                 if len(self.parent) >= limit:
                     self.open_states = {f[2] for f in stack}     # not fully expanded
-                    undo(w)
-                    for f in reversed(stack):
-                        if f[5] is not None:
-                            undo(f[5])
+                    self._undo_stack(eng, w, stack)
                     return None
                 g = goal_reached()
                 t = self._new_state(key, sid, self._aid(a), g)
@@ -620,10 +616,10 @@ class Explorer:
                 succ[sid].append(t)
         return None
 
-    def _unwind(self, eng, w, stack: list) -> None:
-        """A violation: note it, then undo the last transition and every frame's writes (the
-        engine is back at the initial state)."""
-        self._note_violation(eng)
+    @staticmethod
+    def _undo_stack(eng, w, stack: list) -> None:
+        """Undo the last transition and every frame's writes: the engine is back at the
+        initial state (a violation or the state budget ended the search)."""
         undo = eng.m.undo
         undo(w)
         for f in reversed(stack):

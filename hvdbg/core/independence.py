@@ -60,7 +60,6 @@ class Footprints:
         self.MEM = 1 << size
         self.CNT = {k: 1 << (size + 1 + i) for i, k in enumerate(bound_kinds)}
         self.ALL = (1 << (size + 1 + len(bound_kinds))) - 1
-        self.GS = (1 << L.nglobal) - 1                       # every global slot
         self.INFLIGHT = 1                                    # S[0]: the IPIs in flight
         # the globals the APIC rules and hypervisor hooks read: the kernel generation (the
         # hv-writes-owned check, Lifecycle.on_hv_write) and the other lifecycle globals
@@ -223,8 +222,3 @@ class Footprints:
             x |= (1 << loc) if loc.__class__ is int else self.MEM
         return x | self.CNT.get(a[0], 0)
 
-
-def independent(fa: tuple, fb: tuple) -> bool:
-    ra, wa = fa
-    rb, wb = fb
-    return not (wa & (rb | wb)) and not (wb & ra)

@@ -137,6 +137,25 @@ class Segment:
         return self._index
 
 
+class _Column:
+    """A Journal column of its closed own events (codes, rtpc, checks), kept in `_<name>`:
+    reading it through the attribute fills a lazily read trace's columns first (Journal.lazy);
+    the per-event readers use `_<name>` after need()."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.attr = "_" + name
+
+    def __get__(self, j, owner=None):
+        if j is None:
+            return self
+        if j.lazy is not None:
+            j._fill()
+        return getattr(j, self.attr)
+
+    def __set__(self, j, value) -> None:
+        setattr(j, self.attr, value)
+
+
 class Journal:
     """The events of one branch (module doc). Indexable like a list of Event tuples."""
 
@@ -151,15 +170,15 @@ class Journal:
         # (codes, rtpc, checks) fill everything first.
         self.lazy = None
         self.columns = None
-        self.codes = array("I")           # closed own events: packed choices (EDIT_ACT for an edit)
-        self.rtpc = array("I")            # closed own events: routine << 16 | pc (NO_RTPC for edits)
+        self.codes = array("I")
+        self.rtpc = array("I")
         self.edits: dict[int, tuple] = {}  # step -> edit descriptor
         self.head = Segment(fork, [])     # the open segment the engine appends to
         self.snaps: dict[int, tuple] = {}  # own segment starts -> machine snapshot
         self.summaries: dict[int, Summary] = {}
         self.cache: OrderedDict[int, Segment] = OrderedDict()
         self.cache_bytes = cache_bytes
-        self.checks: bytearray | None = None   # per own event u16 checks, when known (traces)
+        self.checks: bytearray | None = None
         self.digests: dict[int, str] = {}      # segment start -> state digest, when known (traces)
         self.stats_at: dict[int, tuple] = {}   # segment start -> (statistics, pack state) there
         # rebuild(start, end) -> list[Event]: re-executes [start, end) from snaps[start]
@@ -168,35 +187,9 @@ class Journal:
         self.builds = 0                   # segments rebuilt so far (statistics, tests)
 
     # ---------------------------------------------------------------- columns
-    @property
-    def codes(self) -> array:
-        if self.lazy is not None:
-            self._fill()
-        return self._codes
-
-    @codes.setter
-    def codes(self, v: array) -> None:
-        self._codes = v
-
-    @property
-    def rtpc(self) -> array:
-        if self.lazy is not None:
-            self._fill()
-        return self._rtpc
-
-    @rtpc.setter
-    def rtpc(self, v: array) -> None:
-        self._rtpc = v
-
-    @property
-    def checks(self) -> bytearray | None:
-        if self.lazy is not None:
-            self._fill()
-        return self._checks
-
-    @checks.setter
-    def checks(self, v) -> None:
-        self._checks = v
+    codes = _Column()      # closed own events: packed choices (EDIT_ACT for an edit)
+    rtpc = _Column()       # closed own events: routine << 16 | pc (NO_RTPC for edits)
+    checks = _Column()     # per own event u16 checks, when known (traces)
 
     def fill_lazily(self, columns) -> None:
         """Read the closed own events' columns through `columns` (trace/columns.LazyColumns,

@@ -79,9 +79,7 @@ class LazyColumns:
         self.left -= 1
         try:
             codes, where, checks = F.unpack_columns(blob, count)
-            table = self.choices._table
-            for code in set(codes) - table.keys():
-                a = self.choices._decode(code)          # ValueError: not a model action
+            for code, a in self.choices.intern(codes).items():    # ValueError: not a model action
                 why = self.check_code(a)
                 if why:
                     raise ValueError(why)

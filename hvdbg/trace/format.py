@@ -264,10 +264,17 @@ class Choices:
     def extend_codes(self, codes: array) -> None:
         """Append packed codes (an events frame's column): every one must unpack to a model
         action, else ValueError."""
-        from ..core.events import unpack_act
-        for code in set(codes) - self._table.keys():
-            self._table[code] = unpack_act(code)
+        self.intern(codes)
         self.codes.extend(codes)
+
+    def intern(self, codes) -> dict:
+        """Unpack and remember each code not seen before (ValueError for one that is not a
+        model action); returns {code: descriptor} of the new ones (for checks against the
+        model)."""
+        from ..core.events import unpack_act
+        new = {code: unpack_act(code) for code in set(codes) - self._table.keys()}
+        self._table.update(new)
+        return new
 
     def extend_batch(self, batch) -> None:
         """Append an events batch (a tuple of encoded descriptors): every entry must be a

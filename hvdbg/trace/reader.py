@@ -133,6 +133,11 @@ def _decode_header(path, buf: memoryview) -> tuple[dict, int]:
         raise F.TraceError(path, pos, "missing header record") from None
     except _Stop as s:
         raise F.TraceError(path, s.offset, f"damaged header record: {s.reason}") from None
+    return header_record(path, off, kind, payload), off + F.FRAME_HEAD_SIZE + len(payload)
+
+
+def header_record(path, off: int, kind: int, payload) -> dict:
+    """The header map of a trace's first frame (recorded or imported), or TraceError."""
     if kind != F.K_HEADER:
         raise F.TraceError(path, off, f"first record is {_kind_name(kind)}, expected header")
     try:
@@ -141,7 +146,7 @@ def _decode_header(path, buf: memoryview) -> tuple[dict, int]:
         raise F.TraceError(path, off, f"undecodable header record ({type(e).__name__}: {e})") from None
     if not isinstance(header, dict):
         raise F.TraceError(path, off, f"header record is a {type(header).__name__}, expected a map")
-    return header, off + F.FRAME_HEAD_SIZE + len(payload)
+    return header
 
 
 def load_trace(path: Any, max_bytes: int | None = None, lazy: bool = False) -> Trace:

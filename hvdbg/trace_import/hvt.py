@@ -36,6 +36,7 @@ from collections import Counter
 
 from ..safe import UnsafeFile, kind_of, open_partial, output_target
 from ..trace import format as F
+from ..trace.reader import header_record
 from ..trace.writer import publish
 from .model import CHECKPOINT
 from .trace import MAX_REPORTED, MAX_VCPU, Columns, ImportedTrace
@@ -152,15 +153,7 @@ def _header_of(f, path):
         raise F.TraceError(path, 8, f"format version {version}: imported traces are written as version "
                                     f"{F.FORMAT_VERSION}")
     off, kind, payload = _frame(f, F.FILE_HEAD_SIZE, path, MAX_HEADER)
-    if kind != F.K_HEADER:
-        raise F.TraceError(path, off, f"first record is {F.KIND_NAMES.get(kind, kind)}, expected header")
-    try:
-        h = F.unpack_payload(payload, use_list=True)
-    except Exception as e:       # untrusted bytes: any decoder failure is damage
-        raise F.TraceError(path, off, f"undecodable header record ({type(e).__name__})") from None
-    if not isinstance(h, dict):
-        raise F.TraceError(path, off, "header record is not a map")
-    return h, off + F.FRAME_HEAD_SIZE + len(payload)
+    return header_record(path, off, kind, payload), off + F.FRAME_HEAD_SIZE + len(payload)
 
 
 def _frame(f, off: int, path, limit: int = F.MAX_FRAME):
@@ -208,10 +201,6 @@ def is_imported(path) -> bool:
         except F.TraceError:
             return False
     return h.get("trace_kind") == F.IMPORTED_KIND
-
-
-def _inflate(blob, want: int, what: str) -> bytes:
-    return F.inflate_exact(blob, want, what)
 
 
 def _col(raw: bytes, pos: int, code: str, n: int, size: int) -> tuple[array, int]:
@@ -377,7 +366,7 @@ def _read_events(payload, raw: Columns, names_seen: dict, nfiles: int, canon: di
         table.append(names_seen.setdefault(nm, sys.intern(nm)))
     if type(vlen) is not int or not 0 < vlen <= MAX_VALUES:
         raise ValueError(f"values claim {str(vlen)[:20]} bytes (1..{MAX_VALUES})")
-    cb = _inflate(cols, n * COL_BYTES, "columns")
+    cb = F.inflate_exact(cols, n * COL_BYTES, "columns")
     ts, q = _col(cb, 0, "d", n, 8)
     cpu, q = _col(cb, q, "i", n, 4)
     pid, q = _col(cb, q, "q", n, 8)
@@ -393,7 +382,7 @@ def _read_events(payload, raw: Columns, names_seen: dict, nfiles: int, canon: di
         raise ValueError(f"a vCPU number outside -1..{MAX_VCPU - 1}")
     if any(t != t for t in ts):
         raise ValueError("a timestamp is not a number")
-    values = F.unpack_payload(_inflate(vals, vlen, "values"), use_list=False)
+    values = F.unpack_payload(F.inflate_exact(vals, vlen, "values"), use_list=False)
     if type(values) is not tuple or len(values) != n:
         raise ValueError(f"values is not a list of {n}")
     nm = [table[k] for k in idx]
