@@ -404,3 +404,19 @@ def one_line(p, code=2):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
     return lines[0]
+
+
+def test_every_lazily_read_frame_checks_its_choices_against_the_model(seg_trace, tmp_path):
+    """The same choice of a vCPU this machine does not have, in two frames: both are refused
+    when read (the first refusal must not leave the choice accepted for the second)."""
+    import tracecraft as TC
+    from hvdbg.trace import load_trace
+    tr = load_trace(seg_trace)
+    acts = list(tr.events)
+    acts[200] = acts[900] = ("op", 9)
+    f = tmp_path / "bad.hvt"
+    TC.rewrite(tr, f, acts=acts)
+    cols = open_at(f, at=1400).trace.columns
+    first, second = cols.damage(200, 201), cols.damage(900, 901)
+    assert first is not None and "cpu9" in first.why and "2-vCPU" in first.why
+    assert second is not None and "cpu9" in second.why

@@ -82,6 +82,7 @@ class LazyColumns:
             for code, a in self.choices.intern(codes).items():    # ValueError: not a model action
                 why = self.check_code(a)
                 if why:
+                    self.choices.forget(code)          # a later frame with it is checked again
                     raise ValueError(why)
             bad = self.check_where(where)
             if bad is not None:

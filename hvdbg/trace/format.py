@@ -270,11 +270,14 @@ class Choices:
     def intern(self, codes) -> dict:
         """Unpack and remember each code not seen before (ValueError for one that is not a
         model action); returns {code: descriptor} of the new ones (for checks against the
-        model)."""
+        model; `forget` one that fails them)."""
         from ..core.events import unpack_act
         new = {code: unpack_act(code) for code in set(codes) - self._table.keys()}
         self._table.update(new)
         return new
+
+    def forget(self, code: int) -> None:
+        self._table.pop(code, None)
 
     def extend_batch(self, batch) -> None:
         """Append an events batch (a tuple of encoded descriptors): every entry must be a
