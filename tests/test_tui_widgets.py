@@ -437,3 +437,92 @@ def test_column_search_ignores_misaligned_byte_matches():
         want = [k for k, v in enumerate(vals) if v == 0x01010101]
         assert list(R._occurrences(buf, pat, True)) == want
         assert list(R._occurrences(buf, pat, False)) == want[::-1]
+
+
+# ---------------------------------------------------------------- text panes (tui/repaint.py)
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
+from textual.containers import VerticalScroll  # noqa: E402
+
+from hvdbg.tui.panes import side_by_side  # noqa: E402
+from hvdbg.tui.repaint import TextBody  # noqa: E402
+
+
+class BodyHost(App):
+    CSS = "#pane { width: 50%; height: 50%; } .body { width: auto; min-width: 100%; }"
+
+    def compose(self):
+        with VerticalScroll(id="pane"):
+            yield TextBody(classes="body", id="body")
+
+
+def _texts(rnd: random.Random, n: int) -> list[str]:
+    """Listings of 1..25 lines of 0..70 characters (wider and taller than the 40x12 pane, or not)."""
+    return ["\n".join("".join(rnd.choice("abc xyz_0123") for _ in range(rnd.randrange(71)))
+                      for _ in range(rnd.randrange(1, 26))) for _ in range(n)]
+
+
+async def test_text_body_shows_each_text_and_stops_laying_out_the_screen():
+    """Stepping between texts of different sizes: every line the pane shows is the text's line
+    (blank below it), and once the body has grown to the largest text since the pane last
+    changed size, a new text repaints lines instead of asking for a layout; a resize starts
+    over at the new text's size."""
+    rnd = random.Random(5)
+    texts = _texts(rnd, 12)
+    app = BodyHost()
+    async with app.run_test(size=(80, 24)) as pilot:
+        body = app.query_one("#body", TextBody)
+        pane = app.query_one("#pane")
+        layouts = []
+        real = body.refresh
+
+        def counting(*regions, **kw):
+            if kw.get("layout"):
+                layouts.append(1)
+            return real(*regions, **kw)
+
+        body.refresh = counting
+        for rnd_pass in range(2):
+            layouts.clear()
+            for t in texts:
+                body.set_text(Text(t, no_wrap=True, end=""))
+                await pilot.pause()
+                lines = t.split("\n")
+                for y in range(min(len(lines) + 3, body.size.height)):
+                    shown = body.render_line(y).text.rstrip()
+                    assert shown == (lines[y].rstrip() if y < len(lines) else ""), (y, t)
+                w = max(len(x) for x in lines)
+                assert body.size.height >= len(lines) and body.size.width >= max(w, 1)
+            if rnd_pass == 1:
+                assert not layouts             # the high-water size holds every text: no layout
+        assert body.size.height > pane.scrollable_content_region.height    # grown to the largest
+        await pilot.resize_terminal(100, 30)
+        await pilot.pause()
+        body.set_text(Text("short", no_wrap=True, end=""))
+        await pilot.pause()
+        # started over at the new pane size: one short line, the body as tall as the pane
+        assert body.size.height == pane.scrollable_content_region.height == 15
+        assert body.size.width == pane.scrollable_content_region.width
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(alphabet="ab c→·_(){}", max_size=60), min_size=0, max_size=8),
+       st.lists(st.text(alphabet="xy z0:$%", max_size=50), min_size=0, max_size=8),
+       st.integers(8, 160), st.sampled_from(["bold red", "", "on blue"]))
+def test_side_by_side_is_what_rich_renders_for_the_split_table(left, right, width, style):
+    """The split source view as one Text (drawn a line at a time) renders exactly as the rich
+    Table.grid it replaced: same characters, same styles, every width."""
+    a = Text("\n".join(left), end="")
+    b = Text("\n".join(right), end="")
+    if left:
+        a.stylize(style, 0, len(left[0]))
+    t = Table.grid(padding=(0, 2), expand=True)
+    t.add_column(ratio=3, no_wrap=True)
+    t.add_column(ratio=2, no_wrap=True)
+    t.add_row(a, b)
+    c1 = Console(width=width, record=True, color_system="truecolor", file=open(os.devnull, "w"))
+    c1.print(t)
+    c2 = Console(width=width, record=True, color_system="truecolor", file=open(os.devnull, "w"))
+    c2.print(side_by_side(a, b, width))
+    assert c2.export_text(styles=True) == c1.export_text(styles=True)

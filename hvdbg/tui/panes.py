@@ -17,20 +17,17 @@ from .repaint import NOTHING, StableScrollbars, TextBody, set_titles, text_dims
 
 
 class TextPane(VerticalScroll, can_focus=True):
-    """A scrollable pane whose body is a view function of the session: a TextBody (drawn a
-    line at a time, only the changed lines repainted) for a rich Text; a Static for other
-    renderables (LINE_BODY = False)."""
+    """A scrollable pane whose body is a view function of the session: a rich Text drawn by
+    a TextBody (a line at a time, only the changed lines repainted)."""
     ALLOW_MAXIMIZE = True
-    LINE_BODY = True
 
     def __init__(self, session, title: str = "", **kw):
         super().__init__(**kw)
         self.session = session
         self.selection: tuple = ("byte",)
         set_titles(self, title)
-        self._body = TextBody(classes="body") if self.LINE_BODY else Static("", classes="body")
+        self._body = TextBody(classes="body")
         self._shown = NOTHING              # what the body shows (compared, not rebuilt, per step)
-        self._dims = None
 
     def compose(self):
         yield self._body
@@ -49,27 +46,13 @@ class TextPane(VerticalScroll, can_focus=True):
         """Re-render from the session; the body is updated only if its content changed, and
         laid out again only if its size may have (a step usually changes one vCPU pane)."""
         view = self.render_view()
-        sig = self.view_signature(view)
-        if self._shown is NOTHING or sig != self._shown:
-            if isinstance(self._body, TextBody):
-                self._body.set_text(view)
-                self._shown = sig
-            else:
-                dims = self.view_dims(view)
-                self._body.update(view, layout=dims is None or dims != self._dims)
-                self._shown, self._dims = sig, dims
+        if self._shown is NOTHING or view != self._shown:     # rich Text compares text and spans
+            self._body.set_text(view)
+            self._shown = view
         self.after_render()
 
     def render_view(self):  # pragma: no cover - overridden
         return Text("")
-
-    def view_signature(self, view):
-        """Equal signatures render the same (rich Text compares its text and spans)."""
-        return view if isinstance(view, Text) else object()
-
-    def view_dims(self, view):
-        """The body's size depends only on this (None: unknown, always lay out)."""
-        return text_dims(view) if isinstance(view, Text) and view.no_wrap else None
 
     def after_render(self) -> None:
         pass
@@ -182,17 +165,19 @@ class SourcePane(TextPane):
     """gdb's layout src / asm / split for the focused vCPU: the C lines of its routine (from
     the listing's file:line and C text), the op listing, or both side by side; breakpoints
     in the gutter (●), the current line highlighted (→)."""
-    LINE_BODY = False                   # split is a rich Table
 
     def __init__(self, session, **kw):
         super().__init__(session, **kw)
         self.layout_mode = "split"
         self._cur = 0
-        self._split: tuple = ()
 
     def on_layout_changed(self, message: LayoutChanged) -> None:
         self.layout_mode = message.layout
         self.refresh_view()
+
+    def on_resize(self) -> None:
+        if self.layout_mode == "split":     # the columns follow the pane's width
+            self.refresh_view()
 
     def render_view(self):
         tl = self.session.tl
@@ -207,27 +192,35 @@ class SourcePane(TextPane):
         if self.layout_mode == "asm":
             self._cur = a_cur
             return asm
-        from rich.table import Table
-        t = Table.grid(padding=(0, 2), expand=True)
-        t.add_column(ratio=3, no_wrap=True)
-        t.add_column(ratio=2, no_wrap=True)
-        t.add_row(src, asm)
         self._cur = max(s_cur, a_cur)
-        self._split = (src, asm)
-        return t
-
-    def view_signature(self, view):
-        if isinstance(view, Text):
-            return view
-        return self._split              # the two columns of the split table
-
-    def view_dims(self, view):
-        if isinstance(view, Text):
-            return super().view_dims(view)
-        return tuple(text_dims(t) for t in self._split)
+        return side_by_side(src, asm, self.scrollable_content_region.width or 80)
 
     def after_render(self) -> None:
         self.keep_visible(self._cur)
+
+
+def side_by_side(left: Text, right: Text, width: int, ratio: tuple[int, int] = (3, 2), gap: int = 2) -> Text:
+    """Two texts as columns of one no-wrap Text `width` cells wide: what rich's
+    `Table.grid(padding=(0, gap), expand=True)` with two no-wrap columns of these ratios
+    renders (widths split as rich's ratio_distribute does, the gap in the left column, long
+    lines cut with an ellipsis), so the split view is drawn a line at a time like the others."""
+    w1 = max(gap + 1, -(-ratio[0] * width // sum(ratio)))
+    w2 = max(1, width - w1)
+    a = left.split("\n", allow_blank=True)
+    b = right.split("\n", allow_blank=True)
+    out = Text(no_wrap=True, end="")
+    blank = Text("")
+    for i in range(max(len(a), len(b))):
+        x = (a[i] if i < len(a) else blank).copy()
+        y = (b[i] if i < len(b) else blank).copy()
+        x.truncate(w1 - gap, overflow="ellipsis", pad=True)
+        y.truncate(w2, overflow="ellipsis", pad=True)
+        if i:
+            out.append("\n")
+        out.append_text(x)
+        out.append(" " * gap)
+        out.append_text(y)
+    return out
 
 
 class IrqPane(TextPane):

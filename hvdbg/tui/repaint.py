@@ -57,7 +57,7 @@ class TextBody(Widget):
     """The body of a text pane, drawn one line at a time (Textual's line API): a pane's
     VerticalScroll asks only for the lines it shows, each line's strip is cached by its
     content, and a new text repaints only the lines that differ - a layout only when the
-    number of lines or the widest one changed. It renders what a Static given the same
+    text is larger than any shown since the pane last changed size. It renders what a Static given the same
     rich Text renders (the Text becomes a textual Content, split at newlines); while the
     mouse selects text in it, it renders the whole text the way a Static does, so the
     selection shows."""
@@ -69,7 +69,11 @@ class TextBody(Widget):
         self._content = Content("")
         self._lines: list[Content] = []
         self._keys: list[tuple] = []                      # (text, spans) of each line
-        self._width = 0
+        # the content size (cells, lines) the body is laid out for: the largest text shown
+        # since the pane last changed size (a high-water mark), so that stepping between
+        # listings of different sizes repaints lines instead of laying out the screen
+        self._extent = (0, 0)
+        self._pane_size = None
         self._strips: LRUCache = LRUCache(1024)
 
     @property
@@ -84,32 +88,44 @@ class TextBody(Widget):
         width = max((line.cell_length for line in lines), default=0)
         keys = [(line.plain, tuple(line.spans)) for line in lines]    # Content's == compares the text only
         old, self._content, self._lines, self._keys = self._keys, content, lines, keys
-        if len(lines) != len(old) or not self.is_mounted or (
-                width != self._width and max(width, self._width) > self._room()):
-            # the body's size may change (a pane's `.body` is `width: auto; min-width: 100%`:
-            # while the old and the new width both fit the pane, it is the pane's width)
-            self._width = width
+        room_w, room_h = self._room()
+        pane = self.parent.size if isinstance(self.parent, Widget) else None
+        if pane != self._pane_size:
+            size = (width, len(lines))            # a new pane size: start the high-water mark again
+        else:
+            size = (max(width, self._extent[0]), max(len(lines), self._extent[1]))
+        before = self._laid_out(self._extent, room_w, room_h)
+        self._extent, self._pane_size = size, pane
+        if not self.is_mounted or self._laid_out(size, room_w, room_h) != before:
             self.refresh(layout=True)
             return
-        self._width = width
-        full = max(width, self.size.width)
-        for y, (a, b) in enumerate(zip(old, keys)):
-            if a != b:
+        full = max(size[0], self.size.width)
+        for y in range(max(len(old), len(keys))):
+            if y >= len(old) or y >= len(keys) or old[y] != keys[y]:
                 self.refresh(Region(0, y, full, 1))
 
-    def _room(self) -> int:
-        """The width the parent gives this body without scrolling (0 if unknown)."""
+    def _room(self) -> tuple[int, int]:
+        """The size the parent gives this body without scrolling ((0, 0) if unknown)."""
         parent = self.parent
-        return parent.scrollable_content_region.width if isinstance(parent, Widget) else 0
+        if not isinstance(parent, Widget):
+            return 0, 0
+        r = parent.scrollable_content_region
+        return r.width, r.height
 
-    def render(self) -> Content:
-        return self._content            # for text selection (and its highlight)
+    @staticmethod
+    def _laid_out(size: tuple[int, int], room_w: int, room_h: int) -> tuple[int, int]:
+        """The body's laid-out size for content `size` (a pane's `.body` is `width: auto;
+        min-width: 100%`; get_content_height): at least the pane's width, and at least its
+        height while the content fits its width (blank lines below render as a shorter
+        body's background does)."""
+        w, h = size
+        return max(w, room_w), (max(h, room_h) if w <= room_w else h)
 
     def get_content_width(self, container: Size, viewport: Size) -> int:
-        return self._width
+        return self._extent[0]
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return len(self._lines)
+        return self._laid_out(self._extent, *self._room())[1]
 
     def render_line(self, y: int) -> Strip:
         if self.text_selection is not None:
