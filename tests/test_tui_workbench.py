@@ -210,3 +210,41 @@ async def test_whatif_in_the_worker_beside_compare_rendering_equals_the_serial_r
         tl.goto(tl.length)
         got = (tl.result.outcome, tl.length, tl.view().digest())
         assert got == want
+
+
+async def test_clicking_a_vector_or_an_msr_selects_it():
+    """A click on a vector name in the interrupts pane selects that vector (focusing its vCPU
+    when it is another's) and `y` explains it; a click on an MSR row selects that MSR."""
+    s = session()
+    app = app_for(s)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await type_line(pilot, "goto 1040")
+        await type_line(pilot, "focus cpu0")
+        await settle(pilot)
+        irq = app.query_one("#irq")
+        body = irq._body
+        hits = [h for h in irq._hits if h[3] == 1]
+        assert hits, irq._hits                            # cpu1 has a vector in service at step 1040
+        line, x0, x1, cpu, kind, vec = hits[0]
+
+        def reversed_names():
+            t = irq._shown
+            return [t.plain[sp.start:sp.end] for sp in t.spans if "reverse" in str(sp.style)]
+
+        assert not reversed_names()
+        await pilot.click(body, offset=(x0 + (x1 - x0) // 2, line))
+        await settle(pilot)
+        assert app.selection == ("vector", (kind, vec))
+        assert s.tl.focus == 1                            # the vector's vCPU is focused
+        assert reversed_names() == [irq._shown.plain.split("\n")[line][x0:x1]]    # shown selected
+        await pilot.click(body, offset=(0, 0))            # the title line: nothing changes
+        await pilot.pause()
+        assert app.selection == ("vector", (kind, vec))
+        msrs = app.query_one("#msrs")
+        from hvdbg.tui import views
+        rows = views.msr_rows(s, s.tl.focus)
+        assert rows
+        await pilot.click(msrs._body, offset=(3, 1))
+        await pilot.pause()
+        assert app.selection == ("msr", rows[0])
+        assert not errors(app)

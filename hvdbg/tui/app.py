@@ -252,6 +252,19 @@ class HvdbgApp(App):
     def on_vcpu_list_pane_picked(self, message: VcpuListPane.Picked) -> None:
         self.run_line(f"focus cpu{message.cpu}")
 
+    def on_irq_pane_picked(self, message: IrqPane.Picked) -> None:
+        """A click on a vector: select it; a vector of another vCPU focuses that vCPU too
+        (the selection is the focused vCPU's)."""
+        self._select(("vector", (message.kind, message.vector)))
+        if message.cpu != self.session.tl.focus:
+            self.run_line(f"focus cpu{message.cpu}")
+        else:
+            self.notify(f"selected {self._selection_text()}")
+
+    def on_msr_pane_picked(self, message: MsrPane.Picked) -> None:
+        self._select(("msr", message.msr))
+        self.notify(f"selected {self._selection_text()}")
+
     def on_breakpoints_pane_run(self, message: BreakpointsPane.Run) -> None:
         self.run_line(message.line)
 

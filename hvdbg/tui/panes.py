@@ -5,6 +5,7 @@ timeline, and none reads another pane's state."""
 from __future__ import annotations
 
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
@@ -224,15 +225,51 @@ def side_by_side(left: Text, right: Text, width: int, ratio: tuple[int, int] = (
 
 
 class IrqPane(TextPane):
+    """Every vCPU's ISR/IRR; a click on a vector selects it (and focuses its vCPU)."""
+
+    class Picked(Message):
+        def __init__(self, cpu: int, kind: str, vector: int):
+            super().__init__()
+            self.cpu, self.kind, self.vector = cpu, kind, vector
+
+    def __init__(self, session, title: str = "", **kw):
+        super().__init__(session, title, **kw)
+        self._hits: list = []
+
     def render_view(self):
         sel = self.selection[1] if self.selection[0] == "vector" else None
-        return views.irq_queue(self.session, selected=sel)
+        hits: list = []
+        text = views.irq_queue(self.session, selected=sel, hits=hits)
+        self._hits = hits
+        return text
+
+    def on_click(self, event: events.Click) -> None:
+        off = event.get_content_offset(self._body)
+        if off is None:
+            return
+        for line, x0, x1, cpu, kind, vec in self._hits:
+            if line == off.y and x0 <= off.x < x1:
+                self.post_message(self.Picked(cpu, kind, vec))
+                return
 
 
 class MsrPane(TextPane):
+    """The focused vCPU's MSRs; a click on a row selects that MSR."""
+
+    class Picked(Message):
+        def __init__(self, msr: int):
+            super().__init__()
+            self.msr = msr
+
     def render_view(self):
         sel = self.selection[1] if self.selection[0] == "msr" else None
         return views.msr_table(self.session, self.session.tl.focus, selected=sel)
+
+    def on_click(self, event: events.Click) -> None:
+        off = event.get_content_offset(self._body)
+        rows = views.msr_rows(self.session, self.session.tl.focus)
+        if off is not None and 1 <= off.y <= len(rows):     # line 0 is the table's title
+            self.post_message(self.Picked(rows[off.y - 1]))
 
 
 class BreakpointsPane(StableScrollbars, DataTable):

@@ -3,6 +3,7 @@ cheap to test and reuse). They read a read-only MachineView (core/view.py) and t
 they never move a timeline."""
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.text import Text
 
 from ..core.defs import VECTOR_NAMES, vector_names
@@ -172,11 +173,22 @@ def msr_table(session, cpu: int, selected: int | None = None) -> Text:
     return t
 
 
-def irq_queue(session, selected: tuple | None = None) -> Text:
+def irq_queue(session, selected: tuple | None = None, hits: list | None = None) -> Text:
+    """The interrupt queue of every vCPU. `hits`, when given, receives (line, first column,
+    end column, cpu, "isr"|"irr", vector) of each vector name shown, for clicks."""
     tl = session.tl
     mv = tl.view()
     t = Text()
     t.append("interrupts\n", style="bold")
+    line = 1
+
+    def vector(c: int, kind: str, v: int, style: str) -> None:
+        name = VECTOR_NAMES.get(v, f"0x{v:02x}")
+        if hits is not None:
+            x = cell_len(t.plain[t.plain.rfind("\n") + 1:])
+            hits.append((line, x, x + cell_len(name), c, kind, v))
+        t.append(name, style=style)
+
     for cv in mv.cpus():
         c = cv.c
         irr, isr = cv.irr, cv.isr
@@ -186,7 +198,7 @@ def irq_queue(session, selected: tuple | None = None) -> Text:
             t.append("-", style="dim")
         for v in [v for v in range(255, -1, -1) if isr >> v & 1]:
             sel = c == tl.focus and selected == ("isr", v)
-            t.append(VECTOR_NAMES.get(v, f"0x{v:02x}"), style="magenta reverse" if sel else "magenta")
+            vector(c, "isr", v, "magenta reverse" if sel else "magenta")
             t.append(" ")
         t.append("  IRR ")
         if not irr:
@@ -198,7 +210,7 @@ def irq_queue(session, selected: tuple | None = None) -> Text:
             elif isr and (vec >> 4) <= ((isr.bit_length() - 1) >> 4):
                 why = f"blocked by {VECTOR_NAMES.get(isr.bit_length() - 1, hex(isr.bit_length() - 1))} in service"
             sel = c == tl.focus and selected == ("irr", vec)
-            t.append(VECTOR_NAMES.get(vec, f"0x{vec:02x}"), style="yellow reverse" if sel else "yellow")
+            vector(c, "irr", vec, "yellow reverse" if sel else "yellow")
             if why:
                 t.append(f" ({why})", style="red")
             t.append(" ")
@@ -207,6 +219,7 @@ def irq_queue(session, selected: tuple | None = None) -> Text:
         if cv.timer:
             t.append("  timer", style="dim")
         t.append("\n")
+        line += 1
     ipis = mv.in_flight()
     t.append("in flight: " + (", ".join(f"cpu{a}->cpu{b_} {VECTOR_NAMES.get(v, hex(v))}" for a, b_, v in ipis) or "none")
              + "\n", style="dim")
