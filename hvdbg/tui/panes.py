@@ -14,7 +14,7 @@ from textual.widgets.option_list import Option
 
 from . import views
 from .messages import LayoutChanged, SelectionChanged, SessionChanged
-from .repaint import NOTHING, StableScrollbars, TextBody, set_titles, text_dims
+from .repaint import NOTHING, StableScrollbars, TextBody, scroll_now, set_titles, text_dims
 
 
 class TextPane(VerticalScroll, can_focus=True):
@@ -62,7 +62,8 @@ class TextPane(VerticalScroll, can_focus=True):
         """Scroll so that body line `line` is in the middle third of the pane."""
         h = max(1, self.scrollable_content_region.height)
         if not (self.scroll_y + h // 3 <= line < self.scroll_y + 2 * h // 3):
-            self.scroll_to(y=max(0, line - h // 2), animate=False)
+            y = max(0, line - h // 2)
+            self.scroll_to(y=y, animate=False, immediate=scroll_now(self, None, y))
 
 
 class VcpuPane(TextPane):

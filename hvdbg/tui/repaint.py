@@ -43,6 +43,15 @@ def text_dims(text: Text) -> tuple[int, int]:
     return len(lines), max(map(cell_len, lines))
 
 
+def scroll_now(widget, x: int | None, y: int | None) -> bool:
+    """Whether a scroll to (x, y) can happen at once (`scroll_to(immediate=True)`): when the
+    target lies within the scroll range the widget has now. Textual defers a scroll until after
+    the next refresh by default (so a pending layout can grow the range first), which costs a
+    second frame - for a step that moves the event log or a listing, a frame that redraws only
+    the scrollbar."""
+    return (x is None or x <= widget.max_scroll_x) and (y is None or y <= widget.max_scroll_y)
+
+
 def set_titles(widget, title=NOTHING, subtitle=NOTHING) -> None:
     """Set a border title / subtitle only when it changed (Textual repaints the whole widget
     on every assignment, equal or not)."""
