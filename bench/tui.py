@@ -11,7 +11,8 @@ pane has handled SessionChanged, and Textual has done what it does on screen - a
 widget asked for one, the render of the dirty regions - plus the serialisation of that update
 to terminal escape sequences (headless Textual skips that write; the bench does it). The
 pause's own bookkeeping (it visits every widget: 5-8 ms on the 2-core box, printed as "idle
-pause") is included.
+pause") is included. "frames/step" counts the frames Textual drew for a step (a second frame
+means something scrolled or laid out after the first).
 "full render" is, after that, a forced layout of the whole screen and a render of every cell
 (`_refresh_layout()` + `render_update(full=True)`: what a resize costs; the figure this bench
 printed before, when the panes' SessionChanged handlers did not run inside the timed window).
@@ -75,6 +76,19 @@ async def _timed(pilot, act) -> float:
     return time.thread_time() - t
 
 
+def _count_frames(app) -> list:
+    """A one-element list counting the screen's compositor refreshes (frames drawn)."""
+    n = [0]
+    screen = app.screen
+    refresh = screen._compositor_refresh
+
+    def counted() -> None:
+        n[0] += 1
+        refresh()
+    screen._compositor_refresh = counted
+    return n
+
+
 async def measure(session: Session, label: str, at: int, reps: int = 60, scroll: bool = False) -> None:
     app = HvdbgApp(session)
     app.synchronous = True              # the command in the foreground: its whole cost is timed
@@ -83,21 +97,30 @@ async def measure(session: Session, label: str, at: int, reps: int = 60, scroll:
         await pilot.pause()
         first = time.perf_counter() - t0
         _write_updates(app)
+        frames = _count_frames(app)
         session.tl.goto(at)
         app.refresh_all()
         await pilot.pause()
         idle = [await _timed(pilot, lambda: None) for _ in range(20)]
         times, full = [], []
+        drawn = 0
         for i in range(reps + 4):
             action = "cmd('step')" if i % 2 == 0 else "cmd('rstep')"
+            f0 = frames[0]
             dt = await _timed(pilot, lambda: app.run_action(action))
+            if i >= 4:                      # the first ones warm caches
+                drawn += frames[0] - f0
+                times.append(dt)
+        # the forced full renders in a loop of their own: one between two steps would leave the
+        # next step a frame of its own to draw (scrollbars after the forced layout)
+        for _ in range(reps):
             t = time.perf_counter()
             _repaint(app)
-            if i >= 4:                      # the first ones warm caches
-                times.append(dt)
-                full.append(time.perf_counter() - t)
-        print(f"{label:26s} at step {at:>9,}: step->repaint {_stats(times)}; full render {_stats(full)}; "
-              f"idle pause {statistics.median(idle) * 1e3:.1f} ms; first paint {first * 1e3:6.0f} ms")
+            full.append(time.perf_counter() - t)
+            await pilot.pause()
+        print(f"{label:26s} at step {at:>9,}: step->repaint {_stats(times)}, {drawn / reps:.2f} frames/step; "
+              f"full render {_stats(full)}; idle pause {statistics.median(idle) * 1e3:.1f} ms; "
+              f"first paint {first * 1e3:6.0f} ms")
         if scroll:
             ev = app.query_one("#events")
             ev.focus()
