@@ -506,6 +506,24 @@ async def test_text_body_shows_each_text_and_stops_laying_out_the_screen():
         assert body.size.width == pane.scrollable_content_region.width
 
 
+async def test_text_body_text_can_be_selected_and_copied():
+    """A mouse selection in a pane's body shows the text and copies what it covers (Textual
+    takes both from the widget's render())."""
+    from textual.geometry import Offset
+    from textual.selection import Selection
+    app = BodyHost()
+    async with app.run_test(size=(80, 24)) as pilot:
+        body = app.query_one("#body", TextBody)
+        body.set_text(Text("first line\nsecond line", no_wrap=True, end=""))
+        await pilot.pause()
+        sel = Selection(Offset(0, 1), Offset(6, 1))
+        assert body.get_selection(sel) == ("second", "\n")
+        app.screen.selections = {body: sel}
+        await pilot.pause()
+        assert body.render_line(0).text.startswith("first line")
+        assert body.render_line(1).text.startswith("second line")
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.text(alphabet="ab c→·_(){}", max_size=60), min_size=0, max_size=8),
        st.lists(st.text(alphabet="xy z0:$%", max_size=50), min_size=0, max_size=8),

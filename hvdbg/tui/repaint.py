@@ -130,6 +130,9 @@ class TextBody(Widget):
         w, h = size
         return max(w, room_w), (max(h, room_h) if w <= room_w else h)
 
+    def render(self) -> Content:
+        return self._content            # for text selection (and its highlight)
+
     def get_content_width(self, container: Size, viewport: Size) -> int:
         return self._extent[0]
 
