@@ -30,7 +30,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from . import rows as R
-from .repaint import StableScrollbars, scroll_now
+from .repaint import StableScrollbars, scroll_to
 
 HEADER = 1
 MAX_MARK_WIDTH = 12
@@ -300,7 +300,7 @@ class EventLogView(StableScrollbars, ScrollView, can_focus=True):
 
     def _scroll(self, x: int | None = None, y: int | None = None) -> None:
         if self.is_mounted:
-            self.scroll_to(x, y, animate=False, immediate=scroll_now(self, x, y))
+            scroll_to(self, x, y)
 
     def _scroll_row_visible(self, row: int) -> None:
         if not self.size.height:

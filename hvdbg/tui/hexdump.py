@@ -27,7 +27,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from .repaint import StableScrollbars, scroll_now
+from .repaint import StableScrollbars, scroll_to
 
 HEADER = 1                      # fixed status line at the top
 
@@ -292,7 +292,7 @@ class HexdumpView(StableScrollbars, ScrollView, can_focus=True):
 
     def _scroll(self, x: int | None = None, y: int | None = None) -> None:
         if self.is_mounted:
-            self.scroll_to(x, y, animate=False, immediate=scroll_now(self, x, y))
+            scroll_to(self, x, y)
 
     def _scroll_cursor_visible(self) -> None:
         if not self.size.height:

@@ -14,7 +14,7 @@ from textual.widgets.option_list import Option
 
 from . import views
 from .messages import LayoutChanged, SelectionChanged, SessionChanged
-from .repaint import NOTHING, StableScrollbars, TextBody, scroll_now, set_titles, text_dims
+from .repaint import NOTHING, StableScrollbars, TextBody, scroll_to, set_titles, text_dims
 
 
 class TextPane(VerticalScroll, can_focus=True):
@@ -62,8 +62,7 @@ class TextPane(VerticalScroll, can_focus=True):
         """Scroll so that body line `line` is in the middle third of the pane."""
         h = max(1, self.scrollable_content_region.height)
         if not (self.scroll_y + h // 3 <= line < self.scroll_y + 2 * h // 3):
-            y = max(0, line - h // 2)
-            self.scroll_to(y=y, animate=False, immediate=scroll_now(self, None, y))
+            scroll_to(self, y=max(0, line - h // 2))
 
 
 class VcpuPane(TextPane):
@@ -172,6 +171,7 @@ class SourcePane(TextPane):
         super().__init__(session, **kw)
         self.layout_mode = "split"
         self._cur = 0
+        self._split: tuple = (None, None)      # ((src, asm, width), side_by_side of them)
 
     def on_layout_changed(self, message: LayoutChanged) -> None:
         self.layout_mode = message.layout
@@ -195,7 +195,10 @@ class SourcePane(TextPane):
             self._cur = a_cur
             return asm
         self._cur = max(s_cur, a_cur)
-        return side_by_side(src, asm, self.scrollable_content_region.width or 80)
+        key = (src, asm, self.scrollable_content_region.width or 80)
+        if key != self._split[0]:            # another vCPU's step leaves these as they were
+            self._split = (key, side_by_side(*key))
+        return self._split[1]
 
     def after_render(self) -> None:
         self.keep_visible(self._cur)

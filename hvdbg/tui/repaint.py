@@ -10,6 +10,8 @@ changed since the last layout; when it has, Textual sees what it always did. tex
 pinned exactly (pyproject.toml): this leans on ScrollView._size_updated's signature."""
 from __future__ import annotations
 
+from itertools import zip_longest
+
 from rich.cells import cell_len
 from rich.text import Text
 from textual.cache import LRUCache
@@ -43,13 +45,13 @@ def text_dims(text: Text) -> tuple[int, int]:
     return len(lines), max(map(cell_len, lines))
 
 
-def scroll_now(widget, x: int | None, y: int | None) -> bool:
-    """Whether a scroll to (x, y) can happen at once (`scroll_to(immediate=True)`): when the
-    target lies within the scroll range the widget has now. Textual defers a scroll until after
-    the next refresh by default (so a pending layout can grow the range first), which costs a
-    second frame - for a step that moves the event log or a listing, a frame that redraws only
-    the scrollbar."""
-    return (x is None or x <= widget.max_scroll_x) and (y is None or y <= widget.max_scroll_y)
+def scroll_to(widget, x: int | None = None, y: int | None = None) -> None:
+    """Scroll `widget` to (x, y) without animation: at once when the target lies within the
+    scroll range it has now, else after the next refresh (Textual's default, so a pending
+    layout can grow the range first). Deferring always would cost a second frame per step -
+    one that redraws only the scrollbar of the event log or a listing that moved."""
+    now = (x is None or x <= widget.max_scroll_x) and (y is None or y <= widget.max_scroll_y)
+    widget.scroll_to(x, y, animate=False, immediate=now)
 
 
 def set_titles(widget, title=NOTHING, subtitle=NOTHING) -> None:
@@ -109,8 +111,8 @@ class TextBody(Widget):
             self.refresh(layout=True)
             return
         full = max(size[0], self.size.width)
-        for y in range(max(len(old), len(keys))):
-            if y >= len(old) or y >= len(keys) or old[y] != keys[y]:
+        for y, (a, b) in enumerate(zip_longest(old, keys)):
+            if a != b:
                 self.refresh(Region(0, y, full, 1))
 
     def _room(self) -> tuple[int, int]:
