@@ -65,6 +65,8 @@ class HvdbgApp(App):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide"), (150, "-wider"), (220, "-xwide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
+    _echo: Text | None = None           # the running command's line, not yet in the transcript
+
     def __init__(self, session: Session, config=None, **kw):
         super().__init__(**kw)
         self.session = session
@@ -160,9 +162,8 @@ class HvdbgApp(App):
     def refresh_all(self, branches_changed: bool = False) -> None:
         s = self.session
         tl = s.tl
-        many = self.query("#cpudetail")
-        if many:
-            many.first(VcpuPane).cpu = tl.focus
+        for detail in self._listeners("#cpudetail"):        # more than 4 vCPUs: one detail pane
+            detail.cpu = tl.focus
         # a method call, not a posted SessionChanged: every pane changes before the next
         # frame, so a step costs one layout and one render, not one per pane's message
         for pane in self._listeners("VcpuPane, VcpuListPane, SourcePane, IrqPane, MsrPane, BreakpointsPane, StatusLine"):
@@ -287,7 +288,9 @@ class HvdbgApp(App):
         if self.busy:
             self.notify("busy - Esc cancels the running command", severity="warning")
             return False
-        self._transcript().write_entry(Text(f": {line}", style="bold"))
+        # the echo is written with the output, in one write (one scroll of the transcript),
+        # or when the progress shows if the command runs that long
+        self._echo = Text(f": {line}", style="bold")
         if self.synchronous:
             return self._finish(line, self._execute(line, None))
         self.busy = True
@@ -310,7 +313,15 @@ class HvdbgApp(App):
         except RuntimeError:        # the app is gone (quit while running)
             pass
 
+    def _write(self, *entries) -> None:
+        """Write to the transcript the pending echo of the command line, then `entries`."""
+        echo, self._echo = self._echo, None
+        items = ([echo] if echo is not None else []) + [e if not isinstance(e, str) else Text(e) for e in entries]
+        if items:
+            self._transcript().write_entries(items)
+
     def _show_progress(self) -> None:
+        self._write()
         if self.busy and self.progress is not None:
             status = self.query_one(StatusLine)
             status.progress = self.progress
@@ -326,21 +337,22 @@ class HvdbgApp(App):
         self._hex_space = RAM
         self.query_one(StatusLine).progress = None
         self.progress = None
-        log = self._transcript()
         before = set(self.session.branches)
         try:
             if err is not None:
                 raise err
         except CommandError as e:
             self.notify(str(e), severity="error", timeout=6)
-            log.write_entry(Text(str(e), style="red"))
+            self._write(Text(str(e), style="red"))
             self.refresh_all()
             return False
         except ExpectationFailed as e:
+            self._write()
             self.notify(f"expectation failed: {e}", severity="warning", timeout=6)
             self.refresh_all()
             return False
         except Exception as e:  # never let a command take the UI down
+            self._write()
             from ..crash import write_crash_report
             from ..safe import printable
             try:
@@ -351,8 +363,7 @@ class HvdbgApp(App):
                         f"{path}; the session goes on", severity="error", timeout=10)
             self.refresh_all()
             return False
-        for ln in out.lines:
-            log.write_entry(ln if not isinstance(ln, str) else Text(ln))
+        self._write(*out.lines)
         words = line.split()
         if words and (words[0] == "save" or words[:2] == ["branch", "save"]):
             self.saved = set(self.session.branches)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
+from textual.geometry import Region
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, OptionList, RichLog, Static
@@ -14,10 +15,10 @@ from textual.widgets.option_list import Option
 
 from . import views
 from .messages import LayoutChanged, SelectionChanged, SessionChanged
-from .repaint import NOTHING, StableScrollbars, TextBody, scroll_to, set_titles, text_dims
+from .repaint import NOTHING, StableScrollbars, TextBody, ThumbScrollbars, held_bar, scroll_to, set_titles, text_dims
 
 
-class TextPane(VerticalScroll, can_focus=True):
+class TextPane(ThumbScrollbars, VerticalScroll, can_focus=True):
     """A scrollable pane whose body is a view function of the session: a rich Text drawn by
     a TextBody (a line at a time, only the changed lines repainted)."""
     ALLOW_MAXIMIZE = True
@@ -141,6 +142,23 @@ class VcpuListPane(StableScrollbars, OptionList):
             self.scroll_to(y=keep, animate=False, immediate=True)
         self.call_after_refresh(self._show_focus)
 
+    def _replace_option_prompt(self, index: int, prompt) -> None:
+        """OptionList drops every row's render and repaints the whole list when one prompt
+        changes. A row here is one no-wrap line, so the line map stays as it is: drop this
+        option's renders and repaint its row only."""
+        option = self.get_option_at_index(index)
+        option._set_prompt(prompt)
+        cache = self._option_render_cache
+        for key in [k for k in cache.keys() if k[0] is option]:
+            cache.discard(key)
+        y = self._line_cache.index_to_line.get(index)
+        if y is None or not self.is_mounted:
+            self.refresh()
+            return
+        row = y - int(self.scroll_y)
+        if 0 <= row < self.scrollable_content_region.height:
+            self.refresh(Region(0, row, self.scrollable_content_region.width, 1))
+
     def _show_focus(self) -> None:
         self.scroll_to_highlight()          # the focused vCPU is always in view
         self._subtitle()
@@ -171,7 +189,8 @@ class SourcePane(TextPane):
         super().__init__(session, **kw)
         self.layout_mode = "split"
         self._cur = 0
-        self._split: tuple = (None, None)      # ((src, asm, width), side_by_side of them)
+        self._split: tuple = (None, None)      # ((src, asm, width), side_by_side_rows of them)
+        self._rows: dict = {}                  # side_by_side_rows' memo
 
     def on_layout_changed(self, message: LayoutChanged) -> None:
         self.layout_mode = message.layout
@@ -197,7 +216,9 @@ class SourcePane(TextPane):
         self._cur = max(s_cur, a_cur)
         key = (src, asm, self.scrollable_content_region.width or 80)
         if key != self._split[0]:            # another vCPU's step leaves these as they were
-            self._split = (key, side_by_side(*key))
+            rows = side_by_side_rows(src.split("\n", allow_blank=True), asm.split("\n", allow_blank=True),
+                                     key[2], memo=self._rows)
+            self._split = (key, rows)
         return self._split[1]
 
     def after_render(self) -> None:
@@ -209,23 +230,46 @@ def side_by_side(left: Text, right: Text, width: int, ratio: tuple[int, int] = (
     `Table.grid(padding=(0, gap), expand=True)` with two no-wrap columns of these ratios
     renders (widths split as rich's ratio_distribute does, the gap in the left column, long
     lines cut with an ellipsis), so the split view is drawn a line at a time like the others."""
-    w1 = max(gap + 1, -(-ratio[0] * width // sum(ratio)))
-    w2 = max(1, width - w1)
-    a = left.split("\n", allow_blank=True)
-    b = right.split("\n", allow_blank=True)
     out = Text(no_wrap=True, end="")
-    blank = Text("")
-    for i in range(max(len(a), len(b))):
-        x = (a[i] if i < len(a) else blank).copy()
-        y = (b[i] if i < len(b) else blank).copy()
-        x.truncate(w1 - gap, overflow="ellipsis", pad=True)
-        y.truncate(w2, overflow="ellipsis", pad=True)
+    for i, row in enumerate(side_by_side_rows(left.split("\n", allow_blank=True),
+                                              right.split("\n", allow_blank=True), width, ratio, gap)):
         if i:
             out.append("\n")
-        out.append_text(x)
-        out.append(" " * gap)
-        out.append_text(y)
+        out.append_text(row)
     return out
+
+
+def side_by_side_rows(left: list[Text], right: list[Text], width: int, ratio: tuple[int, int] = (3, 2),
+                      gap: int = 2, memo: dict | None = None) -> list[Text]:
+    """The lines of side_by_side(left, right, width) from the two columns' lines; `memo`
+    keeps rows already made (a step moves the current line: the other rows are as before)."""
+    w1 = max(gap + 1, -(-ratio[0] * width // sum(ratio)))
+    w2 = max(1, width - w1)
+    blank = Text("")
+    rows = []
+    for i in range(max(len(left), len(right))):
+        x = left[i] if i < len(left) else blank
+        y = right[i] if i < len(right) else blank
+        key = None
+        if memo is not None:
+            key = (x.plain, tuple(x.spans), x.style, y.plain, tuple(y.spans), y.style, w1, w2, gap)
+            row = memo.get(key)
+            if row is not None:
+                rows.append(row)
+                continue
+        x, y = x.copy(), y.copy()
+        x.truncate(w1 - gap, overflow="ellipsis", pad=True)
+        y.truncate(w2, overflow="ellipsis", pad=True)
+        row = Text(no_wrap=True, end="")
+        row.append_text(x)
+        row.append(" " * gap)
+        row.append_text(y)
+        if memo is not None:
+            if len(memo) > 4096:
+                memo.clear()
+            memo[key] = row
+        rows.append(row)
+    return rows
 
 
 class IrqPane(TextPane):
@@ -350,21 +394,40 @@ class TranscriptPane(StableScrollbars, RichLog, can_focus=True):
 
     _quiet_layout = False
 
-    def write_entry(self, item) -> None:
+    def write_entries(self, items: list) -> None:
+        """Write several entries; consecutive rich Texts as one (one render, one scroll)."""
+        texts: list[Text] = []
+        for item in [*items, None]:
+            if isinstance(item, Text):
+                texts.append(item)
+                continue
+            if len(texts) == 1:
+                self.write_entry(texts[0])
+            elif texts:
+                self.write_entry(Text("\n").join(texts), plain=[t.plain for t in texts])
+            texts = []
+            if item is not None:
+                self.write_entry(item)
+
+    def write_entry(self, item, plain: list[str] | None = None) -> None:
         if self.auto_scroll and self.show_vertical_scrollbar and self.size.height:
             # already scrolling: the new end is known now (a ScrollView's virtual size is
             # set at once), so scroll now rather than after the next frame - which would
             # cost a second frame on every step. The taller virtual size changes only this
             # pane's scrollbar, not the screen's layout (refresh below).
             self._quiet_layout = True
-            try:
-                self.write(item, scroll_end=False)
-            finally:
-                self._quiet_layout = False
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            with held_bar(self):
+                try:
+                    self.write(item, scroll_end=False)
+                finally:
+                    self._quiet_layout = False
+                self.scroll_end(animate=False, immediate=True, x_axis=False)
         else:
             self.write(item)
-        self.plain.append(item.plain if isinstance(item, Text) else str(item))
+        if plain is not None:
+            self.plain += plain
+        else:
+            self.plain.append(item.plain if isinstance(item, Text) else str(item))
 
     def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):
         """RichLog.write sets `virtual_size`, a reactive that asks for a layout of the whole
@@ -374,8 +437,27 @@ class TranscriptPane(StableScrollbars, RichLog, can_focus=True):
         ScrollView._scroll_update) and repaint only the pane."""
         if layout and self._quiet_layout and self.virtual_size.width <= self.scrollable_content_region.width:
             layout = False
-            self._scroll_update(self.virtual_size)
+            self._scroll_update(self.virtual_size)      # the bar repaints if its thumb moved
+            regions = regions or (self.size.region,)    # the lines, not the border and bar
         return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    _frame: tuple | None = None
+
+    def render_lines(self, crop):
+        """The widget's style and width once per render, not once per line (RichLog's
+        render_line looks both up for every line; the style walks every ancestor)."""
+        self._frame = (self.rich_style, self.scrollable_content_region.width)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
+    def render_line(self, y: int):
+        if self._frame is None:
+            return super().render_line(y)
+        style, width = self._frame
+        scroll_x, scroll_y = self.scroll_offset
+        return self._render_line(scroll_y + y, scroll_x, width).apply_style(style)
 
     def action_search(self) -> None:
         self.post_message(self.SearchRequested())

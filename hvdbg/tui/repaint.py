@@ -10,13 +10,17 @@ changed since the last layout; when it has, Textual sees what it always did. tex
 pinned exactly (pyproject.toml): this leans on ScrollView._size_updated's signature."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from itertools import zip_longest
+from math import ceil
 
 from rich.cells import cell_len
 from rich.text import Text
 from textual.cache import LRUCache
 from textual.content import Content
 from textual.geometry import Region, Size
+from textual.reactive import Reactive
+from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 from textual.visual import Visual
 from textual.widget import Widget
@@ -24,9 +28,95 @@ from textual.widget import Widget
 NOTHING = object()
 
 
-class StableScrollbars:
+def thumb_cells(size: int, virtual_size: float, window_size: float, position: float) -> tuple:
+    """What a scrollbar of `size` cells draws, as ScrollBar._render_bar and
+    ScrollBarRender.render_bar compute it: its length and the thumb's start and end in
+    eighths of a cell (no thumb: just the length). Equal results draw equal bars."""
+    virtual = ceil(virtual_size)
+    window = ceil(window_size) if window_size < virtual_size else 0
+    if not (window and size and virtual and size != virtual):
+        return (size,)
+    thumb = max(1, window / (virtual / size))
+    start = int((size - thumb) * (position / (virtual - window)) * 8)
+    return (size, start, start + ceil(thumb * 8))
+
+
+class ThumbScrollBar(ScrollBar):
+    """A vertical scrollbar that repaints only when what it draws changes. Textual's repaints
+    on every change of its position or sizes, though a thumb moves in eighths of a cell: a
+    step that scrolls a million-line log by a line, or writes a line to a long transcript,
+    redrew the bar's whole height (a line render per row) for the same cells."""
+
+    window_virtual_size = Reactive(100, repaint=False)
+    window_size = Reactive(0, repaint=False)
+    position = Reactive(0, repaint=False)
+    _drawn: tuple | None = None
+
+    def _thumb(self) -> tuple:
+        return thumb_cells(self.size.height if self.vertical else self.size.width,
+                           self.window_virtual_size, self.window_size, self.position)
+
+    _held = 0               # inside held_bar(): the decision waits for the end of it
+
+    def _changed(self) -> bool:
+        drawn = self._thumb()
+        if drawn == self._drawn:
+            return False
+        self._drawn = drawn
+        return True
+
+    def watch_window_virtual_size(self) -> None:
+        if not self._held and self._changed():
+            super().refresh()
+
+    watch_window_size = watch_position = watch_window_virtual_size
+
+    def refresh(self, *regions, **kw):
+        if self._held and not regions and not kw:
+            return self             # Widget._scroll_update's unconditional refresh
+        return super().refresh(*regions, **kw)
+
+
+@contextmanager
+def held_bar(widget):
+    """Change `widget`'s scroll state (virtual size, position) in several steps with its
+    vertical bar repainted at most once, at the end, if its thumb moved: a line written to
+    a transcript grows it and then scrolls to the end - the thumb moves away and back."""
+    bar = widget._vertical_scrollbar
+    if bar.__class__ is not ThumbScrollBar:
+        yield
+        return
+    bar._held += 1
+    try:
+        yield
+    finally:
+        bar._held -= 1
+        if not bar._held and bar._changed():
+            ScrollBar.refresh(bar)
+
+
+class ThumbScrollbars:
+    """Mix into a scrolling widget (before it): its vertical scrollbar is a ThumbScrollBar."""
+
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        if self._vertical_scrollbar is None:        # as Widget.vertical_scrollbar, with our class
+            self._vertical_scrollbar = bar = ThumbScrollBar(vertical=True, name="vertical",
+                                                            thickness=self.scrollbar_size_vertical)
+            bar.display = False
+            self.app._start_widget(self, bar)
+        return self._vertical_scrollbar
+
+    def _scroll_update(self, virtual_size: Size) -> None:
+        """Widget._scroll_update refreshes the vertical bar whether or not it changed."""
+        with held_bar(self):
+            super()._scroll_update(virtual_size)
+
+
+class StableScrollbars(ThumbScrollbars):
     """Mix into a ScrollView subclass (before it): scrollbars are updated on a layout only
-    when the widget's size, its container's size or its own virtual size changed."""
+    when the widget's size, its container's size or its own virtual size changed; the
+    vertical one repaints only when its thumb moves by a cell's eighth."""
 
     _laid_out_virtual: Size | None = None
 
@@ -55,13 +145,36 @@ def scroll_to(widget, x: int | None = None, y: int | None = None) -> None:
 
 
 def set_titles(widget, title=NOTHING, subtitle=NOTHING) -> None:
-    """Set a border title / subtitle only when it changed (Textual repaints the whole widget
-    on every assignment, equal or not)."""
+    """Set a border title / subtitle only when it changed, and repaint only the border row
+    it is drawn on: Textual repaints the whole widget on every assignment, equal or not - for
+    a pane that is every row of its border and background (each row costs a line render)."""
     last = widget.__dict__.setdefault("_hv_titles", {})
-    for attr, value in (("border_title", title), ("border_subtitle", subtitle)):
+    for attr, value, top in (("border_title", title, True), ("border_subtitle", subtitle, False)):
         if value is not NOTHING and last.get(attr, NOTHING) != value:
             last[attr] = value
-            setattr(widget, attr, value)
+            row = _border_row(widget, top)
+            if row is None:
+                setattr(widget, attr, value)
+                continue
+            # the title descriptor calls widget.refresh() with no region: for the length of
+            # the assignment that call refreshes the border row only
+            widget.refresh = lambda *_, **__: type(widget).refresh(widget, row)
+            try:
+                setattr(widget, attr, value)
+            finally:
+                del widget.refresh
+
+
+def _border_row(widget, top: bool) -> Region | None:
+    """The widget's top or bottom outer row as a region relative to its content (what
+    Widget.refresh takes), or None when the widget has no size yet or no border there."""
+    if not widget.is_mounted:
+        return None
+    outer = widget.outer_size
+    off = widget.content_offset
+    if not outer or not (off.y if top else outer.height - off.y - widget.size.height):
+        return None
+    return Region(-off.x, -off.y if top else outer.height - 1 - off.y, outer.width, 1)
 
 
 class TextBody(Widget):
@@ -77,28 +190,41 @@ class TextBody(Widget):
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
-        self._content = Content("")
+        self._content: Content | None = Content("")
         self._lines: list[Content] = []
-        self._keys: list[tuple] = []                      # (text, spans) of each line
+        self._keys: list[tuple] = []                      # (text, spans, style) of each line
         # the content size (cells, lines) the body is laid out for: the largest text shown
         # since the pane last changed size (a high-water mark), so that stepping between
         # listings of different sizes repaints lines instead of laying out the screen
         self._extent = (0, 0)
         self._pane_size = None
         self._strips: LRUCache = LRUCache(1024)
+        self._converted: LRUCache = LRUCache(4096)       # line key -> its Content
 
     @property
     def lines(self) -> list[Content]:
         return self._lines
 
-    def set_text(self, text: Text | str) -> None:
+    def set_text(self, text: Text | str | list[Text]) -> None:
+        """Show a rich Text (or its lines, as Texts without newlines). Each line becomes a
+        textual Content as a Static makes it (textual.visual.visualize: Content.from_rich_text
+        of the whole text, split at newlines - a trailing newline is a blank line); a line
+        seen before is not converted again (a step changes a few lines of a listing)."""
         if isinstance(text, str):
             text = Text(text)
-        content = Content.from_rich_text(text)        # as a Static does (textual.visual.visualize)
-        lines = content.split("\n", allow_blank=True)   # a trailing newline is a blank line, as in a Static
+        rich_lines = text.split("\n", allow_blank=True) if isinstance(text, Text) else text
+        converted = self._converted
+        keys, lines = [], []
+        for line in rich_lines:
+            key = (line.plain, tuple(line.spans), line.style)
+            content = converted.get(key)
+            if content is None:
+                content = Content.from_rich_text(line)
+                converted[key] = content
+            keys.append(key)
+            lines.append(content)
         width = max((line.cell_length for line in lines), default=0)
-        keys = [(line.plain, tuple(line.spans)) for line in lines]    # Content's == compares the text only
-        old, self._content, self._lines, self._keys = self._keys, content, lines, keys
+        old, self._content, self._lines, self._keys = self._keys, None, lines, keys
         room_w, room_h = self._room()
         pane = self.parent.size if isinstance(self.parent, Widget) else None
         if pane != self._pane_size:
@@ -111,9 +237,16 @@ class TextBody(Widget):
             self.refresh(layout=True)
             return
         full = max(size[0], self.size.width)
+        start = -1                          # a run of changed lines is one region
         for y, (a, b) in enumerate(zip_longest(old, keys)):
             if a != b:
-                self.refresh(Region(0, y, full, 1))
+                if start < 0:
+                    start = y
+            elif start >= 0:
+                self.refresh(Region(0, start, full, y - start))
+                start = -1
+        if start >= 0:
+            self.refresh(Region(0, start, full, max(len(old), len(keys)) - start))
 
     def _room(self) -> tuple[int, int]:
         """The size the parent gives this body without scrolling ((0, 0) if unknown)."""
@@ -133,7 +266,10 @@ class TextBody(Widget):
         return max(w, room_w), (max(h, room_h) if w <= room_w else h)
 
     def render(self) -> Content:
-        return self._content            # for text selection (and its highlight)
+        """The whole text (Textual takes a mouse selection's highlight and copy from it)."""
+        if self._content is None:
+            self._content = Content("\n").join(self._lines)
+        return self._content
 
     def get_content_width(self, container: Size, viewport: Size) -> int:
         return self._extent[0]

@@ -145,12 +145,22 @@ def msr_rows(session, cpu: int) -> list[int]:
     return session.tl.view().cpu(cpu).shown_msrs()
 
 
+def bits_down(x: int) -> list[int]:
+    """The set bits of x (an APIC IRR/ISR bitmap), highest first."""
+    out = []
+    while x:
+        v = x.bit_length() - 1
+        out.append(v)
+        x ^= 1 << v
+    return out
+
+
 def selectable_vectors(session, cpu: int) -> list[tuple[str, int]]:
     """("isr"|"irr", vector) of the vCPU, highest first: what the vector cursor walks."""
     cv = session.tl.view().cpu(cpu)
     out = []
     for kind, bits in (("isr", cv.isr), ("irr", cv.irr)):
-        out += [(kind, v) for v in range(255, -1, -1) if bits >> v & 1]
+        out += [(kind, v) for v in bits_down(bits)]
     return out
 
 
@@ -196,14 +206,14 @@ def irq_queue(session, selected: tuple | None = None, hits: list | None = None) 
         t.append("ISR ", style="magenta" if isr else "dim")
         if not isr:
             t.append("-", style="dim")
-        for v in [v for v in range(255, -1, -1) if isr >> v & 1]:
+        for v in bits_down(isr):
             sel = c == tl.focus and selected == ("isr", v)
             vector(c, "isr", v, "magenta reverse" if sel else "magenta")
             t.append(" ")
         t.append("  IRR ")
         if not irr:
             t.append("-", style="dim")
-        for vec in [v for v in range(255, -1, -1) if irr >> v & 1]:
+        for vec in bits_down(irr):
             why = ""
             if not cv.IF:
                 why = "IRQs off"

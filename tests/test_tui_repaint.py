@@ -1,0 +1,180 @@
+"""What a step repaints (hvdbg/tui/repaint.py and the panes that use it): the shortcuts that
+keep a step to one small frame give what the plain Textual path gives, and repaint only
+what changed - a border title its row, a long transcript no scrollbar, a 32-vCPU list one
+row."""
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+
+from rich.text import Text  # noqa: E402
+from textual.app import App  # noqa: E402
+from textual.containers import VerticalScroll  # noqa: E402
+from textual.content import Content  # noqa: E402
+from textual.scrollbar import ScrollBarRender  # noqa: E402
+
+from hvdbg.commands import Session  # noqa: E402
+from hvdbg.tui import views  # noqa: E402
+from hvdbg.tui.app import HvdbgApp  # noqa: E402
+from hvdbg.tui.config import Config  # noqa: E402
+from hvdbg.tui.panes import TranscriptPane, side_by_side_rows  # noqa: E402
+from hvdbg.tui.repaint import TextBody, ThumbScrollBar, set_titles, thumb_cells  # noqa: E402
+
+
+def counted(widget) -> list:
+    """A one-element list counting the lines Textual renders for `widget` from now on."""
+    n = [0]
+    cache = widget._styles_cache
+    real = cache.render_line
+
+    def render_line(*a, **kw):
+        n[0] += 1
+        return real(*a, **kw)
+    cache.render_line = render_line
+    return n
+
+
+def _spans(c: Content) -> list:
+    return [s for s in c.spans if s.start < s.end]
+
+
+styled_text = st.builds(
+    lambda lines, trailing, base, marks: _styled("\n".join(lines) + trailing, base, marks),
+    st.lists(st.text(alphabet="ab c→·", max_size=12), max_size=6), st.sampled_from(["", "\n"]),
+    st.sampled_from(["", "bold", "on blue"]),
+    st.lists(st.tuples(st.integers(0, 80), st.integers(0, 80), st.sampled_from(["red", "reverse", "dim italic"])),
+             max_size=4))
+
+
+def _styled(plain: str, base: str, marks: list) -> Text:
+    t = Text(plain, style=base, end="")
+    for a, b, style in marks:
+        a, b = sorted((min(a, len(plain)), min(b, len(plain))))
+        t.stylize(style, a, b)
+    return t
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(styled_text, min_size=1, max_size=4))
+def test_text_body_lines_are_the_lines_a_static_makes_of_the_text(texts):
+    """Line by line (each converted once, then reused) is what Content.from_rich_text of the
+    whole text split at newlines gives - what a Static shows - for any text, base style and
+    spans; render() (for mouse selection) is the whole text."""
+    body = TextBody()
+    for t in texts:
+        for given_ in (t, t.split("\n", allow_blank=True)):
+            body.set_text(given_)
+            whole = Content.from_rich_text(t)
+            want = whole.split("\n", allow_blank=True)
+            assert [c.plain for c in body.lines] == [c.plain for c in want]
+            assert [_spans(c) for c in body.lines] == [_spans(c) for c in want]
+            assert body.render().plain == whole.plain
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.lists(styled_text, max_size=5), st.lists(styled_text, max_size=5),
+                          st.integers(8, 120)), min_size=1, max_size=5))
+def test_split_rows_from_the_memo_are_the_rows_made_afresh(calls):
+    """The split view's row memo (kept across steps) never returns a row other than the one
+    side_by_side_rows would make now."""
+    memo: dict = {}
+    for left, right, width in calls:
+        left = [x for t in left for x in t.split("\n")]
+        right = [x for t in right for x in t.split("\n")]
+        assert side_by_side_rows(left, right, width, memo=memo) == side_by_side_rows(left, right, width)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 60), st.integers(0, 5000), st.integers(0, 5000), st.floats(0, 5000), st.integers(0, 5000),
+       st.integers(0, 5000), st.floats(0, 5000))
+def test_equal_thumb_cells_draw_equal_bars(size, v1, w1, p1, v2, w2, p2):
+    """ThumbScrollBar repaints only when thumb_cells changes: two bar states with equal
+    thumb_cells must draw the same segments (what ScrollBar._render_bar draws)."""
+    p1, p2 = int(p1 * 8) / 8, int(p2 * 8) / 8          # ScrollBar.validate_position
+    p1, p2 = min(p1, max(0, v1 - w1)), min(p2, max(0, v2 - w2))   # a widget's scroll range
+
+    def drawn(v, w, p):
+        window = w if w < v else 0
+        return ScrollBarRender.render_bar(size=size, virtual_size=v, window_size=window, position=p).segments
+    if thumb_cells(size, v1, w1, p1) == thumb_cells(size, v2, w2, p2):
+        assert drawn(v1, w1, p1) == drawn(v2, w2, p2)
+    # the same bar one line further on: a repaint is skipped only if it draws the same
+    if thumb_cells(size, v1, w1, p1) == thumb_cells(size, v1, w1, min(p1 + 1, max(0, v1 - w1))):
+        assert drawn(v1, w1, p1) == drawn(v1, w1, min(p1 + 1, max(0, v1 - w1)))
+
+
+class PaneHost(App):
+    CSS = ("#pane { border: round white; height: 12; width: 50; } .body { width: auto; min-width: 100%; } "
+           "TranscriptPane { height: 14; border: round white; }")
+
+    def compose(self):
+        with VerticalScroll(id="pane"):
+            yield TextBody(classes="body", id="body")
+        yield TranscriptPane(id="transcript")
+
+
+async def test_a_title_change_repaints_the_border_row_only_and_shows():
+    app = PaneHost()
+    async with app.run_test(size=(80, 30)) as pilot:
+        pane = app.query_one("#pane")
+        app.query_one("#body", TextBody).set_text("x\ny")
+        set_titles(pane, "first", "sub one")
+        await pilot.pause()
+        n = counted(pane)
+        set_titles(pane, "second title")
+        await pilot.pause()
+        assert n[0] == 1                                   # the top border row
+        set_titles(pane, "second title", "sub two")
+        await pilot.pause()
+        assert n[0] == 2                                   # and the bottom one
+        set_titles(pane, "second title", "sub two")        # unchanged: nothing
+        await pilot.pause()
+        assert n[0] == 2
+        shot = app.export_screenshot()
+        assert "second\xa0title" in shot.replace("&#160;", "\xa0") and "sub\xa0two" in shot.replace("&#160;", "\xa0")
+
+
+async def test_a_long_transcript_takes_lines_without_repainting_its_scrollbar():
+    app = PaneHost()
+    async with app.run_test(size=(80, 30)) as pilot:
+        log = app.query_one("#transcript", TranscriptPane)
+        for i in range(600):
+            log.write_entries([Text(f": step {i}", style="bold"), Text(f"line {i}")])
+        await pilot.pause()
+        bar = log.vertical_scrollbar
+        assert isinstance(bar, ThumbScrollBar) and bar.display
+        n = counted(bar)
+        for i in range(5):
+            log.write_entries([Text(": step"), Text("more")])
+            await pilot.pause()
+        assert n[0] == 0                                   # the thumb stayed on the same cells
+        assert log.scroll_y == log.max_scroll_y            # still following the end
+        assert log.plain[-2:] == [": step", "more"] and len(log.plain) == 1210
+        log.scroll_home(animate=False)
+        await pilot.pause()
+        assert n[0] > 0                                    # a thumb that moves is repainted
+
+
+async def test_a_step_of_32_vcpus_repaints_the_changed_list_rows_and_they_are_right():
+    s = Session.open("smp", vcpus=32, max_steps=3000)
+    app = HvdbgApp(s, config=Config(path=None))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        lst = app.query_one("#cpulist")
+        n = counted(lst)
+        for k in range(6):
+            app.run_line("step")
+            await pilot.pause()
+            want = [line for _, line in views.vcpu_rows(s, compact=True)]
+            first = int(lst.scroll_y)
+            for y in range(lst.scrollable_content_region.height):
+                shown = lst.render_line(y).text.rstrip()
+                assert shown[2:] == want[first + y].rstrip(), (k, y)
+        assert n[0] <= 6 * 2                               # the stepping vCPU's row (and the focus)
+
+
+def test_bits_down_lists_set_bits_highest_first():
+    for x in (0, 1, 1 << 255, 0xF0F0, (1 << 256) - 1, 0x8000_0001):
+        assert views.bits_down(x) == [v for v in range(255, -1, -1) if x >> v & 1]
