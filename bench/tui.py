@@ -76,6 +76,31 @@ async def _timed(pilot, act) -> float:
     return time.thread_time() - t
 
 
+async def _timed_lean(app, act, widgets: list) -> tuple[float, int]:
+    """UI-thread CPU time of act() and of what the app then does until its frame is written,
+    without Pilot's pause: that visits every widget (a callback through each one's message
+    queue, then an idle wait), bookkeeping a real session does not do. Here the event loop
+    runs until every widget's message queue has stayed empty for three turns (the CPU time
+    of those checks is subtracted), then the screen draws its frame as its update timer would
+    (Screen._on_timer_update, which Pilot's pause ends with too). Returns (seconds, frames
+    drawn by an untimed Pilot pause right after: 0 if nothing was left undone)."""
+    t = time.thread_time()
+    r = act()
+    if asyncio.iscoroutine(r):
+        await r
+    checks = 0.0
+    quiet = 0
+    for _ in range(10_000):
+        await asyncio.sleep(0)
+        c = time.thread_time()
+        quiet = quiet + 1 if not any(w.message_queue_size for w in widgets) else 0
+        checks += time.thread_time() - c
+        if quiet >= 3:
+            break
+    app.screen._on_timer_update()
+    return time.thread_time() - t - checks
+
+
 def _count_frames(app) -> list:
     """A one-element list counting the screen's compositor refreshes (frames drawn)."""
     n = [0]
@@ -111,6 +136,18 @@ async def measure(session: Session, label: str, at: int, reps: int = 60, scroll:
             if i >= 4:                      # the first ones warm caches
                 drawn += frames[0] - f0
                 times.append(dt)
+        # the same steps timed to the frame, without Pilot's bookkeeping; an untimed Pilot
+        # pause after each checks that nothing was left for a later frame
+        widgets = [app, *app.screen.walk_children(with_self=True)]
+        lean, late = [], 0
+        for i in range(reps + 4):
+            action = "cmd('step')" if i % 2 == 0 else "cmd('rstep')"
+            dt = await _timed_lean(app, lambda: app.run_action(action), widgets)
+            f0 = frames[0]
+            await pilot.pause()
+            if i >= 4:
+                lean.append(dt)
+                late += frames[0] - f0
         # the forced full renders in a loop of their own: one between two steps would leave the
         # next step a frame of its own to draw (scrollbars after the forced layout)
         for _ in range(reps):
@@ -121,6 +158,8 @@ async def measure(session: Session, label: str, at: int, reps: int = 60, scroll:
         print(f"{label:26s} at step {at:>9,}: step->repaint {_stats(times)}, {drawn / reps:.2f} frames/step; "
               f"full render {_stats(full)}; idle pause {statistics.median(idle) * 1e3:.1f} ms; "
               f"first paint {first * 1e3:6.0f} ms")
+        print(f"{label:26s} at step {at:>9,}: step->frame written, without Pilot's pause {_stats(lean)}; "
+              f"frames left for a later pause: {late}")
         if scroll:
             ev = app.query_one("#events")
             ev.focus()
