@@ -30,6 +30,7 @@ from .keys import help_text, keymap
 from .messages import LayoutChanged, SelectionChanged
 from .panes import (BreakpointsPane, IrqPane, MsrPane, SourcePane, StatusLine, TranscriptPane, VcpuListPane,
                     VcpuPane)
+from .repaint import DirtyOnlyCompositor
 from .screens import HelpScreen, VcpuPicker, WhatIfScreen, WhyScreen
 
 MANY_CPUS = 4          # more vCPUs than this: a scrolling list plus the focused one in full
@@ -122,6 +123,7 @@ class HvdbgApp(App):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        DirtyOnlyCompositor.use_on(self.screen)
         for w in self.config.warnings:
             self.notify(w, severity="warning", timeout=8)
         self._update_hexdump()

@@ -108,6 +108,9 @@ class EventLogView(StableScrollbars, ScrollView, can_focus=True):
         self._mark_w = 0
         self._row_w = 0
         self._rows: LRUCache[int, str] = LRUCache(4096)
+        # finished row strips by everything they show: a step scrolls the log by a row, and
+        # all but one of the rows it then repaints were drawn a step before
+        self._strips: LRUCache[tuple, Strip] = LRUCache(1024)
         self._styles: dict = {}
         self._pending_center: int | None = None
         if timeline is not None:
@@ -530,12 +533,17 @@ class EventLogView(StableScrollbars, ScrollView, can_focus=True):
             names.append("cursor")
         style = self._style(*names)
         gw = self._gutter_width()
+        mark = self._marks.get(i, "")[:self._mark_w] if self._mark_w else None
+        key = (text, cur, style, mark, gw, scroll_x, width)
+        strip = self._strips.get(key)
+        if strip is not None:
+            return strip
         gutter = [Segment(">" if cur else " ", style)]
-        if self._mark_w:
-            mark = self._marks.get(i, "")[:self._mark_w]
+        if mark is not None:
             gutter.append(Segment(mark.ljust(self._mark_w) + " ", self._style(*names, "mark") if mark else style))
         body = Strip([Segment(text, style)]).crop_extend(scroll_x, scroll_x + max(0, width - gw), style)
-        return Strip.join([Strip(gutter, gw), body])
+        strip = self._strips[key] = Strip.join([Strip(gutter, gw), body])
+        return strip
 
 
 __all__ = ["EventLogView"]
