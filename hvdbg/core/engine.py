@@ -135,11 +135,14 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
         self.fast = [[self._fast_op(op, pc) for pc, op in enumerate(ops)] for ops in self.code]
         self.bases = [L.base(c) for c in range(n)]
         self._info = self._slot_info()
+        self._wait_pcs = [frozenset(pc for pc, op in enumerate(ops) if op[0] == "wait") for ops in self.code]
         self._waiting: set[int] = set()
         self._cw: list[int] | None = None
         self._cwsum = 0
         self._cache = None
-        self._others: list[tuple] = []
+        self._others: list[tuple] = []         # _landings + the enabled traffic acts
+        self._landings: list[tuple] = []
+        self._tacts: list = []                 # per traffic source: its act or None
         self._vars_changed = True
         self.idt = {v: self.rid[h] for v, h in scenario.program.idt.items()}
         self.goal = self._cond(scenario.goal)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .events import act_text
-from .machine import F_HALT, F_IF, F_PC, F_RT
+from .machine import F_FRAMES, F_HALT, F_IF, F_PC, F_R0, F_R1, F_R2, F_R3, F_RT
 
 DEFAULT_WEIGHTS = {"op": 64, "deliver": 64, "land": 32, "timer": 1, "traffic": 4}
 MASK64 = (1 << 64) - 1
@@ -65,18 +65,21 @@ class Scheduler:
             cw[c] = x
         return acts
 
-    def _other_acts(self) -> list[tuple]:
+    def _landing_acts(self) -> list[tuple]:
         acts = []
         seen = set()
         for ipi in self.m.S[0]:
             if ipi not in seen:
                 seen.add(ipi)
                 acts.append(("land", *ipi))
-        for t in self.traffic:
-            d = self._traffic_dst(t)
-            if d >= 0:
-                acts.append(("traffic", t.src, d, t.vector))
         return acts
+
+    def _traffic_act(self, t: Traffic) -> tuple | None:
+        d = self._traffic_dst(t)
+        return ("traffic", t.src, d, t.vector) if d >= 0 else None
+
+    def _other_acts(self) -> list[tuple]:
+        return self._landing_acts() + [a for a in map(self._traffic_act, self.traffic) if a is not None]
 
     def enabled(self) -> list[tuple]:
         """All enabled actions, in canonical order (per vCPU, then IPI landings, then traffic)."""
@@ -85,16 +88,58 @@ class Scheduler:
             acts += self._cpu_acts(c)
         return acts + self._other_acts()
 
-    def _slot_info(self) -> list[tuple[int, int]]:
-        """Per state slot: (vCPU or -1, what a write to it can change): 3 = a variable (wait
-        conditions, traffic, goal), 1 = HALT/IF (traffic sources), 0 = only that vCPU."""
+    def _slot_info(self) -> list[tuple[int, int, tuple]]:
+        """Per state slot: (vCPU or -1, what a write to it can change, the other actions that
+        read it). What it can change, as bits: 2 = a variable (wait conditions, the goal;
+        every global counts as one), 1 = an IPI landing or a traffic source (which ones: the
+        third field, -1 for the landings, else traffic indexes), 0 = that vCPU's own
+        actions, 4 = only where that vCPU is in its program and its registers: its actions
+        change only if it was or now is at a wait op (the op-enabling condition)."""
         L = self.L
-        info = [(-1, 3)] * L.nglobal
+        bits = [2] * L.nglobal
+        cpus = [-1] * L.nglobal
         pv0 = min(L.pvar.values())
+        light = {F_RT, F_PC, F_R0, F_R1, F_R2, F_R3, F_FRAMES}
         for c in range(self.n):
             for off in range(L.block):
-                info.append((c, 3 if off >= pv0 else 1 if off in (F_HALT, F_IF) else 0))
-        return info
+                bits.append(2 if off >= pv0 else 4 if off in light else 0)
+                cpus.append(c)
+        readers: dict[int, list[int]] = {L.gindex["inflight"]: [-1]}
+        for i, t in enumerate(self.traffic):
+            for slot in self._traffic_reads(t):
+                readers.setdefault(slot, []).append(i)
+        deps = [()] * len(bits)
+        for slot, who in readers.items():
+            bits[slot] = (bits[slot] & 2) | 1       # never "light": the others must be looked at
+            deps[slot] = tuple(who)
+        return list(zip(cpus, bits, deps))
+
+    def _traffic_reads(self, t: Traffic) -> set[int]:
+        """Every slot _traffic_dst(t) reads."""
+        L = self.L
+        bs = self.bases[t.src]
+        reads = {L.gindex["inflight"], bs + F_HALT, bs + F_IF, bs + L.P_ONLINE, t.slot_budget, t.slot_rr}
+        reads |= {b + L.P_ONLINE for b in self.bases}
+        for _, x, y in t.when or ():
+            reads |= self._operand_reads(bs, x) | self._operand_reads(bs, y)
+        return reads
+
+    def _operand_reads(self, b: int, o: tuple) -> set[int]:
+        """The slots compiled operand `o` (Engine._operand) reads for the vCPU at base b."""
+        k = o[0]
+        if k == 1:
+            return {b + o[1]}
+        if k == 2:
+            return {o[1]}
+        if k == 4:
+            return {base + o[1] for base in self.bases} | self._operand_reads(b, o[2])
+        return set()
+
+    def _set_others(self) -> None:
+        others = self._landings + [a for a in self._tacts if a is not None]
+        self._others = others
+        wt = self.weights
+        self._ow = sum(wt[a[0]] for a in others)
 
     def _enabled_incremental(self, writes, flat: bool = True) -> list[tuple] | None:
         """enabled(), recomputing only what the last event's writes can have changed.
@@ -106,30 +151,48 @@ class Scheduler:
             self._cwsum = 0
             self._waiting = set()
             cache = self._cache = [self._cpu_acts(c) for c in range(self.n)]
-            self._others = self._other_acts()
-            wt = self.weights
-            self._ow = sum(wt[a[0]] for a in self._others)
+            self._landings = self._landing_acts()
+            self._tacts = [self._traffic_act(t) for t in self.traffic]
+            self._set_others()
         else:
             info = self._info
             flags = 0
             dirty = set()
+            readers = set()                 # the other actions to look at again
+            moved = -1                      # a vCPU whose program position/registers changed
             for w in writes:
                 loc = w[0]
                 if loc.__class__ is int:
-                    c, fl = info[loc]
+                    c, fl, deps = info[loc]
+                    if fl == 4:
+                        if c != moved:
+                            if moved >= 0:
+                                dirty.add(moved)    # two vCPUs moved (INIT/SIPI...): plainly
+                            moved = c
+                        continue
                     flags |= fl
+                    if deps:
+                        readers.update(deps)
                     if c >= 0:
                         dirty.add(c)
+            if moved >= 0 and moved not in dirty:
+                S, b = self.m.S, self.bases[moved]
+                if moved in self._waiting or S[b + F_PC] in self._wait_pcs[S[b + F_RT]]:
+                    dirty.add(moved)
             self._vars_changed = flags & 2
             if flags & 2:
                 dirty |= self._waiting
             cpu_acts = self._cpu_acts
             for c in dirty:
                 cache[c] = cpu_acts(c)
-            if flags:
-                self._others = self._other_acts()
-                wt = self.weights
-                self._ow = sum(wt[a[0]] for a in self._others)
+            if readers:
+                tacts, traffic, act = self._tacts, self.traffic, self._traffic_act
+                for i in readers:
+                    if i < 0:
+                        self._landings = self._landing_acts()
+                    else:
+                        tacts[i] = act(traffic[i])
+                self._set_others()
         if flat:
             acts = []
             for lst in cache:
