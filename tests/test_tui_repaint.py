@@ -214,3 +214,43 @@ async def test_the_dirty_only_compositor_writes_what_textual_writes():
                         if r.intersection(c) and any(r.intersection(c).overlaps(q) for q in regions)]
             skipped += len(comp.visible_widgets) - len(rendered)
         assert skipped > 0                                 # some widgets were left out
+
+
+async def test_the_event_log_repaints_the_rows_a_move_changes_and_nothing_is_stale():
+    """Steps, reverse steps and short gotos repaint only the event log's header and the rows
+    that changed (not all of them, unless it scrolled); what the screen shows is then what a
+    full repaint of the log shows."""
+    import random
+    s = Session.open("smp", vcpus=8, max_steps=3000)
+    app = HvdbgApp(s, config=Config(path=None))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        ev = app.query_one("#events")
+        app.run_line("goto 0")              # near the top the log cannot scroll to centre
+        await pilot.pause()
+
+        def shown() -> list[str]:
+            r = ev.region
+            strips = app.screen._compositor.render_strips()
+            return [strips[y].crop(r.x, r.right).text for y in range(r.y, r.bottom)]
+        rnd = random.Random(3)
+        partial = 0
+        for k in range(40):
+            n = counted(ev)
+            scroll = ev.scroll_y
+            if k % 10 == 9:
+                move = f"goto {rnd.randrange(0, 60)}"      # far: the log scrolls
+            elif k % 2:
+                move = f"goto {rnd.randrange(0, 8)}"
+            else:
+                move = rnd.choice(["step", "rstep"])
+            app.run_line(move)
+            await pilot.pause()
+            seen = shown()
+            if ev.scroll_y == scroll and move in ("step", "rstep"):
+                assert n[0] <= 4, (k, move, n[0])        # header, two rows, the selection
+                partial += 1
+            ev.refresh()
+            await pilot.pause()
+            assert shown() == seen, (k, move)
+        assert partial > 5

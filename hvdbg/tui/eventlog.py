@@ -24,7 +24,7 @@ from rich.style import Style
 from textual import events
 from textual.binding import Binding
 from textual.cache import LRUCache
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -111,6 +111,7 @@ class EventLogView(StableScrollbars, ScrollView, can_focus=True):
         # finished row strips by everything they show: a step scrolls the log by a row, and
         # all but one of the rows it then repaints were drawn a step before
         self._strips: LRUCache[tuple, Strip] = LRUCache(1024)
+        self._followed: int | None = None            # the position follow() last showed
         self._styles: dict = {}
         self._pending_center: int | None = None
         if timeline is not None:
@@ -154,6 +155,7 @@ class EventLogView(StableScrollbars, ScrollView, can_focus=True):
             return
         self._tl = timeline
         self._rows.clear()
+        self._followed = None               # another timeline: every row repaints
         self._n = len(timeline.journal)
         self._row_w = R.row_width_bound(timeline)
         if self._filter is not None and self._query is not None:
@@ -183,10 +185,30 @@ class EventLogView(StableScrollbars, ScrollView, can_focus=True):
         self._sync_length()
         i = max(0, min(pos - 1, self._n - 1))
         row = self._row_of(i)
+        before = (self._followed, self._sel, self.scroll_offset, self._n)
         if select and self.shown:
             self._sel = self.row_event(row)
         self._center(row)
-        self.refresh()
+        self._followed = pos
+        self._refresh_moved(before)
+
+    def _refresh_moved(self, before: tuple) -> None:
+        """Repaint what a move of the position changed: the header, and the rows whose event
+        changed between done and not done, was or is the selection. All rows when the log
+        scrolled (Textual repaints them anyway), the length changed or the move is long."""
+        pos_was, sel_was, scroll_was, n_was = before
+        pos = self._followed
+        if (pos_was is None or abs(pos - pos_was) > 16 or self.scroll_offset != scroll_was or self._n != n_was
+                or not self.is_mounted):
+            self.refresh()
+            return
+        width = self.scrollable_content_region.width
+        self.refresh(Region(0, 0, width, HEADER))
+        top = int(self.scroll_y)
+        events = set(range(min(pos, pos_was) - 1, max(pos, pos_was))) | {sel_was, self._sel}
+        for y in {self._row_of(i) - top + HEADER for i in events if 0 <= i < self._n}:
+            if HEADER <= y < self.size.height:
+                self.refresh(Region(0, y, width, 1))
 
     def select(self, index: int, center: bool = False) -> None:
         """Select event `index` (while filtering: the nearest shown event at or before it)."""
