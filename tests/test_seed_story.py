@@ -189,3 +189,32 @@ def test_cycle_hang_is_proven_by_exploration_not_by_stopping_traffic():
     eng2 = Engine(s, s.config(fix="gfp-zero", seed=7, max_steps=200))
     eng2.run()
     assert eng2.unreachable(budget=200_000) is not True
+
+
+@pytest.mark.parametrize("scn", ["cpu-offline", "smp", "kexec"])
+def test_a_waiting_vcpu_moved_by_a_bare_pc_write_gets_its_actions_recomputed(scn):
+    """The incremental set keeps a vCPU's actions when only its pc/registers changed and no
+    wait op is involved. A vCPU blocked at a wait (its op not enabled) that something moves
+    off the wait without touching HALT/IF - no op does that today - must get its op back."""
+    from hvdbg.core.machine import F_PC, F_RT
+    s = load_scenario(scn)
+    eng = Engine(s, s.config(max_steps=5000))
+    last, found = None, False
+    for _ in range(5000):
+        acts = eng._enabled_incremental(last)
+        blocked = [c for c in sorted(eng._waiting) if ("op", c) not in acts]
+        if blocked:
+            found = True
+            break
+        if not acts:
+            break
+        last = eng.execute(eng.pick(acts))[E_WRITES]
+    assert found, "no vCPU was ever blocked at a wait"
+    c = blocked[0]
+    b = eng.bases[c]
+    rt = eng.m.S[b + F_RT]
+    free = [pc for pc in range(len(eng.code[rt])) if pc not in eng._wait_pcs[rt]]
+    eng.m.w = []
+    eng.m.set(b + F_PC, free[0])
+    inc = eng._enabled_incremental(eng.m.w)
+    assert ("op", c) in inc and inc == eng.enabled()
