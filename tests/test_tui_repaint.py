@@ -175,9 +175,10 @@ async def test_a_step_of_32_vcpus_repaints_the_changed_list_rows_and_they_are_ri
         assert n[0] <= 6 * 2                               # the stepping vCPU's row (and the focus)
 
 
-def test_bits_down_lists_set_bits_highest_first():
+def test_vectors_down_lists_set_bits_highest_first():
+    from hvdbg.core.defs import vectors_down
     for x in (0, 1, 1 << 255, 0xF0F0, (1 << 256) - 1, 0x8000_0001):
-        assert views.bits_down(x) == [v for v in range(255, -1, -1) if x >> v & 1]
+        assert vectors_down(x) == [v for v in range(255, -1, -1) if x >> v & 1]
 
 
 async def test_the_dirty_only_compositor_writes_what_textual_writes():

@@ -445,7 +445,7 @@ from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 from textual.containers import VerticalScroll  # noqa: E402
 
-from hvdbg.tui.panes import side_by_side  # noqa: E402
+from hvdbg.tui.panes import side_by_side_rows  # noqa: E402
 from hvdbg.tui.repaint import TextBody  # noqa: E402
 
 
@@ -542,5 +542,6 @@ def test_side_by_side_is_what_rich_renders_for_the_split_table(left, right, widt
     c1 = Console(width=width, record=True, color_system="truecolor", file=open(os.devnull, "w"))
     c1.print(t)
     c2 = Console(width=width, record=True, color_system="truecolor", file=open(os.devnull, "w"))
-    c2.print(side_by_side(a, b, width))
+    c2.print(Text("\n", no_wrap=True, end="").join(side_by_side_rows(a.split("\n", allow_blank=True),
+                                                                     b.split("\n", allow_blank=True), width)))
     assert c2.export_text(styles=True) == c1.export_text(styles=True)

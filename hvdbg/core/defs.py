@@ -34,13 +34,22 @@ VECTORS: dict[str, int] = {
 VECTOR_NAMES: dict[int, str] = {v: k for k, v in VECTORS.items()}
 
 
+def vectors_down(bits: int) -> list[int]:
+    """The vectors set in a 256-bit IRR/ISR value, highest first."""
+    out = []
+    while bits:
+        v = bits.bit_length() - 1
+        out.append(v)
+        bits ^= 1 << v
+    return out
+
+
 def vector_names(bits: int, with_number: bool = False) -> list[str]:
     """The vectors set in a 256-bit IRR/ISR value, highest first, by Linux name."""
     out = []
-    for v in range(bits.bit_length() - 1, -1, -1):
-        if bits >> v & 1:
-            n = VECTOR_NAMES.get(v)
-            out.append((f"{n}(0x{v:02x})" if with_number else n) if n else f"0x{v:02x}")
+    for v in vectors_down(bits):
+        n = VECTOR_NAMES.get(v)
+        out.append((f"{n}(0x{v:02x})" if with_number else n) if n else f"0x{v:02x}")
     return out
 
 

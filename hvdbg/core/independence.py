@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from .lifecycle import LIFECYCLE_GLOBALS
 from .machine import F_FRAMES, F_HALT, F_IF, F_PC, F_R0, F_RT, N_FIXED
-from .ops import ALU, OPS
+from .ops import ALU, OPS, operand_reads
 
 LOCAL_OPS = frozenset(ALU) | {"mov", "br", "jmp", "nop", "wait", "cli", "sti", "irqsave", "irqrestore",
                               "call", "ret", "iret"}
@@ -89,8 +89,7 @@ class Footprints:
             return s, s
         if k == 4:
             s = sum(1 << (b + o[1]) for b in self.bases)
-            r, _ = self._operand(o[2], c)
-            return s | r, s
+            return s | _mask(operand_reads(o[2], self.bases[c], self.bases)), s
         return self.ALL, self.ALL
 
     def _dest(self, o: tuple, c: int) -> tuple[int, int]:
@@ -197,19 +196,14 @@ class Footprints:
         halted/IF/online, its budget, its condition, the destinations' online and the IPIs in
         flight; writes its round-robin and budget slots, the in-flight list and its counter."""
         e = self.e
-        L = e.L
         r = w = 0
         found = False
         for t in e.traffic:
             if t.src != a[1] or t.vector != a[3]:
                 continue
             found = True
-            bs = self.bases[t.src]
             w |= (1 << t.slot_rr) | (1 << t.slot_budget) | self.INFLIGHT
-            r |= (1 << (bs + F_HALT)) | (1 << (bs + F_IF)) | (1 << (bs + L.P_ONLINE))
-            r |= sum(1 << (b + L.P_ONLINE) for b in self.bases)
-            if t.when is not None:
-                r |= self._cond_reads(t.when, t.src)
+            r |= _mask(e._traffic_reads(t))
         if not found:
             return self.ALL, self.ALL
         w |= self.CNT.get("traffic", 0)
@@ -222,3 +216,6 @@ class Footprints:
             x |= (1 << loc) if loc.__class__ is int else self.MEM
         return x | self.CNT.get(a[0], 0)
 
+
+def _mask(slots) -> int:
+    return sum(1 << i for i in slots)

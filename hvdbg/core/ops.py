@@ -82,6 +82,20 @@ def compile_op(eng, o, routine) -> tuple:
     return tuple(out)
 
 
+def operand_reads(o: tuple, b: int, bases: list[int]) -> set[int]:
+    """The state slots a compiled operand (Engine._operand: 0 immediate, 1 per-CPU slot of
+    the vCPU at base b, 2 global, 4 another vCPU's per-CPU slot by index, 5 the cpu number)
+    reads when evaluated on the vCPU at base b."""
+    k = o[0]
+    if k == 1:
+        return {b + o[1]}
+    if k == 2:
+        return {o[1]}
+    if k == 4:
+        return {base + o[1] for base in bases} | operand_reads(o[2], b, bases)
+    return set()
+
+
 # ---------------------------------------------------------------- fast-path helpers
 def getter(o: tuple):
     k = o[0]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .events import act_text
 from .machine import F_FRAMES, F_HALT, F_IF, F_PC, F_R0, F_R1, F_R2, F_R3, F_RT
+from .ops import operand_reads
 
 DEFAULT_WEIGHTS = {"op": 64, "deliver": 64, "land": 32, "timer": 1, "traffic": 4}
 MASK64 = (1 << 64) - 1
@@ -115,25 +116,14 @@ class Scheduler:
         return list(zip(cpus, bits, deps))
 
     def _traffic_reads(self, t: Traffic) -> set[int]:
-        """Every slot _traffic_dst(t) reads."""
+        """Every slot _traffic_dst(t) reads (also the explorer's footprint of a send)."""
         L = self.L
         bs = self.bases[t.src]
         reads = {L.gindex["inflight"], bs + F_HALT, bs + F_IF, bs + L.P_ONLINE, t.slot_budget, t.slot_rr}
         reads |= {b + L.P_ONLINE for b in self.bases}
         for _, x, y in t.when or ():
-            reads |= self._operand_reads(bs, x) | self._operand_reads(bs, y)
+            reads |= operand_reads(x, bs, self.bases) | operand_reads(y, bs, self.bases)
         return reads
-
-    def _operand_reads(self, b: int, o: tuple) -> set[int]:
-        """The slots compiled operand `o` (Engine._operand) reads for the vCPU at base b."""
-        k = o[0]
-        if k == 1:
-            return {b + o[1]}
-        if k == 2:
-            return {o[1]}
-        if k == 4:
-            return {base + o[1] for base in self.bases} | self._operand_reads(b, o[2])
-        return set()
 
     def _set_others(self) -> None:
         others = self._landings + [a for a in self._tacts if a is not None]

@@ -225,24 +225,14 @@ class SourcePane(TextPane):
         self.keep_visible(self._cur)
 
 
-def side_by_side(left: Text, right: Text, width: int, ratio: tuple[int, int] = (3, 2), gap: int = 2) -> Text:
-    """Two texts as columns of one no-wrap Text `width` cells wide: what rich's
-    `Table.grid(padding=(0, gap), expand=True)` with two no-wrap columns of these ratios
-    renders (widths split as rich's ratio_distribute does, the gap in the left column, long
-    lines cut with an ellipsis), so the split view is drawn a line at a time like the others."""
-    out = Text(no_wrap=True, end="")
-    for i, row in enumerate(side_by_side_rows(left.split("\n", allow_blank=True),
-                                              right.split("\n", allow_blank=True), width, ratio, gap)):
-        if i:
-            out.append("\n")
-        out.append_text(row)
-    return out
-
-
 def side_by_side_rows(left: list[Text], right: list[Text], width: int, ratio: tuple[int, int] = (3, 2),
                       gap: int = 2, memo: dict | None = None) -> list[Text]:
-    """The lines of side_by_side(left, right, width) from the two columns' lines; `memo`
-    keeps rows already made (a step moves the current line: the other rows are as before)."""
+    """Two columns of lines as the rows of one no-wrap text `width` cells wide: what rich's
+    `Table.grid(padding=(0, gap), expand=True)` with two no-wrap columns of these ratios
+    renders (widths split as rich's ratio_distribute does, the gap in the left column, long
+    lines cut with an ellipsis), so the split view is drawn a line at a time like the others.
+    `memo` keeps rows already made (a step moves the current line: the other rows are as
+    before)."""
     w1 = max(gap + 1, -(-ratio[0] * width // sum(ratio)))
     w2 = max(1, width - w1)
     blank = Text("")

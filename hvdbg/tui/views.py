@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.cells import cell_len
 from rich.text import Text
 
-from ..core.defs import VECTOR_NAMES, vector_names
+from ..core.defs import VECTOR_NAMES, vector_names, vectors_down
 from ..core.machine import RAM
 from ..core.msr import decode_msr as _decode_msr
 from ..core.view import msr_label
@@ -145,22 +145,12 @@ def msr_rows(session, cpu: int) -> list[int]:
     return session.tl.view().cpu(cpu).shown_msrs()
 
 
-def bits_down(x: int) -> list[int]:
-    """The set bits of x (an APIC IRR/ISR bitmap), highest first."""
-    out = []
-    while x:
-        v = x.bit_length() - 1
-        out.append(v)
-        x ^= 1 << v
-    return out
-
-
 def selectable_vectors(session, cpu: int) -> list[tuple[str, int]]:
     """("isr"|"irr", vector) of the vCPU, highest first: what the vector cursor walks."""
     cv = session.tl.view().cpu(cpu)
     out = []
     for kind, bits in (("isr", cv.isr), ("irr", cv.irr)):
-        out += [(kind, v) for v in bits_down(bits)]
+        out += [(kind, v) for v in vectors_down(bits)]
     return out
 
 
@@ -206,14 +196,14 @@ def irq_queue(session, selected: tuple | None = None, hits: list | None = None) 
         t.append("ISR ", style="magenta" if isr else "dim")
         if not isr:
             t.append("-", style="dim")
-        for v in bits_down(isr):
+        for v in vectors_down(isr):
             sel = c == tl.focus and selected == ("isr", v)
             vector(c, "isr", v, "magenta reverse" if sel else "magenta")
             t.append(" ")
         t.append("  IRR ")
         if not irr:
             t.append("-", style="dim")
-        for vec in bits_down(irr):
+        for vec in vectors_down(irr):
             why = ""
             if not cv.IF:
                 why = "IRQs off"
@@ -338,7 +328,7 @@ def vcpu_rows(session, compact: bool = False) -> list[tuple[int, str]]:
     """One line per vCPU for the picker and the list: state, where, IRR/ISR (vector numbers
     instead of names when compact)."""
     out = []
-    names = (lambda m: [f"{v:02x}" for v in range(m.bit_length() - 1, -1, -1) if m >> v & 1]) if compact else vec_names
+    names = (lambda m: [f"{v:02x}" for v in vectors_down(m)]) if compact else vec_names
     for cv in session.tl.view().cpus():
         line = f"{cv.hotplug:<8} IF={cv.IF} {'halted ' if cv.halted else ''}{cv.routine}+{cv.pc}"
         if cv.isr:
