@@ -205,6 +205,34 @@ def test_flush_policy(tmp_path, monkeypatch):
         w.event(("op", 0))
 
 
+@pytest.mark.parametrize("cut", [1, 2])
+def test_an_event_cut_off_between_its_column_appends_is_left_out(tmp_path, cut):
+    """A signal handler raising inside event() (SIGTERM -> Terminated, Ctrl-C) between the
+    appends of its columns, then abandon() on the way out: the file holds every complete
+    event and loads (it used to end in a frame of unequal columns, refused on load)."""
+    p = tmp_path / "t.hvt"
+    evs = synth(30)
+
+    class Cut(Exception):
+        pass
+
+    w = TraceWriter(p, HEADER)
+    for e in evs[:-1]:
+        w.event(e)
+    columns = [w._codes, w._where, w._checks]
+    target = columns[cut]
+
+    class Raising(type(target)):
+        def append(self, x):
+            raise Cut()
+    setattr(w, ["_codes", "_where", "_checks"][cut], Raising(target.typecode, target))
+    with pytest.raises(Cut):
+        w.event(evs[-1])
+    w.abandon()
+    tr = load_trace(p)
+    assert tr.events == evs[:-1] and tr.salvage and "no footer" in tr.salvage["reason"]
+
+
 def test_abandon_and_durable(tmp_path):
     p = tmp_path / "t.hvt"
     with pytest.raises(RuntimeError):

@@ -97,11 +97,14 @@ class TraceWriter:
             self._flush_batch()
 
     def _flush_batch(self) -> None:
-        n = len(self._codes)
+        # only complete events: an event() cut off between its three appends (a signal
+        # handler raising in this thread - SIGTERM, Ctrl-C - on the way to abandon()) left
+        # the first columns one longer, and a frame of unequal columns is refused on load
+        n = min(len(self._codes), len(self._where), len(self._checks))
         if not n:
             return
         start = self.flushed_events
-        blob = F.pack_columns(self._codes, self._where, self._checks)
+        blob = F.pack_columns(self._codes[:n], self._where[:n], self._checks[:n])
         self._write_frame(F.K_EVENTS, self._packer.pack((start, n, blob)))
         self.flushed_events = start + n
         self._codes, self._where, self._checks = array("I"), array("I"), array("H")
