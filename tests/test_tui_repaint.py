@@ -255,3 +255,75 @@ async def test_the_event_log_repaints_the_rows_a_move_changes_and_nothing_is_sta
             await pilot.pause()
             assert shown() == seen, (k, move)
         assert partial > 5
+
+
+def _shown(app, widget) -> list[str]:
+    """What the screen shows in `widget`'s region, as the compositor draws it now."""
+    r = widget.region
+    strips = app.screen._compositor.render_strips()
+    return [strips[y].crop(r.x, r.right).text for y in range(r.y, r.bottom)]
+
+
+async def test_a_step_deep_in_a_run_scrolls_the_event_log_and_renders_only_the_new_row():
+    """With the current event centred, every step scrolls the log by a row: the rows still
+    in view are moved, not rendered again (ShiftOnScroll) - the header, the row that came
+    into view and the rows whose event changed are - and the screen shows what a full
+    repaint shows."""
+    s = Session.open("smp", vcpus=8, max_steps=3000)
+    app = HvdbgApp(s, config=Config(path=None))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        ev = app.query_one("#events")
+        app.run_line("goto 1500")
+        await pilot.pause()
+        scrolled = 0
+        for k, move in enumerate(["event", "event", "revent", "step", "event 2", "revent 2", "rstep", "goto 1499"] * 3):
+            n = counted(ev)
+            scroll, pos = ev.scroll_y, s.tl.pos
+            app.run_line(move)
+            await pilot.pause()
+            seen = _shown(app, ev)
+            moved, done = abs(ev.scroll_y - scroll), abs(s.tl.pos - pos)
+            if 0 < moved and done <= 2:
+                scrolled += 1
+                # header + rows that came into view + rows whose event changed + the selection
+                assert n[0] <= 1 + moved + done + 2 < ev.size.height, (k, move, n[0])
+            ev.refresh()
+            await pilot.pause()
+            assert _shown(app, ev) == seen, (k, move)
+        assert scrolled >= 12
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.tuples(st.just("scroll"), st.integers(-14, 14)),
+                          st.tuples(st.just("write"), st.integers(1, 4)),
+                          st.tuples(st.just("home"), st.just(0))), min_size=1, max_size=12))
+def test_a_scrolled_or_written_transcript_shows_what_a_full_repaint_shows(moves):
+    """Random scrolls (by less or more than a page) and writes of a long transcript: the
+    lines kept across a scroll are the lines a full repaint draws, and a scroll by d rows
+    renders at most d rows."""
+    import asyncio
+
+    async def run():
+        app = PaneHost()
+        async with app.run_test(size=(80, 30)) as pilot:
+            log = app.query_one("#transcript", TranscriptPane)
+            for i in range(60):
+                log.write_entries([Text(f": cmd {i}", style="bold"), Text(f"output {i} " + "x" * (i % 50))])
+            await pilot.pause()
+            for k, (what, arg) in enumerate(moves):
+                n = counted(log)
+                if what == "scroll":
+                    log.scroll_to(y=max(0, min(log.max_scroll_y, log.scroll_y + arg)), animate=False, immediate=True)
+                elif what == "write":
+                    log.write_entries([Text(f"new {k}.{j}") for j in range(arg)])
+                else:
+                    log.scroll_home(animate=False, immediate=True)
+                await pilot.pause()
+                seen = _shown(app, log)
+                if what == "scroll" and abs(arg) < log.size.height:
+                    assert n[0] <= abs(arg), (k, what, arg, n[0])
+                log.refresh()
+                await pilot.pause()
+                assert _shown(app, log) == seen, (k, what, arg)
+    asyncio.run(run())

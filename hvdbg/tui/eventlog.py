@@ -30,15 +30,16 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from . import rows as R
-from .repaint import StableScrollbars, scroll_to
+from .repaint import ShiftOnScroll, StableScrollbars, scroll_to
 
 HEADER = 1
 MAX_MARK_WIDTH = 12
 
 
-class EventLogView(StableScrollbars, ScrollView, can_focus=True):
+class EventLogView(ShiftOnScroll, StableScrollbars, ScrollView, can_focus=True):
     """A virtualised list of every event of a timeline (module doc)."""
     ALLOW_MAXIMIZE = True
+    fixed_rows = HEADER
 
     BINDINGS = [
         Binding("up", "cursor(-1)", "previous event", show=False),
@@ -194,11 +195,12 @@ class EventLogView(StableScrollbars, ScrollView, can_focus=True):
 
     def _refresh_moved(self, before: tuple) -> None:
         """Repaint what a move of the position changed: the header, and the rows whose event
-        changed between done and not done, was or is the selection. All rows when the log
-        scrolled (Textual repaints them anyway), the length changed or the move is long."""
+        changed between done and not done, was or is the selection (a scroll has moved the
+        other rows already: ShiftOnScroll). All rows when the length changed or the move is
+        long."""
         pos_was, sel_was, scroll_was, n_was = before
         pos = self._followed
-        if (pos_was is None or abs(pos - pos_was) > 16 or self.scroll_offset != scroll_was or self._n != n_was
+        if (pos_was is None or abs(pos - pos_was) > 16 or self.scroll_offset.x != scroll_was.x or self._n != n_was
                 or not self.is_mounted):
             self.refresh()
             return

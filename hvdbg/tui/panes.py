@@ -15,7 +15,7 @@ from textual.widgets.option_list import Option
 
 from . import views
 from .messages import LayoutChanged, SelectionChanged, SessionChanged
-from .repaint import NOTHING, StableScrollbars, TextBody, ThumbScrollbars, held_bar, scroll_to, set_titles, text_dims
+from .repaint import NOTHING, ShiftOnScroll, StableScrollbars, TextBody, ThumbScrollbars, held_bar, scroll_to, set_titles, text_dims
 
 
 class TextPane(ThumbScrollbars, VerticalScroll, can_focus=True):
@@ -366,7 +366,7 @@ class BreakpointsPane(StableScrollbars, DataTable):
             self.post_message(self.Run(f"delete {n}"))
 
 
-class TranscriptPane(StableScrollbars, RichLog, can_focus=True):
+class TranscriptPane(ShiftOnScroll, StableScrollbars, RichLog, can_focus=True):
     """Every command and its output (rich text, as in the REPL); `/` searches it."""
     ALLOW_MAXIMIZE = True
     BINDINGS = [Binding("slash", "search", "search"), Binding("n", "search_next(1)", show=False),
@@ -383,6 +383,7 @@ class TranscriptPane(StableScrollbars, RichLog, can_focus=True):
         self._hit = -1
 
     _quiet_layout = False
+    _quiet_from = 0                   # the first line of the write under way
 
     def write_entries(self, items: list) -> None:
         """Write several entries; consecutive rich Texts as one (one render, one scroll)."""
@@ -406,6 +407,7 @@ class TranscriptPane(StableScrollbars, RichLog, can_focus=True):
             # cost a second frame on every step. The taller virtual size changes only this
             # pane's scrollbar, not the screen's layout (refresh below).
             self._quiet_layout = True
+            self._quiet_from = len(self.lines)
             with held_bar(self):
                 try:
                     self.write(item, scroll_end=False)
@@ -424,11 +426,17 @@ class TranscriptPane(StableScrollbars, RichLog, can_focus=True):
         screen (2-6 ms, and every widget repainted). While the vertical scrollbar is already
         shown and the lines still fit the width (they wrap), a new line changes nothing
         outside this pane: update the scrollbars here (as the layout would, through
-        ScrollView._scroll_update) and repaint only the pane."""
+        ScrollView._scroll_update) and repaint only the rows of the new lines that are in
+        view (none when the log follows its end: the scroll to the end that comes next
+        brings them in, and moves the others - ShiftOnScroll)."""
         if layout and self._quiet_layout and self.virtual_size.width <= self.scrollable_content_region.width:
             layout = False
             self._scroll_update(self.virtual_size)      # the bar repaints if its thumb moved
-            regions = regions or (self.size.region,)    # the lines, not the border and bar
+            if not regions:
+                first = max(0, self._quiet_from - int(self.scroll_y))
+                if first >= self.size.height:
+                    return super().refresh(repaint=False)
+                regions = (Region(0, first, self.size.width, self.size.height - first),)
         return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     _frame: tuple | None = None

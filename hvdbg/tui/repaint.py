@@ -129,6 +129,47 @@ class StableScrollbars(ThumbScrollbars):
         return super()._size_updated(size, virtual_size, container_size, layout)
 
 
+class ShiftOnScroll:
+    """Mix into a line-API ScrollView (before it): a vertical scroll by fewer rows than it
+    shows keeps the lines it has rendered, moved to their new rows, and renders only the
+    rows that came into view. Textual's ScrollView renders every row again on any scroll;
+    the event log scrolls by a row on every step (the current event stays centred), the
+    transcript by the lines each command writes. The terminal still gets every row (the
+    screen's update is the widget's whole region); only Textual's line render is saved.
+
+    A line is reused only as long as the widget draws content row y from scroll_y + y
+    alone (the top `fixed_rows` rows, a header, never move): anything else that changes
+    a row must refresh that row itself, after the scroll, as the event log does for the
+    rows whose event changed between done and not done."""
+
+    fixed_rows = 0
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        d = round(new_value) - round(old_value)
+        keep = self._shifted_lines(d) if d and self.is_mounted else None
+        super().watch_scroll_y(old_value, new_value)      # the bar; every row marked dirty
+        if keep:
+            cache = self._styles_cache
+            cache._cache.update(keep)
+            cache._dirty_lines.difference_update(keep)
+
+    def _shifted_lines(self, d: int) -> dict | None:
+        """The rendered lines still valid after scrolling by `d` rows, by their new row
+        (the styles cache counts rows from the widget's top edge, border included)."""
+        cache = self._styles_cache
+        top = self.styles.gutter.top
+        first, end = top + self.fixed_rows, top + self.size.height
+        if abs(d) >= end - first:
+            return None
+        old, dirty = cache._cache, cache._dirty_lines
+        keep = {}
+        for y in range(max(first, first - d), min(end, end - d)):
+            src = y + d
+            if src not in dirty and (strip := old.get(src)) is not None:
+                keep[y] = strip
+        return keep
+
+
 def text_dims(text: Text) -> tuple[int, int]:
     """(lines, widest line in cells) of a no-wrap Text: all the size of a `width: auto`,
     `height: auto` body depends on."""
@@ -296,12 +337,13 @@ class TextBody(Widget):
 
 class DirtyOnlyCompositor(Compositor):
     """Textual's compositor, rendering for a partial update only the widgets under a dirty
-    region. Textual renders every widget that overlaps the box around all dirty regions -
-    for a step, whose changes are spread over the screen (a listing, the event log, the
-    transcript, the status line), that is every widget, each over all its visible lines (from
-    its cache, each line filtered and cut into the screen's chops) - and then writes only the
-    chops inside the dirty spans. A widget that overlaps no dirty region has no chop there, so
-    leaving it out writes the same update (a test compares the two on random regions).
+    region, and of each only the rows a dirty region crosses. Textual renders every widget
+    that overlaps the box around all dirty regions - for a step, whose changes are spread
+    over the screen (a listing, the event log, the transcript, the status line), that is
+    every widget, each over all its visible lines (from its cache, each line filtered and cut
+    into the screen's chops) - and then writes only the chops inside the dirty spans. A
+    widget has no written chop in a row where it overlaps no dirty region, so leaving those
+    rows out writes the same update (a test compares the two on random regions).
     Installed on a screen with `use_on(screen)`. Leans on `render_partial_update` and
     `_get_renders` of the pinned Textual (pyproject.toml)."""
 
@@ -325,10 +367,16 @@ class DirtyOnlyCompositor(Compositor):
             return
         for widget, (region, clip) in self.visible_widgets.items():
             shown = region.intersection(clip)
-            if not shown or not any(shown.overlaps(r) for r in under):
+            if not shown:
                 continue
-            if clip.contains_region(region):
-                yield region, clip, widget.render_lines(Region(0, 0, region.width, region.height))
-            else:
-                x, y, w, h = shown
-                yield region, clip, widget.render_lines(Region(x - region.x, y - region.y, w, h))
+            top = bottom = None
+            for r in under:
+                if shown.overlaps(r):
+                    a, b = max(shown.y, r.y), min(shown.bottom, r.bottom)
+                    top, bottom = (a, b) if top is None else (min(top, a), max(bottom, b))
+            if top is None:
+                continue
+            # only the rows a dirty region crosses: in the others no chop of this widget is
+            # written, so none needs its line rendered, filtered and cut
+            rows = Region(shown.x, top, shown.width, bottom - top)
+            yield region, rows, widget.render_lines(Region(rows.x - region.x, top - region.y, rows.width, rows.height))
