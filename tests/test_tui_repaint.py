@@ -20,7 +20,7 @@ from hvdbg.tui import views  # noqa: E402
 from hvdbg.tui.app import HvdbgApp  # noqa: E402
 from hvdbg.tui.config import Config  # noqa: E402
 from hvdbg.tui.panes import TranscriptPane, side_by_side_rows  # noqa: E402
-from hvdbg.tui.repaint import TextBody, ThumbScrollBar, set_titles, thumb_cells  # noqa: E402
+from hvdbg.tui.repaint import TextBody, ThumbScrollBar, set_titles, thumb_cells, thumb_rows  # noqa: E402
 
 
 def counted(widget) -> list:
@@ -103,6 +103,27 @@ def test_equal_thumb_cells_draw_equal_bars(size, v1, w1, p1, v2, w2, p2):
     # the same bar one line further on: a repaint is skipped only if it draws the same
     if thumb_cells(size, v1, w1, p1) == thumb_cells(size, v1, w1, min(p1 + 1, max(0, v1 - w1))):
         assert drawn(v1, w1, p1) == drawn(v1, w1, min(p1 + 1, max(0, v1 - w1)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, 60), st.integers(0, 5000), st.integers(0, 5000), st.floats(0, 5000), st.integers(0, 5000),
+       st.integers(0, 5000), st.floats(0, 5000))
+def test_cells_with_equal_thumb_rows_draw_equal_segments(size, v1, w1, p1, v2, w2, p2):
+    """ThumbScrollBar repaints only the cells whose thumb_rows entry changed: wherever two
+    states of a bar of the same length have equal entries, ScrollBarRender draws the same
+    segment there (glyph, colours and the click's meta), and each has one entry per segment."""
+    p1, p2 = int(p1 * 8) / 8, int(p2 * 8) / 8
+    p1, p2 = min(p1, max(0, v1 - w1)), min(p2, max(0, v2 - w2))
+
+    def drawn(v, w, p):
+        window = w if w < v else 0
+        return ScrollBarRender.render_bar(size=size, virtual_size=v, window_size=window, position=p).segments
+    a, b = thumb_rows(thumb_cells(size, v1, w1, p1)), thumb_rows(thumb_cells(size, v2, w2, p2))
+    sa, sb = drawn(v1, w1, p1), drawn(v2, w2, p2)
+    assert len(a) == len(sa) and len(b) == len(sb)
+    for y in range(min(len(a), len(b))):
+        if a[y] == b[y]:
+            assert sa[y] == sb[y], y
 
 
 class PaneHost(App):
@@ -327,3 +348,36 @@ def test_a_scrolled_or_written_transcript_shows_what_a_full_repaint_shows(moves)
                 await pilot.pause()
                 assert _shown(app, log) == seen, (k, what, arg)
     asyncio.run(run())
+
+
+def test_remembered_listings_are_the_listings_built_afresh_and_follow_breakpoints():
+    """views' listings (vCPU pane, asm, src) come from a memo keyed by routine, pc and
+    breakpoints: at every position they equal a fresh build, the same position gives the
+    same object, and a breakpoint set or disabled shows at once."""
+    s = Session.open("smp", vcpus=2, max_steps=400)
+    tl = s.tl
+    fresh = {views.vcpu_listing: views._vcpu_listing, views.asm_lines: views._asm_lines,
+             views.src_lines: views._src_lines}
+
+    def check(cpu: int) -> None:
+        cv = tl.view().cpu(cpu)
+        r = tl.e.routines[cv.routine_id]
+        bps = frozenset(views.pc_breaks(tl, cv.routine_id))
+        for shown, build in fresh.items():
+            got = shown(s, cpu) if shown is views.vcpu_listing else shown(tl, cpu)
+            again = shown(s, cpu) if shown is views.vcpu_listing else shown(tl, cpu)
+            want = build(r, cv.pc, bps)
+            assert got[1] == want[1] and got[0] == want[0] and again is got
+    for k in range(0, 400, 13):
+        tl.goto(k)
+        for cpu in (0, 1):
+            check(cpu)
+    cv = tl.view().cpu(0)
+    name = tl.e.routines[cv.routine_id].name
+    before = views.vcpu_listing(s, 0)[0].plain
+    s.execute(f"break {name}+{cv.pc}")
+    marked = views.vcpu_listing(s, 0)[0].plain
+    assert marked != before and "●→" in marked
+    check(0)
+    s.execute("disable")
+    assert views.vcpu_listing(s, 0)[0].plain == before

@@ -48,7 +48,7 @@ class TextPane(ThumbScrollbars, VerticalScroll, can_focus=True):
         """Re-render from the session; the body is updated only if its content changed, and
         laid out again only if its size may have (a step usually changes one vCPU pane)."""
         view = self.render_view()
-        if self._shown is NOTHING or view != self._shown:     # rich Text compares text and spans
+        if view is not self._shown and (self._shown is NOTHING or view != self._shown):  # text and spans
             self._body.set_text(view)
             self._shown = view
         self.after_render()

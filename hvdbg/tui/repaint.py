@@ -42,6 +42,26 @@ def thumb_cells(size: int, virtual_size: float, window_size: float, position: fl
     return (size, start, start + ceil(thumb * 8))
 
 
+def thumb_rows(cells: tuple) -> list:
+    """What each cell of a vertical bar drawn as `cells` (thumb_cells) shows, built as
+    ScrollBarRender.render_bar builds its segments: "u"/"l" the track above/below the thumb
+    (a click there scrolls up/down), "t" the thumb, ("s"|"e", eighths) its partial first and
+    last cells. Cells with equal entries draw equal segments."""
+    size = cells[0]
+    if len(cells) == 1:
+        return ["b"] * size
+    start_index, start_bar = divmod(max(0, cells[1]), 8)
+    end_index, end_bar = divmod(max(0, cells[2]), 8)
+    rows: list = ["u"] * size
+    rows[end_index:] = ["l"] * (size - end_index)
+    rows[start_index:end_index] = ["t"] * (end_index - start_index)
+    if start_index < len(rows) and start_bar:
+        rows[start_index] = ("s", start_bar)
+    if end_index < len(rows) and end_bar:
+        rows[end_index] = ("e", end_bar)
+    return rows
+
+
 class ThumbScrollBar(ScrollBar):
     """A vertical scrollbar that repaints only when what it draws changes. Textual's repaints
     on every change of its position or sizes, though a thumb moves in eighths of a cell: a
@@ -59,16 +79,25 @@ class ThumbScrollBar(ScrollBar):
 
     _held = 0               # inside held_bar(): the decision waits for the end of it
 
-    def _changed(self) -> bool:
-        drawn = self._thumb()
-        if drawn == self._drawn:
-            return False
+    def repaint_moved(self) -> None:
+        """Repaint the cells whose drawing changed since the last repaint (all of them if
+        the bar's length changed)."""
+        drawn, old = self._thumb(), self._drawn
+        if drawn == old:
+            return
         self._drawn = drawn
-        return True
+        if old is None or old[0] != drawn[0] or not self.vertical or not self.is_mounted:
+            ScrollBar.refresh(self)
+            return
+        a, b = thumb_rows(old), thumb_rows(drawn)
+        width = self.size.width
+        for y in range(drawn[0]):
+            if y >= len(a) or y >= len(b) or a[y] != b[y]:
+                ScrollBar.refresh(self, Region(0, y, width, 1))
 
     def watch_window_virtual_size(self) -> None:
-        if not self._held and self._changed():
-            super().refresh()
+        if not self._held:
+            self.repaint_moved()
 
     watch_window_size = watch_position = watch_window_virtual_size
 
@@ -92,8 +121,8 @@ def held_bar(widget):
         yield
     finally:
         bar._held -= 1
-        if not bar._held and bar._changed():
-            ScrollBar.refresh(bar)
+        if not bar._held:
+            bar.repaint_moved()
 
 
 class ThumbScrollbars:

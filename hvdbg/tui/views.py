@@ -18,15 +18,34 @@ def changed_cells(tl) -> set:
     return set(tl.event_cells(tl.pos - 1)) if tl.pos > 0 else set()
 
 
+_LISTINGS: dict = {}          # (view, id(routine), pc, breakpoints) -> (routine, (Text, line))
+
+
+def _listing(view, r, pc: int, bps: frozenset) -> tuple[Text, int]:
+    """view(r, pc, bps), remembered: a routine's listing is a function of the routine, the
+    pc and its breakpoints, and stepping (back and forth, or round a loop) shows the same
+    few again and again. The Text is shared: callers read it and never change it."""
+    key = (view, id(r), pc, bps)
+    hit = _LISTINGS.get(key)
+    if hit is not None and hit[0] is r:
+        return hit[1]
+    if len(_LISTINGS) >= 2048:
+        _LISTINGS.clear()
+    out = view(r, pc, bps)
+    _LISTINGS[key] = (r, out)
+    return out
+
+
 def vcpu_listing(session, cpu: int) -> tuple[Text, int]:
     """The whole listing of `cpu`'s current routine, the current op marked with its function,
     file:line and C text under it; (text, line of the current op)."""
     tl = session.tl
-    e = tl.e
     cv = tl.view().cpu(cpu)
-    rt, pc = cv.routine_id, cv.pc
-    r = e.routines[rt]
-    bps = pc_breaks(tl, rt)
+    rt = cv.routine_id
+    return _listing(_vcpu_listing, tl.e.routines[rt], cv.pc, frozenset(pc_breaks(tl, rt)))
+
+
+def _vcpu_listing(r, pc: int, bps: frozenset) -> tuple[Text, int]:
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f"{r.name}", style="bold cyan")
     t.append(f"  {r.file}\n", style="dim")
@@ -273,12 +292,15 @@ def pc_breaks(tl, rt: int) -> set[int]:
 def asm_lines(tl, cpu: int) -> tuple[Text, int]:
     """Every op of the focused vCPU's routine, the current one marked; (text, its line)."""
     cv = tl.view().cpu(cpu)
-    r = tl.e.routines[cv.routine_id]
-    bps = pc_breaks(tl, cv.routine_id)
+    rt = cv.routine_id
+    return _listing(_asm_lines, tl.e.routines[rt], cv.pc, frozenset(pc_breaks(tl, rt)))
+
+
+def _asm_lines(r, pc: int, bps: frozenset) -> tuple[Text, int]:
     t = Text(no_wrap=True)
     cur_line = 0
     for i, op in enumerate(r.ops):
-        cur = i == cv.pc
+        cur = i == pc
         if cur:
             cur_line = i
         t.append("●" if i in bps else " ", style="bold red")
@@ -287,8 +309,8 @@ def asm_lines(tl, cpu: int) -> tuple[Text, int]:
         if op.line:
             t.append(f"   :{op.line}", style="dim")
         t.append("\n")
-    if cv.pc >= len(r.ops):
-        t.append(f" →{cv.pc:3d} (past the end of {r.name})\n", style="bold red")
+    if pc >= len(r.ops):
+        t.append(f" →{pc:3d} (past the end of {r.name})\n", style="bold red")
     return t, cur_line
 
 
@@ -296,8 +318,11 @@ def src_lines(tl, cpu: int) -> tuple[Text, int]:
     """The C lines of the focused vCPU's routine, from the listing's file:line and C text (in
     op order, one row per source line; model glue marked), the current line highlighted."""
     cv = tl.view().cpu(cpu)
-    r = tl.e.routines[cv.routine_id]
-    bps = pc_breaks(tl, cv.routine_id)
+    rt = cv.routine_id
+    return _listing(_src_lines, tl.e.routines[rt], cv.pc, frozenset(pc_breaks(tl, rt)))
+
+
+def _src_lines(r, pc: int, bps: frozenset) -> tuple[Text, int]:
     rows: list[list] = []        # [file, line, c text, op indexes]
     index: dict = {}
     for i, op in enumerate(r.ops):
@@ -313,7 +338,7 @@ def src_lines(tl, cpu: int) -> tuple[Text, int]:
         if file != last_file and file != "model":
             t.append(f"  {file}\n", style="dim cyan")
             last_file = file
-        cur = cv.pc in ops
+        cur = pc in ops
         if cur:
             cur_line = len(t.plain.splitlines())
         t.append("●" if bps & set(ops) else " ", style="bold red")
