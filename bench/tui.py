@@ -17,7 +17,10 @@ means something scrolled or laid out after the first).
 (`_refresh_layout()` + `render_update(full=True)`: what a resize costs; the figure this bench
 printed before, when the panes' SessionChanged handlers did not run inside the timed window).
 first paint: from App() to the first screen after mount (run_test's start-up included).
-Usage: python bench/tui.py [--long 1000000]
+--instructions counts instead the instructions per step of the lean measure under valgrind
+(deterministic: the machine's load does not move it; ~1 min per configuration): the
+figure to compare two versions of the code by when the machine's speed drifts.
+Usage: python bench/tui.py [--long 1000000] [--instructions]
 """
 from __future__ import annotations
 
@@ -170,16 +173,71 @@ async def measure(session: Session, label: str, at: int, reps: int = 60, scroll:
             print(f"{label:26s} at step {at:>9,}: event log page scroll->repaint {_stats(times)}")
 
 
+def _session(vcpus: int, at: int) -> Session:
+    """vcpus > 0: smp with that many vCPUs; 0: a soak recording reaching step `at`."""
+    if vcpus:
+        return Session.open("smp", vcpus=vcpus, fix="gfp-zero")
+    return Session.open("soak", max_steps=at + 100)
+
+
+async def _steps(vcpus: int, at: int, reps: int) -> None:
+    """The lean measure's steps, untimed (run under valgrind by --instructions)."""
+    s = _session(vcpus, at)
+    app = HvdbgApp(s)
+    app.synchronous = True
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        _write_updates(app)
+        s.tl.goto(at)
+        app.refresh_all()
+        await pilot.pause()
+        widgets = [app, *app.screen.walk_children(with_self=True)]
+        for i in range(reps + 10):
+            action = "cmd('step')" if i % 2 == 0 else "cmd('rstep')"
+            await _timed_lean(app, lambda: app.run_action(action), widgets)
+
+
+def instructions(vcpus: int, at: int) -> int:
+    """Instructions per step (valgrind's count, independent of the machine's load): the
+    difference between 80 and 20 steps of the lean measure, so start-up cancels out. The
+    count includes the lean measure's own queue checks (a few percent)."""
+    import re
+    import subprocess
+    counts = []
+    for reps in (20, 80):
+        p = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                            sys.executable, os.path.abspath(__file__), "--child-steps", str(vcpus), str(at), str(reps)],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        m = re.search(r"I\s+refs:\s+([\d,]+)", p.stderr)
+        if p.returncode or not m:
+            sys.exit(f"valgrind run failed ({p.returncode}):\n{p.stderr[-2000:]}")
+        counts.append(int(m.group(1).replace(",", "")))
+    return (counts[1] - counts[0]) // 60
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--long", type=int, default=1_000_000)
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead: instructions per step under valgrind (2, 8, 32 vCPUs at step 0; soak at step 20,000)")
+    ap.add_argument("--child-steps", nargs=3, type=int, metavar=("VCPUS", "AT", "REPS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.child_steps:
+        await _steps(*a.child_steps)
+        return
+    if a.instructions:
+        import shutil
+        if not shutil.which("valgrind"):
+            sys.exit("--instructions needs valgrind (apt-get install valgrind)")
+        for vcpus, at, label in ((2, 0, "smp 2 vCPUs"), (8, 0, "smp 8 vCPUs"), (32, 0, "smp 32 vCPUs"),
+                                 (0, 20_000, "soak 4 vCPUs")):
+            print(f"{label:26s} at step {at:>9,}: {instructions(vcpus, at) / 1e6:6.2f} M instructions per step->frame")
+        return
     global CAL
     CAL = 1e6 / calibration()
     print(f"calibration: a million iterations of bench/engine.py's loop in {CAL * 1e3:.1f} ms (1 cal)")
     for n in (2, 8, 32):
-        s = Session.open("smp", vcpus=n, fix="gfp-zero")
-        await measure(s, f"smp {n} vCPUs", 0)
+        await measure(_session(n, 0), f"smp {n} vCPUs", 0)
     t = time.perf_counter()
     s = Session.open("soak", max_steps=a.long + 100)
     print(f"(recorded a {s.tl.length:,}-event soak trace in {time.perf_counter() - t:.1f} s)")

@@ -128,7 +128,8 @@ def test_cells_with_equal_thumb_rows_draw_equal_segments(size, v1, w1, p1, v2, w
 
 class PaneHost(App):
     CSS = ("#pane { border: round white; height: 12; width: 50; } .body { width: auto; min-width: 100%; } "
-           "TranscriptPane { height: 14; border: round white; }")
+           "TranscriptPane { height: 14; border: round white; } .body.alt { background: darkred; color: yellow; } "
+           ".body.pad { padding: 1 1; }")
 
     def compose(self):
         with VerticalScroll(id="pane"):
@@ -381,3 +382,34 @@ def test_remembered_listings_are_the_listings_built_afresh_and_follow_breakpoint
     check(0)
     s.execute("disable")
     assert views.vcpu_listing(s, 0)[0].plain == before
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.lists(st.sampled_from(["  0 cli", "→ 1 add r0", "      func() f.c:12", "x" * 60, ""]),
+                                   max_size=14),
+                          st.sampled_from(["", "alt", "pad"])), min_size=1, max_size=8))
+def test_a_body_line_remembered_by_content_is_the_line_textual_renders(texts):
+    """TextBody's styles cache (ContentKeyedLines) hands back a line rendered before when
+    the line, the body's size and colours are the same: every line it gives equals what
+    Textual's own styles cache renders for the body as it is now - across texts, a colour
+    change and padding (which takes Textual's path)."""
+    import asyncio
+
+    from textual._styles_cache import StylesCache
+
+    from hvdbg.tui.repaint import ContentKeyedLines
+
+    async def run():
+        app = PaneHost()
+        async with app.run_test(size=(80, 30)) as pilot:
+            body = app.query_one("#body", TextBody)
+            assert isinstance(body._styles_cache, ContentKeyedLines)
+            for lines, cls in texts:
+                body.set_classes(f"body {cls}".strip())
+                body.set_text(Text("\n".join(lines)))
+                await pilot.pause()
+                crop = body.size.region
+                got = body._styles_cache.render_widget(body, crop)
+                want = StylesCache().render_widget(body, crop)
+                assert [list(g) for g in got] == [list(w) for w in want], (lines, cls)
+    asyncio.run(run())

@@ -17,6 +17,7 @@ from math import ceil
 from rich.cells import cell_len
 from rich.text import Text
 from textual._compositor import ChopsUpdate, Compositor
+from textual._styles_cache import StylesCache
 from textual.cache import LRUCache
 from textual.content import Content
 from textual.geometry import Region, Size
@@ -248,6 +249,36 @@ def _border_row(widget, top: bool) -> Region | None:
     return Region(-off.x, -off.y if top else outer.height - 1 - off.y, outer.width, 1)
 
 
+class ContentKeyedLines(StylesCache):
+    """A styles cache that also remembers each finished line by what it shows: the line's
+    content key (`owner.line_key(y)`), the widget's size and colours. Textual's keeps a line
+    per row and renders a row again whenever its content changes, though a listing stepped
+    back and forth shows the same lines again (the current op's mark moves, the lines under
+    it shift). Only for a widget drawn without border, outline, padding, hatch, tint or
+    opacity (a pane's TextBody): then a line's strip is a function of the key alone; anything
+    else takes Textual's path."""
+
+    def __init__(self, owner) -> None:
+        super().__init__()
+        self._owner = owner
+        self._by_content: LRUCache = LRUCache(2048)
+
+    def render_line(self, styles, y, size, content_size, padding, base_background, background, render_content_line,
+                    border_title, border_subtitle, opacity, ansi_theme, native_ansi):
+        args = (styles, y, size, content_size, padding, base_background, background, render_content_line,
+                border_title, border_subtitle, opacity, ansi_theme, native_ansi)
+        line = self._owner.line_key(y)
+        if (line is None or opacity != 1.0 or styles.gutter.totals != (0, 0) or styles.tint.a
+                or styles.has_rule("hatch") or any(edge for edge, _ in styles.outline)):
+            return super().render_line(*args)
+        key = (line, size, content_size, base_background, background, styles.text_opacity, id(ansi_theme),
+               native_ansi)
+        strip = self._by_content.get(key)
+        if strip is None:
+            strip = self._by_content[key] = super().render_line(*args)
+        return strip
+
+
 class TextBody(Widget):
     """The body of a text pane, drawn one line at a time (Textual's line API): a pane's
     VerticalScroll asks only for the lines it shows, each line's strip is cached by its
@@ -271,6 +302,7 @@ class TextBody(Widget):
         self._pane_size = None
         self._strips: LRUCache = LRUCache(1024)
         self._converted: LRUCache = LRUCache(4096)       # line key -> its Content
+        self._styles_cache = ContentKeyedLines(self)
 
     @property
     def lines(self) -> list[Content]:
@@ -347,6 +379,13 @@ class TextBody(Widget):
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return self._laid_out(self._extent, *self._room())[1]
+
+    def line_key(self, y: int) -> tuple | None:
+        """What line y shows, as far as its strip goes (None: not a line of the text, or
+        a mouse selection is being shown)."""
+        if self.text_selection is not None or not 0 <= y < len(self._keys):
+            return None
+        return self._keys[y], self.visual_style
 
     def render_line(self, y: int) -> Strip:
         if self.text_selection is not None:
