@@ -413,3 +413,36 @@ def test_a_body_line_remembered_by_content_is_the_line_textual_renders(texts):
                 want = StylesCache().render_widget(body, crop)
                 assert [list(g) for g in got] == [list(w) for w in want], (lines, cls)
     asyncio.run(run())
+
+
+async def test_a_remembered_scrollbar_render_is_the_render_textual_makes():
+    """ThumbScrollBar keeps its last few renders by what render() returns and its size:
+    for bar states visited in random order (each several times), the strips it shows are
+    the strips ScrollBar._render_content makes of the same state."""
+    import random
+
+    from textual.scrollbar import ScrollBar
+    app = PaneHost()
+    async with app.run_test(size=(80, 30)) as pilot:
+        log = app.query_one("#transcript", TranscriptPane)
+        for i in range(60):
+            log.write_entries([Text(f"line {i}")])
+        await pilot.pause()
+        bar = log.vertical_scrollbar
+        assert isinstance(bar, ThumbScrollBar) and bar.display
+        rnd = random.Random(5)
+        sizes = [(rnd.randrange(13, 400), rnd.randrange(1, 13)) for _ in range(4)]
+        states = [(v, w, rnd.randrange(0, v - w + 1)) for v, w in sizes for _ in range(3)]
+        hits = 0
+        for k in range(60):
+            virtual, window, position = rnd.choice(states)
+            bar.window_virtual_size, bar.window_size = virtual, window
+            bar.position = min(position, virtual - window)
+            bar._layout_cache.clear()
+            before = len(bar._bars or ())
+            bar._render_content()
+            hits += len(bar._bars) == before
+            got = [list(line) for line in bar._render_cache.lines]
+            ScrollBar._render_content(bar)
+            assert got == [list(line) for line in bar._render_cache.lines], (k, virtual, window, position)
+        assert hits > 10

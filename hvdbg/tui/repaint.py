@@ -22,10 +22,10 @@ from textual.cache import LRUCache
 from textual.content import Content
 from textual.geometry import Region, Size
 from textual.reactive import Reactive
-from textual.scrollbar import ScrollBar
+from textual.scrollbar import ScrollBar, ScrollBarRender
 from textual.strip import Strip
 from textual.visual import Visual
-from textual.widget import Widget
+from textual.widget import Widget, _RenderCache
 
 NOTHING = object()
 
@@ -99,6 +99,30 @@ class ThumbScrollBar(ScrollBar):
     def watch_window_virtual_size(self) -> None:
         if not self._held:
             self.repaint_moved()
+
+    _bars: LRUCache | None = None
+
+    def _render_content(self) -> None:
+        """Textual renders the bar's renderable through rich on every repaint (~0.3 ms for a
+        one-cell-wide bar). Its strips are a function of what render() returns (sizes,
+        position, style) and the bar's size and visual style: the last few are kept, so a
+        thumb that moves back and forth (a listing stepped between two routines) costs a
+        lookup."""
+        bar = self.render()
+        if not isinstance(bar, ScrollBarRender):
+            super()._render_content()
+            return
+        key = (bar.virtual_size, bar.window_size, bar.position, bar.thickness, bar.vertical, bar.style,
+               self.size, self.visual_style)
+        if self._bars is None:
+            self._bars = LRUCache(8)
+        strips = self._bars.get(key)
+        if strips is None:
+            super()._render_content()
+            self._bars[key] = self._render_cache.lines
+            return
+        self._render_cache = _RenderCache(self.size, strips)
+        self._dirty_regions.clear()
 
     watch_window_size = watch_position = watch_window_virtual_size
 
