@@ -4,20 +4,25 @@ of the long trace scrolled and repainted; the time to first paint. Each figure i
 as a ratio to the calibration loop of bench/engine.py (a million iterations) timed in the
 same run, so runs on different machines compare.
 
-step->repaint is the CPU time of the UI thread (time.thread_time: Pilot's sleeps while it
-waits for idle are not counted, nor other processes on the machine) from `App.run_action`
-of the bound action (the command through hvdbg.commands) until Pilot's pause returns: every
-pane has handled SessionChanged, and Textual has done what it does on screen - a layout if a
-widget asked for one, the render of the dirty regions - plus the serialisation of that update
-to terminal escape sequences (headless Textual skips that write; the bench does it). The
-pause's own bookkeeping (it visits every widget: 5-8 ms on the 2-core box, printed as "idle
-pause") is included. "frames/step" counts the frames Textual drew for a step (a second frame
-means something scrolled or laid out after the first).
+step->repaint is the CPU time of the UI thread (time.thread_time: sleeps are not counted,
+nor other processes on the machine) from `App.run_action` of the bound action (the command
+through hvdbg.commands) until the step's frame is written: every pane has updated, Textual
+has done what it does on screen - a layout if a widget asked for one, the render of the dirty
+regions - plus the serialisation of that update to terminal escape sequences (headless
+Textual skips that write; the bench does it). The event loop runs until every widget's
+message queue has stayed empty for three turns, then the screen draws its frame as its
+update timer would (`_timed_lean`); an untimed Pilot pause after each step checks that no
+frame was left for later ("frames left": 0 means the figure is the whole step).
+"with Pilot's pause" is the same step timed until Pilot's pause returns instead, the figure
+this bench printed as step->repaint until 2026-12: the pause adds its own bookkeeping (a
+callback through every widget's queue and an idle wait, 3-5 ms, printed as "idle pause") and
+scatters by +-5 ms between runs. "frames/step" counts the frames Textual drew for a step (a
+second frame means something scrolled or laid out after the first).
 "full render" is, after that, a forced layout of the whole screen and a render of every cell
 (`_refresh_layout()` + `render_update(full=True)`: what a resize costs; the figure this bench
 printed before, when the panes' SessionChanged handlers did not run inside the timed window).
 first paint: from App() to the first screen after mount (run_test's start-up included).
---instructions counts instead the instructions per step of the lean measure under valgrind
+--instructions counts instead the instructions per step->repaint under valgrind
 (deterministic: the machine's load does not move it; ~1 min per configuration): the
 figure to compare two versions of the code by when the machine's speed drifts.
 Usage: python bench/tui.py [--long 1000000] [--instructions]
@@ -158,11 +163,10 @@ async def measure(session: Session, label: str, at: int, reps: int = 60, scroll:
             _repaint(app)
             full.append(time.perf_counter() - t)
             await pilot.pause()
-        print(f"{label:26s} at step {at:>9,}: step->repaint {_stats(times)}, {drawn / reps:.2f} frames/step; "
+        print(f"{label:26s} at step {at:>9,}: step->repaint {_stats(lean)}; frames left: {late}")
+        print(f"{label:26s} at step {at:>9,}: with Pilot's pause {_stats(times)}, {drawn / reps:.2f} frames/step; "
               f"full render {_stats(full)}; idle pause {statistics.median(idle) * 1e3:.1f} ms; "
               f"first paint {first * 1e3:6.0f} ms")
-        print(f"{label:26s} at step {at:>9,}: step->frame written, without Pilot's pause {_stats(lean)}; "
-              f"frames left for a later pause: {late}")
         if scroll:
             ev = app.query_one("#events")
             ev.focus()
