@@ -29,7 +29,7 @@ def _listing(view, r, pc: int, bps: frozenset) -> tuple[Text, int]:
     hit = _LISTINGS.get(key)
     if hit is not None and hit[0] is r:
         return hit[1]
-    if len(_LISTINGS) >= 2048:
+    if len(_LISTINGS) >= 512:              # ~6 KB each (a 60-op routine): a few MB at most
         _LISTINGS.clear()
     out = view(r, pc, bps)
     _LISTINGS[key] = (r, out)
