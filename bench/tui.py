@@ -30,6 +30,7 @@ Usage: python bench/tui.py [--long 1000000] [--instructions]
 from __future__ import annotations
 
 import argparse
+from contextlib import asynccontextmanager
 import asyncio
 import os
 import sys
@@ -122,7 +123,15 @@ def _count_frames(app) -> list:
     return n
 
 
-async def measure(session: Session, label: str, at: int, reps: int = 60, scroll: bool = False) -> None:
+def _action(i: int) -> str:
+    """The i-th timed action: a step, then back, so every one starts from the same places."""
+    return "cmd('step')" if i % 2 == 0 else "cmd('rstep')"
+
+
+@asynccontextmanager
+async def _opened(session: Session, at: int):
+    """The app on `session` at 160x50, its updates serialised, the timeline at step `at`:
+    (app, pilot, seconds from App() to the first screen)."""
     app = HvdbgApp(session)
     app.synchronous = True              # the command in the foreground: its whole cost is timed
     t0 = time.perf_counter()
@@ -130,15 +139,20 @@ async def measure(session: Session, label: str, at: int, reps: int = 60, scroll:
         await pilot.pause()
         first = time.perf_counter() - t0
         _write_updates(app)
-        frames = _count_frames(app)
         session.tl.goto(at)
         app.refresh_all()
         await pilot.pause()
+        yield app, pilot, first
+
+
+async def measure(session: Session, label: str, at: int, reps: int = 60, scroll: bool = False) -> None:
+    async with _opened(session, at) as (app, pilot, first):
+        frames = _count_frames(app)
         idle = [await _timed(pilot, lambda: None) for _ in range(20)]
         times, full = [], []
         drawn = 0
         for i in range(reps + 4):
-            action = "cmd('step')" if i % 2 == 0 else "cmd('rstep')"
+            action = _action(i)
             f0 = frames[0]
             dt = await _timed(pilot, lambda: app.run_action(action))
             if i >= 4:                      # the first ones warm caches
@@ -149,7 +163,7 @@ async def measure(session: Session, label: str, at: int, reps: int = 60, scroll:
         widgets = [app, *app.screen.walk_children(with_self=True)]
         lean, late = [], 0
         for i in range(reps + 4):
-            action = "cmd('step')" if i % 2 == 0 else "cmd('rstep')"
+            action = _action(i)
             dt = await _timed_lean(app, lambda: app.run_action(action), widgets)
             f0 = frames[0]
             await pilot.pause()
@@ -185,20 +199,11 @@ def _session(vcpus: int, at: int) -> Session:
 
 
 async def _steps(vcpus: int, at: int, reps: int) -> None:
-    """The lean measure's steps, untimed (run under valgrind by --instructions)."""
-    s = _session(vcpus, at)
-    app = HvdbgApp(s)
-    app.synchronous = True
-    async with app.run_test(size=(160, 50)) as pilot:
-        await pilot.pause()
-        _write_updates(app)
-        s.tl.goto(at)
-        app.refresh_all()
-        await pilot.pause()
+    """The step->repaint steps, untimed (run under valgrind by --instructions)."""
+    async with _opened(_session(vcpus, at), at) as (app, pilot, _):
         widgets = [app, *app.screen.walk_children(with_self=True)]
         for i in range(reps + 10):
-            action = "cmd('step')" if i % 2 == 0 else "cmd('rstep')"
-            await _timed_lean(app, lambda: app.run_action(action), widgets)
+            await _timed_lean(app, lambda: app.run_action(_action(i)), widgets)
 
 
 def instructions(vcpus: int, at: int) -> int:

@@ -81,16 +81,16 @@ class Footprints:
         k = o[0]
         if k in (0, 5):
             return 0, 0
+        bases = self.bases
         if k == 1:
-            s = 1 << (self.bases[c] + o[1])
-            return s, s
-        if k == 2:
-            s = 1 << o[1]
-            return s, s
-        if k == 4:
-            s = sum(1 << (b + o[1]) for b in self.bases)
-            return s | _mask(operand_reads(o[2], self.bases[c], self.bases)), s
-        return self.ALL, self.ALL
+            named = 1 << (bases[c] + o[1])
+        elif k == 2:
+            named = 1 << o[1]
+        elif k == 4:
+            named = sum(1 << (b + o[1]) for b in bases)
+        else:
+            return self.ALL, self.ALL
+        return _mask(operand_reads(o, bases[c], bases)), named
 
     def _dest(self, o: tuple, c: int) -> tuple[int, int]:
         """(reads, writes) of a destination operand: an indexed one reads its index."""

@@ -186,7 +186,7 @@ class EventLogView(ShiftOnScroll, StableScrollbars, ScrollView, can_focus=True):
         self._sync_length()
         i = max(0, min(pos - 1, self._n - 1))
         row = self._row_of(i)
-        before = (self._followed, self._sel, self.scroll_offset, self._n)
+        before = (self._followed, self._sel, self.scroll_x, self._n)
         if select and self.shown:
             self._sel = self.row_event(row)
         self._center(row)
@@ -198,9 +198,9 @@ class EventLogView(ShiftOnScroll, StableScrollbars, ScrollView, can_focus=True):
         changed between done and not done, was or is the selection (a scroll has moved the
         other rows already: ShiftOnScroll). All rows when the length changed or the move is
         long."""
-        pos_was, sel_was, scroll_was, n_was = before
+        pos_was, sel_was, scroll_x_was, n_was = before
         pos = self._followed
-        if (pos_was is None or abs(pos - pos_was) > 16 or self.scroll_offset.x != scroll_was.x or self._n != n_was
+        if (pos_was is None or abs(pos - pos_was) > 16 or self.scroll_x != scroll_x_was or self._n != n_was
                 or not self.is_mounted):
             self.refresh()
             return

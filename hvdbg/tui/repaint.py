@@ -305,9 +305,10 @@ class ContentKeyedLines(StylesCache):
 
 class TextBody(Widget):
     """The body of a text pane, drawn one line at a time (Textual's line API): a pane's
-    VerticalScroll asks only for the lines it shows, each line's strip is cached by its
-    content, and a new text repaints only the lines that differ - a layout only when the
-    text is larger than any shown since the pane last changed size. It renders what a Static given the same
+    VerticalScroll asks only for the lines it shows, each finished line is kept by its
+    content (ContentKeyedLines, its styles cache), and a new text repaints only the lines
+    that differ - a layout only when the text is larger than any shown since the pane last
+    changed size. It renders what a Static given the same
     rich Text renders (the Text becomes a textual Content, split at newlines); while the
     mouse selects text in it, it renders the whole text the way a Static does, so the
     selection shows."""
@@ -324,7 +325,6 @@ class TextBody(Widget):
         # listings of different sizes repaints lines instead of laying out the screen
         self._extent = (0, 0)
         self._pane_size = None
-        self._strips: LRUCache = LRUCache(1024)
         self._converted: LRUCache = LRUCache(4096)       # line key -> its Content
         self._styles_cache = ContentKeyedLines(self)
 
@@ -418,13 +418,7 @@ class TextBody(Widget):
         style = self.visual_style
         if not 0 <= y < len(self._lines):
             return Strip.blank(width, style.rich_style)
-        line = self._lines[y]
-        key = (self._keys[y], width, style)
-        strip = self._strips.get(key)
-        if strip is None:
-            strip = Visual.to_strips(self, line, width, 1, style)[0]
-            self._strips[key] = strip
-        return strip
+        return Visual.to_strips(self, self._lines[y], width, 1, style)[0]
 
 
 class DirtyOnlyCompositor(Compositor):
