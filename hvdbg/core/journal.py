@@ -76,13 +76,14 @@ def note_key(n: tuple) -> tuple:
 
 
 def summarize(events) -> Summary:
-    w, nt = set(), set()
-    wadd, nadd = w.add, nt.add
-    for ev in events:
-        for loc, _old, _new in ev[5]:
-            wadd(loc if loc.__class__ is int else summary_key(loc))
-        for n in ev[6]:
-            nadd(note_key(n))
+    # distinct locations first (a segment writes a few hundred locations thousands of times),
+    # then their keys; notes only from the events that have any (two passes: `events` may be
+    # an iterator)
+    if not isinstance(events, list):
+        events = list(events)
+    locs = {wr[0] for ev in events for wr in ev[5]}
+    w = {loc if loc.__class__ is int else summary_key(loc) for loc in locs}
+    nt = {note_key(n) for ev in events if ev[6] for n in ev[6]}
     return Summary(frozenset(w), frozenset(nt))
 
 
@@ -270,15 +271,19 @@ class Journal:
             evs = head.events
             start = head.start
             codes, rtpc = self.codes, self.rtpc
-            for ev in evs:
-                a = ev[1]
-                if a[0] == "edit":
-                    codes.append(EDIT_ACT)
-                    rtpc.append(NO_RTPC)
-                    self.edits[ev[0]] = a
-                else:
-                    codes.append(act_code(a))
-                    rtpc.append(ev[3] << 16 | ev[4])
+            if any(ev[1][0] == "edit" for ev in evs):
+                for ev in evs:
+                    a = ev[1]
+                    if a[0] == "edit":
+                        codes.append(EDIT_ACT)
+                        rtpc.append(NO_RTPC)
+                        self.edits[ev[0]] = a
+                    else:
+                        codes.append(act_code(a))
+                        rtpc.append(ev[3] << 16 | ev[4])
+            else:                   # the usual segment: no edits, one pass per column
+                codes.extend(map(act_code, [ev[1] for ev in evs]))
+                rtpc.extend([ev[3] << 16 | ev[4] for ev in evs])
             self.summaries[start] = summarize(evs)
             end = start + len(evs)
             self.snaps[end] = snapshot

@@ -154,6 +154,16 @@ class Scheduler:
                 loc = w[0]
                 if loc.__class__ is int:
                     c, fl, deps = info[loc]
+                    if loc == 0:
+                        # the in-flight IPIs: a traffic source reads them only as "(src, d,
+                        # vector) in flight", so only sources whose (src, vector) an IPI was
+                        # added or removed with are looked at again (and the landings)
+                        flags |= fl
+                        readers.add(-1)
+                        by_sv = self._traffic_by_sv
+                        for ipi in set(w[1]).symmetric_difference(w[2]):
+                            readers.update(by_sv.get((ipi[0], ipi[2]), ()))
+                        continue
                     if fl == 4:
                         if c != moved:
                             if moved >= 0:
@@ -216,19 +226,20 @@ class Scheduler:
         return None
 
     def _traffic_dst(self, t: Traffic) -> int:
-        S, L = self.m.S, self.L
+        S = self.m.S
         bs = self.bases[t.src]
-        if S[bs + F_HALT] or not S[bs + F_IF] or not S[bs + L.P_ONLINE] or S[t.slot_budget] == 0:
+        if S[bs + F_HALT] or not S[bs + F_IF] or not S[bs + self.L.P_ONLINE] or S[t.slot_budget] == 0:
             return -1
         if t.when is not None and not self.holds(t.src, bs, t.when):
             return -1
+        inflight, online, src, vec, n = S[0], self._online_slots, t.src, t.vector, self.n
         if t.dst >= 0:
-            cands = [t.dst]
-        else:
-            start = S[t.slot_rr]
-            cands = [(start + i) % self.n for i in range(self.n)]
-        for d in cands:
-            if d != t.src and S[L.base(d) + L.P_ONLINE] and (t.src, d, t.vector) not in S[0]:
+            d = t.dst
+            return d if d != src and S[online[d]] and (src, d, vec) not in inflight else -1
+        start = S[t.slot_rr]
+        for i in range(start, start + n):       # round robin from the slot's cpu
+            d = i % n
+            if d != src and S[online[d]] and (src, d, vec) not in inflight:
                 return d
         return -1
 
