@@ -131,11 +131,12 @@ def child(a) -> None:
 
 
 # ------------------------------------------------------------------ parent side
-def _run_child(build: str | None, *args: str, prefix: tuple = ()) -> subprocess.CompletedProcess:
+def _run_child(build: str | None, *args: str, prefix: tuple = (), env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [*prefix, sys.executable, __file__, "--child", *args]
     if build:
         cmd += ["--build", build]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def _ok(p: subprocess.CompletedProcess) -> str:
@@ -144,11 +145,12 @@ def _ok(p: subprocess.CompletedProcess) -> str:
     return p.stdout
 
 
-def instructions(build: str | None, workload: str) -> int:
+def instructions(build: str | None, workload: str, hashseed: str | None = None) -> int:
     counts = []
     for n in (2_000, 22_000):
         p = _run_child(build, "steps", "--workload", workload, "--events", str(n),
-                       prefix=("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"))
+                       prefix=("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"),
+                       env=None if hashseed is None else {"PYTHONHASHSEED": hashseed})
         _ok(p)
         m = re.search(r"I\s+refs:\s+([\d,]+)", p.stderr)
         if not m:
