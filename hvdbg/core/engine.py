@@ -680,6 +680,7 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
         journal = self.journal
         new_event = _new_event
         enabled_incremental = self._enabled_incremental
+        zat, z0 = -2, 0                 # the PRNG's counter for step zat
         while True:
             if last is None or self._cache is None:
                 enabled_incremental(last, False)
@@ -710,8 +711,12 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
             total = self._cwsum + self._ow
             if not total:
                 return self._result("hang", "no action is enabled")
-            z = (seedmix + (step + 1) * 0xD1B54A32D192ED03) & MASK64
-            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+            if step == zat + 1:         # the splitmix64 counter, one step on: add, not multiply
+                z0 = (z0 + 0xD1B54A32D192ED03) & MASK64
+            else:
+                z0 = (seedmix + (step + 1) * 0xD1B54A32D192ED03) & MASK64
+            zat = step
+            z = ((z0 ^ (z0 >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
             z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
             r = (z ^ (z >> 31)) % total
             a = None

@@ -28,6 +28,8 @@ import bisect
 import threading
 from array import array
 from collections import OrderedDict
+from itertools import chain
+from operator import itemgetter
 from typing import Callable, NamedTuple
 
 from .defs import PAGE_SHIFT
@@ -75,13 +77,16 @@ def note_key(n: tuple) -> tuple:
     return (n[0], _field(n[1]) if len(n) > 1 else None, _field(n[2]) if len(n) > 2 else None)
 
 
+_ACT, _KIND, _WRITES, _LOC = itemgetter(1), itemgetter(0), itemgetter(5), itemgetter(0)
+
+
 def summarize(events) -> Summary:
     # distinct locations first (a segment writes a few hundred locations thousands of times),
     # then their keys; notes only from the events that have any (two passes: `events` may be
     # an iterator)
     if not isinstance(events, list):
         events = list(events)
-    locs = {wr[0] for ev in events for wr in ev[5]}
+    locs = set(map(_LOC, chain.from_iterable(map(_WRITES, events))))
     w = {loc if loc.__class__ is int else summary_key(loc) for loc in locs}
     nt = {note_key(n) for ev in events if ev[6] for n in ev[6]}
     return Summary(frozenset(w), frozenset(nt))
@@ -271,7 +276,8 @@ class Journal:
             evs = head.events
             start = head.start
             codes, rtpc = self.codes, self.rtpc
-            if any(ev[1][0] == "edit" for ev in evs):
+            acts = list(map(_ACT, evs))
+            if "edit" in map(_KIND, acts):
                 for ev in evs:
                     a = ev[1]
                     if a[0] == "edit":
@@ -282,7 +288,7 @@ class Journal:
                         codes.append(act_code(a))
                         rtpc.append(ev[3] << 16 | ev[4])
             else:                   # the usual segment: no edits, one pass per column
-                codes.extend(map(act_code, [ev[1] for ev in evs]))
+                codes.extend(map(act_code, acts))
                 rtpc.extend([ev[3] << 16 | ev[4] for ev in evs])
             self.summaries[start] = summarize(evs)
             end = start + len(evs)

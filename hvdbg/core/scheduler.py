@@ -129,7 +129,10 @@ class Scheduler:
         others = self._landings + [a for a in self._tacts if a is not None]
         self._others = others
         wt = self.weights
-        self._ow = sum(wt[a[0]] for a in others)
+        ow = 0
+        for a in others:
+            ow += wt[a[0]]
+        self._ow = ow
 
     def _enabled_incremental(self, writes, flat: bool = True) -> list[tuple] | None:
         """enabled(), recomputing only what the last event's writes can have changed.
