@@ -641,9 +641,7 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
             if hook is not None:
                 hook(ev)
             if self._violation is not None:
-                cpu, structure, gpa, own, gen, want = self._violation
-                return self._result("corruption", f"the hypervisor wrote cpu{cpu}'s {structure} at GPA 0x{gpa:x}, a page "
-                                                  f"kernel generation {gen} does not own as {want} of cpu{cpu}")
+                return self._corruption()
             last = ev[E_WRITES]
             if ev[E_WRITES]:
                 noop = 0
@@ -735,7 +733,8 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
                     r -= weights[a[0]]
                     if r < 0:
                         break
-            # execute: an op with a fast path inline, anything else through execute()
+            # execute: an op through its closure inline; anything else (a delivery, landing, timer,
+            # send, or an op past its routine's end) through execute()
             f = None
             if a[0] == "op":
                 c = a[1]
@@ -766,9 +765,7 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
             if hook is not None:
                 hook(ev)
             if self._violation is not None:
-                cpu, structure, gpa, own, gen, want = self._violation
-                return self._result("corruption", f"the hypervisor wrote cpu{cpu}'s {structure} at GPA 0x{gpa:x}, a page "
-                                                  f"kernel generation {gen} does not own as {want} of cpu{cpu}")
+                return self._corruption()
             last = writes
             if writes:
                 noop = 0
@@ -784,6 +781,11 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
                     last = None
                     if verdict:
                         return self._result("hang", "cycle: every reachable state was explored and none reaches the goal")
+
+    def _corruption(self) -> Result:
+        cpu, structure, gpa, own, gen, want = self._violation
+        return self._result("corruption", f"the hypervisor wrote cpu{cpu}'s {structure} at GPA 0x{gpa:x}, a page "
+                                          f"kernel generation {gen} does not own as {want} of cpu{cpu}")
 
     def _result(self, outcome: str, reason: str) -> Result:
         self._last_result = r = Result(outcome, self.step, reason, dict(self.stats))
