@@ -442,12 +442,16 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
         notes = self._notes
         ev = make_event(self.step, a, c, rt, pc, writes, tuple(notes) if notes else ())
         self._account(ev)
+        self._record(ev)
+        return ev
+
+    def _record(self, ev: Event) -> None:
+        """The step after `ev`: the event joins the journal (closing its segment at a boundary)."""
         self.step += 1
         if self.journal:
             self._app(ev)
             if self.step == self._jb:
                 self._close_segment()
-        return ev
 
     _KIND_STAT = {"deliver": "deliveries", "land": "ipis_landed", "timer": "timer_fires", "traffic": "ipis_sent"}
 
@@ -497,11 +501,7 @@ class Engine(ApicRules, MsrRules, Scheduler, HangSearch, Lifecycle):
             self.note("edit", f"{k} {' '.join(hex(a) if a > 9 else str(a) for a in args)}")
         ev = make_event(self.step, desc, cpu, -1, -1, m.w, tuple(self._notes))
         self._account(ev)
-        self.step += 1
-        if self.journal:
-            self._app(ev)
-            if self.step == self._jb:
-                self._close_segment()
+        self._record(ev)
         self._cache = None
         return ev
 

@@ -77,7 +77,7 @@ def note_key(n: tuple) -> tuple:
     return (n[0], _field(n[1]) if len(n) > 1 else None, _field(n[2]) if len(n) > 2 else None)
 
 
-_ACT, _KIND, _WRITES, _LOC = itemgetter(1), itemgetter(0), itemgetter(5), itemgetter(0)
+_FIRST, _ACT, _WRITES = itemgetter(0), itemgetter(1), itemgetter(5)     # of an event / a write / an act
 
 
 def summarize(events) -> Summary:
@@ -86,7 +86,7 @@ def summarize(events) -> Summary:
     # an iterator)
     if not isinstance(events, list):
         events = list(events)
-    locs = set(map(_LOC, chain.from_iterable(map(_WRITES, events))))
+    locs = set(map(_FIRST, chain.from_iterable(map(_WRITES, events))))
     w = {loc if loc.__class__ is int else summary_key(loc) for loc in locs}
     nt = {note_key(n) for ev in events if ev[6] for n in ev[6]}
     return Summary(frozenset(w), frozenset(nt))
@@ -277,7 +277,7 @@ class Journal:
             start = head.start
             codes, rtpc = self.codes, self.rtpc
             acts = list(map(_ACT, evs))
-            if "edit" in map(_KIND, acts):
+            if "edit" in map(_FIRST, acts):
                 for ev in evs:
                     a = ev[1]
                     if a[0] == "edit":

@@ -21,10 +21,14 @@ def changed_cells(tl) -> set:
 _LISTINGS: dict = {}          # (view, id(routine), pc, breakpoints) -> (routine, (Text, line))
 
 
-def _listing(view, r, pc: int, bps: frozenset) -> tuple[Text, int]:
-    """view(r, pc, bps), remembered: a routine's listing is a function of the routine, the
-    pc and its breakpoints, and stepping (back and forth, or round a loop) shows the same
-    few again and again. The Text is shared: callers read it and never change it."""
+def _listing(view, tl, cpu: int) -> tuple[Text, int]:
+    """view(routine, pc, breakpoints) of `cpu`'s current routine, remembered: a routine's
+    listing is a function of the routine, the pc and its breakpoints, and stepping (back and
+    forth, or round a loop) shows the same few again and again. The Text is shared: callers
+    read it and never change it."""
+    cv = tl.view().cpu(cpu)
+    rt, pc = cv.routine_id, cv.pc
+    r, bps = tl.e.routines[rt], frozenset(pc_breaks(tl, rt))
     key = (view, id(r), pc, bps)
     hit = _LISTINGS.get(key)
     if hit is not None and hit[0] is r:
@@ -39,10 +43,7 @@ def _listing(view, r, pc: int, bps: frozenset) -> tuple[Text, int]:
 def vcpu_listing(session, cpu: int) -> tuple[Text, int]:
     """The whole listing of `cpu`'s current routine, the current op marked with its function,
     file:line and C text under it; (text, line of the current op)."""
-    tl = session.tl
-    cv = tl.view().cpu(cpu)
-    rt = cv.routine_id
-    return _listing(_vcpu_listing, tl.e.routines[rt], cv.pc, frozenset(pc_breaks(tl, rt)))
+    return _listing(_vcpu_listing, session.tl, cpu)
 
 
 def _vcpu_listing(r, pc: int, bps: frozenset) -> tuple[Text, int]:
@@ -291,9 +292,7 @@ def pc_breaks(tl, rt: int) -> set[int]:
 
 def asm_lines(tl, cpu: int) -> tuple[Text, int]:
     """Every op of the focused vCPU's routine, the current one marked; (text, its line)."""
-    cv = tl.view().cpu(cpu)
-    rt = cv.routine_id
-    return _listing(_asm_lines, tl.e.routines[rt], cv.pc, frozenset(pc_breaks(tl, rt)))
+    return _listing(_asm_lines, tl, cpu)
 
 
 def _asm_lines(r, pc: int, bps: frozenset) -> tuple[Text, int]:
@@ -317,9 +316,7 @@ def _asm_lines(r, pc: int, bps: frozenset) -> tuple[Text, int]:
 def src_lines(tl, cpu: int) -> tuple[Text, int]:
     """The C lines of the focused vCPU's routine, from the listing's file:line and C text (in
     op order, one row per source line; model glue marked), the current line highlighted."""
-    cv = tl.view().cpu(cpu)
-    rt = cv.routine_id
-    return _listing(_src_lines, tl.e.routines[rt], cv.pc, frozenset(pc_breaks(tl, rt)))
+    return _listing(_src_lines, tl, cpu)
 
 
 def _src_lines(r, pc: int, bps: frozenset) -> tuple[Text, int]:
